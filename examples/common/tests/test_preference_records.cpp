@@ -1,0 +1,258 @@
+// JSONL preference loading: accepted shapes, every bad-record path (file, line and field in the
+// message), skip_bad accounting, and file-level errors.
+#include <catch2/catch.hpp>
+#include <string>
+#include <variant>
+
+#include "hafrm_examples/preference_records.hpp"
+#include "test_util.hpp"
+
+namespace hx = hafrm::examples;
+using Catch::Matchers::Contains;
+using hx::test::TempDir;
+
+namespace {
+
+const hx::TextRecord& text_at(const hx::LoadedRecords& d, std::size_t i) {
+  return std::get<hx::TextRecord>(d.records.at(i));
+}
+
+/// Loads `content` expecting a RecordError; returns it for inspection.
+hx::RecordError expect_record_error(const TempDir& dir, const std::string& content,
+                                    const hx::LoadOptions& options = {}) {
+  const auto file = dir.write("bad.jsonl", content);
+  try {
+    hx::load_preference_records(file, options);
+  } catch (const hx::RecordError& e) {
+    CHECK(e.file() == file.string());
+    CHECK_THAT(e.what(), Contains(file.string()));
+    return e;
+  }
+  FAIL("no RecordError for:\n" << content);
+  throw std::logic_error("unreachable");
+}
+
+}  // namespace
+
+TEST_CASE("text records load with line numbers; blank lines, CRLF and BOM are tolerated",
+          "[records]") {
+  TempDir dir;
+  const auto file =
+      dir.write("ok.jsonl",
+                "\xEF\xBB\xBF{\"prompt\":\"p1\",\"chosen\":\"c1\",\"rejected\":\"r1\"}\r\n"
+                "\n"
+                "   \n"
+                "{\"prompt\":\"\",\"chosen\":\"caf\xC3\xA9\",\"rejected\":\"r2\","
+                "\"extra\":[1,2]}\n");
+  const auto d = hx::load_preference_records(file);
+  CHECK(d.format == hx::RecordFormat::kText);
+  REQUIRE(d.records.size() == 2);
+  CHECK(text_at(d, 0).prompt == "p1");
+  CHECK(text_at(d, 0).chosen == "c1");
+  CHECK(text_at(d, 0).rejected == "r1");
+  CHECK(text_at(d, 0).line == 1);
+  CHECK(text_at(d, 1).prompt.empty());  // an empty prompt is allowed: the template may fill it
+  CHECK(text_at(d, 1).chosen == "caf\xC3\xA9");
+  CHECK(text_at(d, 1).line == 4);
+  CHECK(d.report.lines == 4);
+  CHECK(d.report.blank_lines == 2);
+  CHECK(d.report.loaded == 2);
+  CHECK(d.report.skipped == 0);
+}
+
+TEST_CASE("HH-RLHF records split the prompt at the last Assistant tag", "[records]") {
+  TempDir dir;
+  const std::string prompt =
+      "\\n\\nHuman: hi\\n\\nAssistant: hello\\n\\nHuman: 2+2?\\n\\nAssistant:";
+  const auto file = dir.write(
+      "hh.jsonl", "{\"chosen\":\"" + prompt + " 4\",\"rejected\":\"" + prompt + " 5\"}\n");
+  const auto d = hx::load_preference_records(file);
+  const auto& r = text_at(d, 0);
+  CHECK(r.prompt == "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: 2+2?\n\nAssistant:");
+  CHECK(r.chosen == " 4");
+  CHECK(r.rejected == " 5");
+
+  SECTION("turned off, the missing prompt is an error") {
+    hx::LoadOptions o;
+    o.accept_hh_rlhf = false;
+    CHECK_THROWS_WITH(hx::load_preference_records(file, o), Contains("field 'prompt'"));
+  }
+}
+
+TEST_CASE("UltraFeedback-binarized message lists give the last assistant message", "[records]") {
+  TempDir dir;
+  const auto file = dir.write(
+      "uf.jsonl",
+      R"({"prompt":"q","chosen":[{"role":"user","content":"q"},{"role":"assistant","content":"good"}],)"
+      R"("rejected":[{"role":"user","content":"q"},{"role":"assistant","content":"bad"}]})"
+      "\n");
+  const auto loaded = hx::load_preference_records(file);
+  const auto& r = text_at(loaded, 0);
+  CHECK(r.prompt == "q");
+  CHECK(r.chosen == "good");
+  CHECK(r.rejected == "bad");
+}
+
+TEST_CASE("pre-tokenized records load and are checked against the vocabulary", "[records]") {
+  TempDir dir;
+  const auto file =
+      dir.write("ids.jsonl", "{\"prompt_ids\":[1,2],\"chosen_ids\":[3],\"rejected_ids\":[0,9]}\n");
+  hx::LoadOptions o;
+  o.vocab_size = 10;
+  const auto d = hx::load_preference_records(file, o);
+  CHECK(d.format == hx::RecordFormat::kTokenIds);
+  const auto& r = std::get<hx::TokenRecord>(d.records.at(0));
+  CHECK(r.prompt_ids == std::vector<int64_t>{1, 2});
+  CHECK(r.chosen_ids == std::vector<int64_t>{3});
+  CHECK(r.rejected_ids == std::vector<int64_t>{0, 9});
+
+  SECTION("without a vocabulary size the ids cannot be checked, so loading refuses") {
+    CHECK_THROWS_AS(hx::load_preference_records(file), std::invalid_argument);
+  }
+}
+
+TEST_CASE("a bad text record names file, line and field", "[records]") {
+  struct Case {
+    std::string line, field, reason;
+  };
+  const auto c = GENERATE(values<Case>({
+      {R"({"prompt":"p","chosen":"c")", "record", "malformed JSON"},
+      {R"([1,2,3])", "record", "expected a JSON object"},
+      {R"({"prompt":"p","chosen":"c"})", "rejected", "missing field"},
+      {R"({"chosen":"c","rejected":"r"})", "prompt", "missing field"},  // not HH-shaped
+      {R"({"prompt":"p","chosen":5,"rejected":"r"})", "chosen", "expected a string"},
+      {R"({"prompt":["p"],"chosen":"c","rejected":"r"})", "prompt", "expected a string"},
+      {R"({"prompt":"p","chosen":"c","rejected":""})", "rejected", "empty response"},
+      {"{\"prompt\":\"p\",\"chosen\":\"c\xFF\",\"rejected\":\"r\"}", "chosen", "invalid UTF-8"},
+      {"{\"prompt\":\"\xC0\xAF\",\"chosen\":\"c\",\"rejected\":\"r\"}", "prompt", "invalid UTF-8"},
+      {"{\"prompt\":\"p\",\"chosen\":\"c\",\"rejected\":\"\xED\xA0\x80\"}", "rejected",
+       "invalid UTF-8"},  // an encoded surrogate
+      {R"({"prompt":"p","chosen":[{"role":"user","content":"x"}],"rejected":"r"})", "chosen",
+       "expected \"assistant\""},
+      {R"({"prompt":"p","chosen":"c","rejected":[]})", "rejected", "empty message list"},
+      {R"({"chosen":"\n\nHuman: a\n\nAssistant: b","rejected":"\n\nHuman: z\n\nAssistant: b"})",
+       "rejected", "HH-RLHF prompt"},
+      {R"({"chosen":"\n\nHuman: a\n\nAssistant:","rejected":"\n\nHuman: a\n\nAssistant: b"})",
+       "chosen", "empty response"},
+      {R"({"prompt_ids":[1],"chosen_ids":[2],"rejected_ids":[3]})", "prompt_ids",
+       "pre-tokenized record in a file of text records"},
+  }));
+  TempDir dir;
+  // A good record and a blank line first, so the bad one sits on line 3.
+  const auto e = expect_record_error(
+      dir, "{\"prompt\":\"p\",\"chosen\":\"c\",\"rejected\":\"r\"}\n\n" + c.line + "\n");
+  INFO(e.what());
+  CHECK(e.line() == 3);
+  CHECK(e.field() == c.field);
+  CHECK_THAT(e.what(), Contains(":3: "));
+  CHECK_THAT(e.what(), Contains(c.field));
+  CHECK_THAT(e.what(), Contains(c.reason));
+}
+
+TEST_CASE("a bad pre-tokenized record names file, line and field", "[records]") {
+  struct Case {
+    std::string line, field, reason;
+  };
+  const auto c = GENERATE(values<Case>({
+      {R"({"prompt_ids":[1],"chosen_ids":[257],"rejected_ids":[3]})", "chosen_ids",
+       "id 257 at index 0 outside [0, 257)"},
+      {R"({"prompt_ids":[1,-1],"chosen_ids":[2],"rejected_ids":[3]})", "prompt_ids",
+       "id -1 at index 1"},
+      {R"({"prompt_ids":[1],"chosen_ids":[2],"rejected_ids":[18446744073709551615]})",
+       "rejected_ids", "outside [0, 257)"},
+      {R"({"prompt_ids":[1],"chosen_ids":[2],"rejected_ids":[1.5]})", "rejected_ids",
+       "not an integer"},
+      {R"({"prompt_ids":[1],"chosen_ids":"2","rejected_ids":[3]})", "chosen_ids",
+       "expected an array"},
+      {R"({"prompt_ids":[1],"chosen_ids":[],"rejected_ids":[3]})", "chosen_ids", "empty id list"},
+      {R"({"prompt_ids":[],"chosen_ids":[2],"rejected_ids":[3]})", "prompt_ids", "empty id list"},
+      {R"({"prompt_ids":[1],"chosen_ids":[2]})", "rejected_ids", "missing field"},
+      {R"({"prompt":"p","chosen":"c","rejected":"r"})", "chosen_ids", "missing field"},
+  }));
+  TempDir dir;
+  hx::LoadOptions o;
+  o.vocab_size = 257;
+  const auto e = expect_record_error(
+      dir, "{\"prompt_ids\":[1],\"chosen_ids\":[2],\"rejected_ids\":[3]}\n\n" + c.line + "\n", o);
+  INFO(e.what());
+  CHECK(e.line() == 3);
+  CHECK(e.field() == c.field);
+  CHECK_THAT(e.what(), Contains(":3: field '" + c.field + "'"));
+  CHECK_THAT(e.what(), Contains(c.reason));
+}
+
+TEST_CASE("an explicit format rejects records of the other form", "[records]") {
+  TempDir dir;
+  hx::LoadOptions o;
+  o.format = hx::RecordFormat::kTokenIds;
+  o.vocab_size = 5;
+  const auto e = expect_record_error(dir, R"({"prompt":"p","chosen":"c","rejected":"r"})", o);
+  CHECK(e.line() == 1);
+  CHECK(e.field() == "chosen_ids");
+}
+
+TEST_CASE("skip_bad skips and counts bad records and keeps the first reasons", "[records]") {
+  TempDir dir;
+  const std::string good = R"({"prompt":"p","chosen":"c","rejected":"r"})";
+  const auto file =
+      dir.write("mixed.jsonl", good + "\n" +                                                // 1
+                                   R"({"prompt":"p"})" + "\n" +                             // 2 bad
+                                   good + "\n" +                                            // 3
+                                   "not json\n" +                                           // 4 bad
+                                   R"({"prompt":"p","chosen":"","rejected":"r"})" + "\n" +  // 5 bad
+                                   good + "\n");                                            // 6
+  hx::LoadOptions o;
+  o.skip_bad = true;
+  o.max_reported_errors = 2;
+  const auto d = hx::load_preference_records(file, o);
+  CHECK(d.records.size() == 3);
+  CHECK(d.report.loaded == 3);
+  CHECK(d.report.skipped == 3);
+  REQUIRE(d.report.first_errors.size() == 2);
+  CHECK_THAT(d.report.first_errors[0], Contains(":2: field 'chosen'"));
+  CHECK_THAT(d.report.first_errors[1], Contains(":4: record"));
+  CHECK_THAT(d.report.summary(), Contains("3 records loaded, 3 bad records skipped"));
+  CHECK_THAT(d.report.summary(), Contains("and 1 more"));
+  CHECK(text_at(d, 2).line == 6);
+
+  SECTION("without skip_bad the first bad record throws") {
+    CHECK_THROWS_WITH(hx::load_preference_records(file), Contains(":2: field 'chosen'"));
+  }
+}
+
+TEST_CASE("files without records are errors", "[records]") {
+  TempDir dir;
+  SECTION("empty") {
+    CHECK_THROWS_WITH(hx::load_preference_records(dir.write("e.jsonl", "")),
+                      Contains("no preference records"));
+  }
+  SECTION("blank lines only") {
+    CHECK_THROWS_WITH(hx::load_preference_records(dir.write("b.jsonl", "\n  \n\r\n")),
+                      Contains("no preference records"));
+  }
+  SECTION("every record bad, even when skipping") {
+    hx::LoadOptions o;
+    o.skip_bad = true;
+    CHECK_THROWS_WITH(hx::load_preference_records(dir.write("x.jsonl", "{}\n[]\n"), o),
+                      Contains("no valid preference records") && Contains("2 bad records skipped"));
+  }
+  SECTION("missing file") {
+    const auto missing = dir.path() / "missing.jsonl";
+    CHECK_THROWS_WITH(hx::load_preference_records(missing),
+                      Contains("cannot open") && Contains(missing.string()));
+  }
+}
+
+TEST_CASE("UTF-8 validation is strict", "[records][utf8]") {
+  CHECK_FALSE(hx::first_invalid_utf8("plain ascii").has_value());
+  CHECK_FALSE(hx::first_invalid_utf8("caf\xC3\xA9 \xE6\x97\xA5 \xF0\x9F\x99\x82").has_value());
+  CHECK(hx::first_invalid_utf8("ab\x80") == 2u);            // stray continuation byte
+  CHECK(hx::first_invalid_utf8("\xC3") == 0u);              // truncated sequence
+  CHECK(hx::first_invalid_utf8("x\xE0\x80\xAF") == 1u);     // overlong
+  CHECK(hx::first_invalid_utf8("\xED\xB0\x80") == 0u);      // surrogate
+  CHECK(hx::first_invalid_utf8("\xF4\x90\x80\x80") == 0u);  // above U+10FFFF
+  CHECK(hx::replace_invalid_utf8("a\xFF"
+                                 "b") ==
+        "a\xEF\xBF\xBD"
+        "b");
+}

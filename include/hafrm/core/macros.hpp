@@ -1,0 +1,23 @@
+// hafrm/core/macros.hpp: the few macros every layer shares. Torch-free and CUDA-free.
+//
+//   HAFRM_HOST_DEVICE  marks math usable from host code and from CUDA device code.
+//   HAFRM_INLINE       forces inlining of tiny hot helpers.
+#pragma once
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define HAFRM_HOST_DEVICE __host__ __device__
+#define HAFRM_DEVICE __device__
+#else
+#define HAFRM_HOST_DEVICE
+#define HAFRM_DEVICE
+#endif
+
+#if defined(_MSC_VER)
+#define HAFRM_INLINE __forceinline
+#else
+#define HAFRM_INLINE inline __attribute__((always_inline))
+#endif
+
+#define HAFRM_VERSION_MAJOR 0
+#define HAFRM_VERSION_MINOR 1
+#define HAFRM_VERSION_PATCH 0

@@ -1,0 +1,26 @@
+// hafrm/hafrm.hpp: everything a trainer needs, in one include.
+//
+//   #include <hafrm/hafrm.hpp>
+//   auto f = hafrm::forward_pair(model, reference, batch);          // one forward, both heads
+//   auto out = hafrm::HybridLoss<hafrm::BradleyTerry, hafrm::Dpo>{}(f.rewards, f.policy, step);
+//   out.loss.backward();
+//
+// Layers (each includes only those before it):
+//   core/     torch-free math, usable from CUDA device code
+//   kernels/  cpu/ (Eigen over raw pointers) and cuda/ (.cuh over raw pointers and a stream)
+//   torch/    checks, dtype dispatch, autograd Functions, token_logprobs, linear_token_logprobs
+//   losses/   reward, policy and hybrid loss functors over tensors
+//   model/    the model trait and the concatenated chosen/rejected forward pass
+#pragma once
+
+#include "hafrm/core/macros.hpp"
+#include "hafrm/core/math.hpp"
+#include "hafrm/losses/hybrid.hpp"
+#include "hafrm/losses/policy.hpp"
+#include "hafrm/losses/reward.hpp"
+#include "hafrm/losses/weighting.hpp"
+#include "hafrm/model/model_traits.hpp"
+#include "hafrm/model/pair_forward.hpp"
+#include "hafrm/model/reward_readout.hpp"
+#include "hafrm/torch/linear_logprobs.hpp"
+#include "hafrm/torch/token_logprobs.hpp"

@@ -1,0 +1,123 @@
+// hafrm/losses/hybrid.hpp: the HaF-RM hybrid objective over any reward loss, any policy loss
+// (or a weighted list of them) and any weighting schedule.
+//
+//   hafrm::HybridLoss<hafrm::BradleyTerry, hafrm::Dpo> haf;      // HaF defaults
+//   hafrm::HybridOutput out = haf(reward_inputs, policy_inputs, step);
+//   out.loss.backward();   // out.reward_loss, out.policy_loss, out.weights, out.metrics
+//
+//   // several policy losses at once (TRL's MPO), each with its weight:
+//   hafrm::PolicyLossList list{{1.0, hafrm::Dpo{}}, {0.5, hafrm::ChosenNll{}}};
+//   hafrm::HybridLoss<hafrm::BradleyTerry, hafrm::PolicyLossList> rpo_haf{{}, list};
+#pragma once
+
+#include <torch/torch.h>
+
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "hafrm/losses/policy.hpp"
+#include "hafrm/losses/reward.hpp"
+#include "hafrm/losses/weighting.hpp"
+
+namespace hafrm {
+
+// Type-erased policy loss: anything callable as LossOutput(const PolicyInputs&).
+class AnyPolicyLoss {
+ public:
+  AnyPolicyLoss() = default;
+  template <class L, class = std::enable_if_t<!std::is_same_v<std::decay_t<L>, AnyPolicyLoss>>>
+  AnyPolicyLoss(L loss, std::string name = "")  // NOLINT: implicit by design, like std::function
+      : fn_([loss = std::move(loss)](const PolicyInputs& in) { return loss(in); }),
+        name_(name.empty() ? default_name<L>() : std::move(name)) {}
+  LossOutput operator()(const PolicyInputs& in) const {
+    TORCH_CHECK(fn_, "hafrm::AnyPolicyLoss: called while empty");
+    return fn_(in);
+  }
+  const std::string& name() const { return name_; }
+  explicit operator bool() const { return static_cast<bool>(fn_); }
+
+ private:
+  template <class L>
+  static std::string default_name() {
+    if constexpr (requires { L::kName; }) return L::kName;
+    return "policy_loss";
+  }
+  std::function<LossOutput(const PolicyInputs&)> fn_;
+  std::string name_;
+};
+
+// Weighted list of policy losses: sum_k w_k * loss_k (each reduced by its own reduction, which
+// must be a scalar one). Metrics are prefixed with each loss's name.
+class PolicyLossList {
+ public:
+  PolicyLossList() = default;
+  PolicyLossList(std::initializer_list<std::pair<double, AnyPolicyLoss>> items) {
+    for (auto& [w, l] : items) add(w, l);
+  }
+  PolicyLossList& add(double weight, AnyPolicyLoss loss) {
+    detail::check_nonnegative(weight, "PolicyLossList", "weight");
+    items_.emplace_back(weight, std::move(loss));
+    return *this;
+  }
+  size_t size() const { return items_.size(); }
+  const std::vector<std::pair<double, AnyPolicyLoss>>& items() const { return items_; }
+
+  LossOutput operator()(const PolicyInputs& in) const {
+    HAFRM_CHECK_ARG(!items_.empty(), "PolicyLossList", "items", "must hold at least one loss");
+    LossOutput out;
+    for (const auto& [w, l] : items_) {
+      auto o = l(in);
+      HAFRM_CHECK_ARG(o.loss.dim() == 0, "PolicyLossList", l.name(),
+                      "must use a scalar reduction (kMean or kSum) inside a weighted list");
+      out.loss = out.loss.defined() ? out.loss + w * o.loss : w * o.loss;
+      out.metrics[l.name() + "/loss"] = o.loss.detach();
+      for (auto& [k, v] : o.metrics) out.metrics[l.name() + "/" + k] = v;
+    }
+    return out;
+  }
+
+ private:
+  std::vector<std::pair<double, AnyPolicyLoss>> items_;
+};
+
+struct HybridOutput {
+  torch::Tensor loss;         // w_R * reward_loss + alpha * policy_loss
+  torch::Tensor reward_loss;  // unweighted
+  torch::Tensor policy_loss;  // unweighted
+  HybridWeights weights;
+  std::map<std::string, torch::Tensor> metrics;  // "reward/..." and "policy/..." entries
+};
+
+// L = w_R(step) * RewardLoss(rewards) + alpha(step) * PolicyLoss(policy).
+template <class RewardLoss = BradleyTerry, class PolicyLoss = Dpo,
+          class Weighting = ConstantWeighting>
+struct HybridLoss {
+  RewardLoss reward{};
+  PolicyLoss policy{};
+  Weighting weighting{};
+
+  HybridOutput operator()(const RewardInputs& rewards, const PolicyInputs& policy_in,
+                          int64_t step = 0) const {
+    HybridOutput out;
+    out.weights = weighting(step);
+    // Both terms are always evaluated so that logs stay comparable across alternate blocks; a
+    // zero weight still removes the term's gradient exactly.
+    auto r = reward(rewards);
+    auto p = policy(policy_in);
+    HAFRM_CHECK_ARG(r.loss.dim() == 0 && p.loss.dim() == 0, "HybridLoss", "reduction",
+                    "the hybrid needs scalar reward and policy losses (kMean or kSum)");
+    out.reward_loss = r.loss;
+    out.policy_loss = p.loss;
+    out.loss = out.weights.reward * r.loss + out.weights.policy * p.loss;
+    for (auto& [k, v] : r.metrics) out.metrics["reward/" + k] = v;
+    for (auto& [k, v] : p.metrics) out.metrics["policy/" + k] = v;
+    out.metrics["reward/loss"] = r.loss.detach();
+    out.metrics["policy/loss"] = p.loss.detach();
+    out.metrics["loss"] = out.loss.detach();
+    return out;
+  }
+};
+
+}  // namespace hafrm

@@ -1,0 +1,91 @@
+// hafrm/losses/policy_inputs.hpp: what a token-level policy loss consumes: per-sequence summed
+// log-probs of the policy and (optionally) the frozen reference, and token counts.
+//
+//   hafrm::PolicyInputs in;
+//   in.policy_chosen = seq_c.sum;   in.policy_rejected = seq_r.sum;    // [B], with grad
+//   in.reference_chosen = ref_c;    in.reference_rejected = ref_r;     // [B]; undefined = 0
+//   in.chosen_count = seq_c.count;  in.rejected_count = seq_r.count;   // [B] (for means)
+#pragma once
+
+#include <torch/torch.h>
+
+#include "hafrm/losses/loss_output.hpp"
+
+namespace hafrm {
+
+struct PolicyInputs {
+  torch::Tensor policy_chosen, policy_rejected;        // [B] summed log-probs (pi_c, pi_r)
+  torch::Tensor reference_chosen, reference_rejected;  // [B] (rho_c, rho_r); undefined: ref-free
+  torch::Tensor chosen_count, rejected_count;          // [B] scored tokens (n_c, n_r)
+};
+
+namespace detail {
+
+// The checked, dtype-promoted quantities of LOSSES.md's notation.
+struct PolicyTerms {
+  torch::Tensor pi_c, pi_r;    // policy sums
+  torch::Tensor rho_c, rho_r;  // reference sums (zeros when reference-free)
+  torch::Tensor n_c, n_r;      // counts as floating tensors, undefined unless asked
+  torch::Tensor delta_c() const { return pi_c - rho_c; }
+  torch::Tensor delta_r() const { return pi_r - rho_r; }
+};
+
+inline torch::Tensor check_counts(const torch::Tensor& t, std::string_view fn,
+                                  std::string_view arg, const torch::Tensor& like) {
+  HAFRM_CHECK_ARG(t.defined(), fn, arg,
+                  "is required by this loss (token counts for length normalisation)");
+  HAFRM_CHECK_ARG(t.dim() == 1 && t.size(0) == like.size(0), fn, arg, "expected shape [",
+                  like.size(0), "], got ", t.sizes());
+  check_same_device(like, t, fn, "inputs.policy_chosen", arg);
+  HAFRM_CHECK_ARG((t > 0).all().item<bool>(), fn, arg,
+                  "every sequence needs at least one scored token for a mean, found a count <= 0");
+  return t.to(like.scalar_type());
+}
+
+inline PolicyTerms check_policy(const PolicyInputs& in, std::string_view fn, bool need_counts,
+                                bool reference_free) {
+  PolicyTerms t;
+  t.pi_c = check_batch_vector(in.policy_chosen, fn, "inputs.policy_chosen");
+  const int64_t B = t.pi_c.size(0);
+  t.pi_r = check_batch_vector(in.policy_rejected, fn, "inputs.policy_rejected", B);
+  check_same_device(t.pi_c, t.pi_r, fn, "inputs.policy_chosen", "inputs.policy_rejected");
+  const bool have_ref = in.reference_chosen.defined() || in.reference_rejected.defined();
+  if (have_ref && !reference_free) {
+    HAFRM_CHECK_ARG(in.reference_chosen.defined() && in.reference_rejected.defined(), fn,
+                    in.reference_chosen.defined() ? "inputs.reference_rejected"
+                                                  : "inputs.reference_chosen",
+                    "must be given together with its pair (or neither, for a reference-free loss)");
+    t.rho_c = check_batch_vector(in.reference_chosen, fn, "inputs.reference_chosen", B)
+                  .detach()
+                  .to(t.pi_c.scalar_type());
+    t.rho_r = check_batch_vector(in.reference_rejected, fn, "inputs.reference_rejected", B)
+                  .detach()
+                  .to(t.pi_c.scalar_type());
+    check_same_device(t.pi_c, t.rho_c, fn, "inputs.policy_chosen", "inputs.reference_chosen");
+    check_same_device(t.pi_c, t.rho_r, fn, "inputs.policy_chosen", "inputs.reference_rejected");
+  } else {
+    t.rho_c = torch::zeros_like(t.pi_c);
+    t.rho_r = torch::zeros_like(t.pi_r);
+  }
+  if (need_counts) {
+    t.n_c = check_counts(in.chosen_count, fn, "inputs.chosen_count", t.pi_c);
+    t.n_r = check_counts(in.rejected_count, fn, "inputs.rejected_count", t.pi_c);
+  }
+  return t;
+}
+
+// DPO's implicit-reward metrics: beta * Delta, their accuracy and margin.
+inline void implicit_reward_metrics(LossOutput& out, const PolicyTerms& t, double beta) {
+  torch::NoGradGuard ng;
+  auto rc = beta * t.delta_c();
+  auto rr = beta * t.delta_r();
+  out.metrics["rewards_chosen"] = rc.mean();
+  out.metrics["rewards_rejected"] = rr.mean();
+  out.metrics["rewards_accuracy"] = (rc > rr).to(torch::kFloat).mean();
+  out.metrics["rewards_margin"] = (rc - rr).mean();
+  out.metrics["logps_chosen"] = t.pi_c.mean();
+  out.metrics["logps_rejected"] = t.pi_r.mean();
+}
+
+}  // namespace detail
+}  // namespace hafrm

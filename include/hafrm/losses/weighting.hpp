@@ -1,0 +1,102 @@
+// hafrm/losses/weighting.hpp: how the hybrid loss weighs its two terms at a given step:
+// L = w_R(step) * L_reward + alpha(step) * L_policy.
+//
+//   hafrm::ConstantWeighting w;                         // HaF defaults: w_R 1, alpha 0.2
+//   hafrm::AlternateWeighting alt{.period = 100};       // HaF code's alternate mode
+//   auto [w_r, alpha] = alt(step);
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <numbers>
+
+#include "hafrm/torch/checks.hpp"
+
+namespace hafrm {
+
+struct HybridWeights {
+  double reward = 1.0;  // w_R
+  double policy = 0.2;  // alpha
+};
+
+namespace detail {
+inline void check_weights(double reward, double policy, std::string_view fn) {
+  check_nonnegative(reward, fn, "reward_weight");
+  check_nonnegative(policy, fn, "alpha");
+}
+inline void check_step(int64_t step, std::string_view fn) {
+  HAFRM_CHECK_ARG(step >= 0, fn, "step", "expected a training step >= 0, got ", step);
+}
+}  // namespace detail
+
+// The paper's runs: fixed w_R = rm_ratio = 1, alpha = dpo_ratio = 0.2.
+struct ConstantWeighting {
+  double reward_weight = 1.0;
+  double alpha = 0.2;
+  void validate() const { detail::check_weights(reward_weight, alpha, "ConstantWeighting"); }
+  HybridWeights operator()(int64_t step) const {
+    validate();
+    detail::check_step(step, "ConstantWeighting");
+    return {reward_weight, alpha};
+  }
+};
+
+// The HaF code's alternate mode: with period k, steps in even blocks (step / k even) train only
+// the policy term, odd blocks only the reward term.
+struct AlternateWeighting {
+  int64_t period = 1;
+  double reward_weight = 1.0;
+  double alpha = 0.2;
+  void validate() const {
+    detail::check_weights(reward_weight, alpha, "AlternateWeighting");
+    HAFRM_CHECK_ARG(period >= 1, "AlternateWeighting", "period", "expected >= 1, got ", period);
+  }
+  HybridWeights operator()(int64_t step) const {
+    validate();
+    detail::check_step(step, "AlternateWeighting");
+    const bool policy_block = (step / period) % 2 == 0;
+    return policy_block ? HybridWeights{0.0, alpha} : HybridWeights{reward_weight, 0.0};
+  }
+};
+
+// alpha rises linearly from 0 to `alpha` over warmup_steps, then stays (reward weight fixed).
+// Why: the reward head starts at zero, so some users prefer the policy term to enter gradually.
+struct LinearWarmupWeighting {
+  int64_t warmup_steps = 100;
+  double reward_weight = 1.0;
+  double alpha = 0.2;
+  void validate() const {
+    detail::check_weights(reward_weight, alpha, "LinearWarmupWeighting");
+    HAFRM_CHECK_ARG(warmup_steps >= 0, "LinearWarmupWeighting", "warmup_steps",
+                    "expected >= 0, got ", warmup_steps);
+  }
+  HybridWeights operator()(int64_t step) const {
+    validate();
+    detail::check_step(step, "LinearWarmupWeighting");
+    if (warmup_steps == 0 || step >= warmup_steps) return {reward_weight, alpha};
+    return {reward_weight, alpha * static_cast<double>(step) / static_cast<double>(warmup_steps)};
+  }
+};
+
+// alpha follows a half cosine from alpha_start to alpha_end over total_steps, then stays.
+struct CosineWeighting {
+  int64_t total_steps = 1000;
+  double reward_weight = 1.0;
+  double alpha_start = 0.2;
+  double alpha_end = 0.0;
+  void validate() const {
+    detail::check_weights(reward_weight, alpha_start, "CosineWeighting");
+    detail::check_nonnegative(alpha_end, "CosineWeighting", "alpha_end");
+    HAFRM_CHECK_ARG(total_steps >= 1, "CosineWeighting", "total_steps", "expected >= 1, got ",
+                    total_steps);
+  }
+  HybridWeights operator()(int64_t step) const {
+    validate();
+    detail::check_step(step, "CosineWeighting");
+    const double t = std::min(1.0, static_cast<double>(step) / static_cast<double>(total_steps));
+    const double a = alpha_end + 0.5 * (alpha_start - alpha_end) * (1.0 + std::cos(std::numbers::pi * t));
+    return {reward_weight, a};
+  }
+};
+
+}  // namespace hafrm

@@ -1,0 +1,172 @@
+// hafrm/model/pair_forward.hpp: one concatenated forward pass over [chosen; rejected] that
+// yields everything the hybrid loss needs: rewards from the reward head, the policy's summed
+// response log-probs, and the reference's (from a frozen model, or precomputed).
+//
+//   hafrm::PreferenceBatch b{.chosen_ids = ..., .chosen_mask = ..., .chosen_labels = ...,
+//                            .rejected_ids = ..., .rejected_mask = ..., .rejected_labels = ...};
+//   hafrm::PairForward f = hafrm::forward_pair(model, reference_model, b);
+//   auto out = hafrm::HybridLoss<>{}(f.rewards, f.policy, step);
+//
+// Labels are aligned with input_ids (the token's own id where it is scored, -100 on prompt and
+// padding); the causal shift happens here.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <optional>
+
+#include "hafrm/losses/policy_inputs.hpp"
+#include "hafrm/losses/reward.hpp"
+#include "hafrm/model/model_traits.hpp"
+#include "hafrm/model/reward_readout.hpp"
+#include "hafrm/torch/linear_logprobs.hpp"
+#include "hafrm/torch/token_logprobs.hpp"
+
+namespace hafrm {
+
+struct PreferenceBatch {
+  torch::Tensor chosen_ids, chosen_mask, chosen_labels;        // [B, Tc]
+  torch::Tensor rejected_ids, rejected_mask, rejected_labels;  // [B, Tr]
+  torch::Tensor reference_chosen, reference_rejected;          // optional precomputed [B]
+  torch::Tensor margin;                                        // optional [B] reward margin
+};
+
+struct PairForwardOptions {
+  RewardReadout readout = RewardReadout::kLastNonPad;
+  TokenLogProbOptions logprobs{};
+  int64_t pad_id = 0;  // fills the shorter side when chosen and rejected lengths differ
+};
+
+struct PairForward {
+  RewardInputs rewards;
+  PolicyInputs policy;
+  SequenceLogProbs chosen, rejected;  // per-token detail of the policy's log-probs
+};
+
+namespace detail {
+
+inline void check_side(const torch::Tensor& ids, const torch::Tensor& mask,
+                       const torch::Tensor& labels, const char* side) {
+  const std::string s(side);
+  check_integral(ids, "forward_pair", s + "_ids");
+  check_dim(ids, 2, "forward_pair", s + "_ids");
+  check_defined(mask, "forward_pair", s + "_mask");
+  check_integral(labels, "forward_pair", s + "_labels");
+  check_same_shape(ids, mask, "forward_pair", s + "_ids", s + "_mask");
+  check_same_shape(ids, labels, "forward_pair", s + "_ids", s + "_labels");
+  HAFRM_CHECK_ARG(ids.size(1) >= 2, "forward_pair", s + "_ids",
+                  "expected at least 2 positions (one to predict from, one scored), got ",
+                  ids.size(1));
+}
+
+inline torch::Tensor pad_to(const torch::Tensor& t, int64_t T, int64_t value) {
+  if (t.size(1) == T) return t;
+  return torch::constant_pad_nd(t, {0, T - t.size(1)}, value);
+}
+
+struct Concatenated {
+  torch::Tensor ids, mask, labels;
+  int64_t batch;
+};
+
+inline Concatenated concatenate(const PreferenceBatch& b, int64_t pad_id) {
+  check_side(b.chosen_ids, b.chosen_mask, b.chosen_labels, "chosen");
+  check_side(b.rejected_ids, b.rejected_mask, b.rejected_labels, "rejected");
+  const int64_t B = b.chosen_ids.size(0);
+  HAFRM_CHECK_ARG(B > 0, "forward_pair", "chosen_ids", "must not be empty (an empty batch)");
+  HAFRM_CHECK_ARG(b.rejected_ids.size(0) == B, "forward_pair", "rejected_ids",
+                  "expected batch size ", B, " (as chosen_ids), got ", b.rejected_ids.size(0));
+  const int64_t T = std::max(b.chosen_ids.size(1), b.rejected_ids.size(1));
+  Concatenated c;
+  c.batch = B;
+  c.ids = torch::cat({pad_to(b.chosen_ids, T, pad_id), pad_to(b.rejected_ids, T, pad_id)});
+  c.mask = torch::cat({pad_to(b.chosen_mask, T, 0), pad_to(b.rejected_mask, T, 0)});
+  c.labels = torch::cat({pad_to(b.chosen_labels, T, -100), pad_to(b.rejected_labels, T, -100)});
+  return c;
+}
+
+// Per-sequence log-probs from whatever the model produced: full logits, or the LM head's input
+// and weight (fused linear path, logits never stored).
+inline SequenceLogProbs model_sequence_logprobs(const ModelOutputs& out,
+                                                const torch::Tensor& labels,
+                                                const TokenLogProbOptions& o) {
+  using torch::indexing::None;
+  using torch::indexing::Slice;
+  auto shifted_labels = labels.index({Slice(), Slice(1, None)});
+  if (out.logits.defined()) {
+    auto s = shift_for_causal_lm(out.logits, labels);
+    return sequence_logprobs(s.logits, s.labels, o);
+  }
+  HAFRM_CHECK_ARG(out.lm_hidden.defined() && out.lm_head_weight.defined(), "forward_pair",
+                  "model outputs",
+                  "must hold logits, or lm_hidden and lm_head_weight for the fused linear path");
+  auto h = out.lm_hidden.index({Slice(), Slice(0, -1)});
+  return reduce_sequences(compute_linear_token_logprobs(h, out.lm_head_weight, shifted_labels, o));
+}
+
+}  // namespace detail
+
+// Reference log-probs (summed over response tokens) under no-grad, e.g. to precompute them once
+// per dataset. Returns {chosen [B], rejected [B]}.
+template <class RefModel>
+std::pair<torch::Tensor, torch::Tensor> reference_logprobs(RefModel& reference,
+                                                           const PreferenceBatch& b,
+                                                           const PairForwardOptions& o = {}) {
+  torch::NoGradGuard ng;
+  auto c = detail::concatenate(b, o.pad_id);
+  auto out = model_forward(reference, c.ids, c.mask);
+  auto seq = detail::model_sequence_logprobs(out, c.labels, o.logprobs);
+  auto sums = seq.sum.detach();
+  return {sums.slice(0, 0, c.batch), sums.slice(0, c.batch)};
+}
+
+// Policy forward only; reference log-probs come from b.reference_* (precomputed) or are absent
+// (reference-free losses).
+template <class Model>
+PairForward forward_pair(Model& model, const PreferenceBatch& b, const PairForwardOptions& o = {}) {
+  auto c = detail::concatenate(b, o.pad_id);
+  auto out = model_forward(model, c.ids, c.mask);
+  HAFRM_CHECK_ARG(out.token_rewards.defined(), "forward_pair", "model outputs",
+                  "must hold token_rewards (the reward head's output)");
+  auto seq = detail::model_sequence_logprobs(out, c.labels, o.logprobs);
+  auto rewards = read_rewards(out.token_rewards, c.mask, o.readout);
+  const int64_t B = c.batch;
+  auto first = [B](const torch::Tensor& t) { return t.slice(0, 0, B); };
+  auto second = [B](const torch::Tensor& t) { return t.slice(0, B); };
+  PairForward f;
+  f.rewards.chosen = first(rewards);
+  f.rewards.rejected = second(rewards);
+  f.rewards.margin = b.margin;
+  f.policy.policy_chosen = first(seq.sum);
+  f.policy.policy_rejected = second(seq.sum);
+  f.policy.chosen_count = first(seq.count);
+  f.policy.rejected_count = second(seq.count);
+  f.policy.reference_chosen = b.reference_chosen;
+  f.policy.reference_rejected = b.reference_rejected;
+  auto split_tokens = [&](const TokenLogProbs& t, bool chosen) {
+    TokenLogProbs r;
+    auto pick = [&](const torch::Tensor& x) {
+      return x.defined() ? (chosen ? first(x) : second(x)) : x;
+    };
+    r.logprobs = pick(t.logprobs), r.lse = pick(t.lse), r.entropy = pick(t.entropy);
+    r.log_sum_p2 = pick(t.log_sum_p2), r.mean_logit = pick(t.mean_logit);
+    r.is_argmax = pick(t.is_argmax), r.mask = pick(t.mask);
+    return r;
+  };
+  f.chosen = reduce_sequences(split_tokens(seq.tokens, true));
+  f.rejected = reduce_sequences(split_tokens(seq.tokens, false));
+  return f;
+}
+
+// Policy forward plus a frozen reference model run under no-grad on the same batch.
+template <class Model, class RefModel>
+PairForward forward_pair(Model& model, RefModel& reference, const PreferenceBatch& b,
+                         const PairForwardOptions& o = {}) {
+  auto [rc, rr] = reference_logprobs(reference, b, o);
+  PreferenceBatch with_ref = b;
+  with_ref.reference_chosen = rc;
+  with_ref.reference_rejected = rr;
+  return forward_pair(model, with_ref, o);
+}
+
+}  // namespace hafrm

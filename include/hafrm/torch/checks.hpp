@@ -1,0 +1,82 @@
+// hafrm/torch/checks.hpp: argument checks that every public entry point uses, so that a bad
+// input becomes a c10::Error naming the function, the argument and what was expected.
+//
+//   hafrm::detail::check_floating(logits, "token_logprobs", "logits");
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string_view>
+
+// HAFRM_CHECK_ARG(cond, fn, arg, expected...) -> "hafrm::fn: argument 'arg' expected ..."
+#define HAFRM_CHECK_ARG(cond, fn, arg, ...) \
+  TORCH_CHECK((cond), "hafrm::", fn, ": argument '", arg, "' ", __VA_ARGS__)
+
+namespace hafrm::detail {
+
+inline void check_defined(const torch::Tensor& t, std::string_view fn, std::string_view arg) {
+  HAFRM_CHECK_ARG(t.defined(), fn, arg, "must be a defined tensor");
+}
+
+inline void check_floating(const torch::Tensor& t, std::string_view fn, std::string_view arg) {
+  check_defined(t, fn, arg);
+  HAFRM_CHECK_ARG(t.is_floating_point(), fn, arg,
+                  "expected a floating-point tensor (float32, float64, bfloat16 or float16), got ",
+                  t.scalar_type());
+}
+
+inline void check_dim(const torch::Tensor& t, int64_t dim, std::string_view fn,
+                      std::string_view arg) {
+  HAFRM_CHECK_ARG(t.dim() == dim, fn, arg, "expected ", dim, " dimension(s), got shape ",
+                  t.sizes());
+}
+
+inline void check_nonempty(const torch::Tensor& t, std::string_view fn, std::string_view arg) {
+  HAFRM_CHECK_ARG(t.numel() > 0, fn, arg, "must not be empty (an empty batch has no loss)");
+}
+
+inline void check_same_shape(const torch::Tensor& a, const torch::Tensor& b, std::string_view fn,
+                             std::string_view arg_a, std::string_view arg_b) {
+  HAFRM_CHECK_ARG(a.sizes() == b.sizes(), fn, arg_b, "expected the same shape as '", arg_a,
+                  "' ", a.sizes(), ", got ", b.sizes());
+}
+
+inline void check_same_device(const torch::Tensor& a, const torch::Tensor& b, std::string_view fn,
+                              std::string_view arg_a, std::string_view arg_b) {
+  HAFRM_CHECK_ARG(a.device() == b.device(), fn, arg_b, "expected to be on the same device as '",
+                  arg_a, "' (", a.device(), "), got ", b.device());
+}
+
+inline void check_integral(const torch::Tensor& t, std::string_view fn, std::string_view arg) {
+  check_defined(t, fn, arg);
+  HAFRM_CHECK_ARG(t.scalar_type() == torch::kLong || t.scalar_type() == torch::kInt, fn, arg,
+                  "expected an int64 or int32 tensor of token ids, got ", t.scalar_type());
+}
+
+inline void check_finite_all(const torch::Tensor& t, std::string_view fn, std::string_view arg) {
+  HAFRM_CHECK_ARG(torch::isfinite(t).all().item<bool>(), fn, arg,
+                  "contains NaN or infinite values");
+}
+
+inline void check_positive(double v, std::string_view fn, std::string_view arg) {
+  HAFRM_CHECK_ARG(v > 0.0 && std::isfinite(v), fn, arg, "expected a finite value > 0, got ", v);
+}
+
+inline void check_nonnegative(double v, std::string_view fn, std::string_view arg) {
+  HAFRM_CHECK_ARG(v >= 0.0 && std::isfinite(v), fn, arg, "expected a finite value >= 0, got ", v);
+}
+
+// [lo, hi): label smoothing and robust-DPO epsilon live in [0, 0.5).
+inline void check_half_open(double v, double lo, double hi, std::string_view fn,
+                            std::string_view arg) {
+  HAFRM_CHECK_ARG(v >= lo && v < hi, fn, arg, "expected a value in [", lo, ", ", hi, "), got ",
+                  v);
+}
+
+inline void check_closed(double v, double lo, double hi, std::string_view fn,
+                         std::string_view arg) {
+  HAFRM_CHECK_ARG(v >= lo && v <= hi, fn, arg, "expected a value in [", lo, ", ", hi, "], got ",
+                  v);
+}
+
+}  // namespace hafrm::detail

@@ -1,0 +1,97 @@
+// hafrm/torch/cpu_logprobs.hpp: the torch adapter of the fused CPU kernels: dtype dispatch
+// (float32, bfloat16, float16 -> float32 math), row layout, output allocation, at::parallel_for.
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <torch/torch.h>
+
+#include <Eigen/Core>
+
+#include "hafrm/kernels/cpu/token_logprobs.hpp"
+#include "hafrm/torch/logprob_options.hpp"
+#include "hafrm/torch/row_layout.hpp"
+
+namespace hafrm::detail {
+
+// ATen's reduced-precision types and Eigen's share one bit layout; the kernels use Eigen's.
+template <class T>
+struct eigen_scalar {
+  using type = T;
+};
+template <>
+struct eigen_scalar<at::BFloat16> {
+  using type = Eigen::bfloat16;
+};
+template <>
+struct eigen_scalar<at::Half> {
+  using type = Eigen::half;
+};
+
+struct AtenParallelFor {
+  template <class F>
+  void operator()(int64_t begin, int64_t end, int64_t grain, F&& f) const {
+    at::parallel_for(begin, end, grain, f);
+  }
+};
+
+inline FusedForward cpu_fused_forward(const torch::Tensor& logits, const torch::Tensor& labels_flat,
+                                      const TokenLogProbOptions& o, bool need_lse) {
+  auto [x, layout] = row_layout(logits);
+  const int64_t rows = layout.rows();
+  auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(logits.device());
+  FusedForward r;
+  r.logprob = torch::empty({rows}, f32);
+  if (need_lse || o.return_lse) r.lse = torch::empty({rows}, f32);
+  if (o.return_entropy) r.entropy = torch::empty({rows}, f32);
+  if (o.return_log_sum_p2) r.log_sum_p2 = torch::empty({rows}, f32);
+  if (o.return_mean_logit) r.mean_logit = torch::empty({rows}, f32);
+  if (o.return_is_argmax) r.is_argmax = torch::empty({rows}, f32.dtype(torch::kBool));
+  auto ptr = [](torch::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
+  kernels::cpu::ForwardOutputs out;
+  out.logprob = ptr(r.logprob);
+  out.lse = ptr(r.lse);
+  out.entropy = ptr(r.entropy);
+  out.log_sum_p2 = ptr(r.log_sum_p2);
+  out.mean_logit = ptr(r.mean_logit);
+  out.is_argmax = r.is_argmax.defined() ? r.is_argmax.data_ptr<bool>() : nullptr;
+  kernels::cpu::Params p{o.ignore_index, make_transform(o)};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "hafrm_cpu_fwd", [&] {
+    using T = typename eigen_scalar<scalar_t>::type;
+    kernels::cpu::token_logprobs_forward(reinterpret_cast<const T*>(x.const_data_ptr<scalar_t>()),
+                                         layout, labels_flat.const_data_ptr<int64_t>(), p, out,
+                                         AtenParallelFor{});
+  });
+  return r;
+}
+
+// Gradient w.r.t. logits, in logits' dtype and shape. With inplace, written over logits.
+inline torch::Tensor cpu_fused_backward(const torch::Tensor& logits,
+                                        const torch::Tensor& labels_flat,
+                                        const torch::Tensor& grad_logprob,
+                                        const torch::Tensor& grad_entropy,
+                                        const torch::Tensor& lse, const torch::Tensor& entropy,
+                                        const TokenLogProbOptions& o) {
+  auto [x, layout] = row_layout(logits);
+  const bool inplace = o.inplace_backward && x.is_same(logits);
+  torch::Tensor grad = inplace ? x : torch::empty_like(x, at::MemoryFormat::Contiguous);
+  auto [g_ignored, glayout] = row_layout(grad);
+  (void)g_ignored;
+  auto gl = grad_logprob.defined() ? grad_logprob.contiguous().to(torch::kFloat) : torch::Tensor();
+  auto ge = grad_entropy.defined() ? grad_entropy.contiguous().to(torch::kFloat) : torch::Tensor();
+  kernels::cpu::BackwardInputs in;
+  in.grad_logprob = gl.defined() ? gl.const_data_ptr<float>() : nullptr;
+  in.grad_entropy = ge.defined() ? ge.const_data_ptr<float>() : nullptr;
+  in.lse = lse.const_data_ptr<float>();
+  in.entropy = entropy.defined() ? entropy.const_data_ptr<float>() : nullptr;
+  kernels::cpu::Params p{o.ignore_index, make_transform(o)};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "hafrm_cpu_bwd", [&] {
+    using T = typename eigen_scalar<scalar_t>::type;
+    kernels::cpu::token_logprobs_backward(
+        reinterpret_cast<const T*>(x.const_data_ptr<scalar_t>()),
+        reinterpret_cast<T*>(grad.mutable_data_ptr<scalar_t>()), layout, glayout,
+        labels_flat.const_data_ptr<int64_t>(), p, in, AtenParallelFor{});
+  });
+  return inplace ? logits : grad;
+}
+
+}  // namespace hafrm::detail

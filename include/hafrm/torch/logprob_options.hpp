@@ -1,0 +1,106 @@
+// hafrm/torch/logprob_options.hpp: the options and result types shared by every per-token
+// log-prob path (reference, fused CPU, fused CUDA, fused linear), so that all of them serve one
+// API and tests can hold each fast path against the reference.
+//
+//   hafrm::TokenLogProbOptions opts;
+//   opts.return_entropy = true;          // differentiable per-token entropy
+//   auto out = hafrm::compute_token_logprobs(logits, labels, opts);
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+
+#include "hafrm/core/math.hpp"
+#include "hafrm/torch/checks.hpp"
+
+namespace hafrm {
+
+// Which implementation computes the log-probs. kAuto picks the fused kernel for the tensor's
+// device; kReference forces the plain ATen path (log_softmax + gather), kept as the oracle.
+enum class LogProbBackend { kAuto, kReference, kFused };
+
+struct TokenLogProbOptions {
+  int64_t ignore_index = -100;  // labels equal to this score 0 and cost no exp work
+  double logit_scale = 1.0;     // z = scale * x, applied first
+  double softcap = 0.0;         // > 0: z = softcap * tanh(z / softcap) (Gemma-style)
+  double temperature = 1.0;     // z = z / temperature, applied last
+  LogProbBackend backend = LogProbBackend::kAuto;
+  bool check_labels = true;     // verify labels lie in [0, V) or equal ignore_index
+  // Optional per-token outputs, each computed only when asked.
+  bool return_lse = false;         // log-sum-exp of z, no gradient
+  bool return_entropy = false;     // -sum p log p, differentiable
+  bool return_log_sum_p2 = false;  // log sum_v p_v^2 (WPO weighting), no gradient
+  bool return_mean_logit = false;  // mean of z over the vocabulary, no gradient
+  bool return_is_argmax = false;   // z[label] is the row maximum (token accuracy), no gradient
+  // Fused kernels only: write d(logits) into the logits' own storage during backward. Saves one
+  // [N, V] allocation; the caller must not read the logits after backward.
+  bool inplace_backward = false;
+  // Fused linear path only: tokens per chunk of the [chunk, V] logits tile; 0 picks a size
+  // whose tile is about 16 MiB on the CPU (cache-friendly) and 512 MiB on a GPU.
+  int64_t linear_chunk_tokens = 0;
+};
+
+// Per-token results, all float32 (is_argmax: bool) with the labels' shape; an output that was
+// not asked for is an undefined tensor. Ignored positions hold 0 (false) in every output.
+struct TokenLogProbs {
+  torch::Tensor logprobs;
+  torch::Tensor lse;
+  torch::Tensor entropy;
+  torch::Tensor log_sum_p2;
+  torch::Tensor mean_logit;
+  torch::Tensor is_argmax;
+  torch::Tensor mask;  // bool: label != ignore_index
+};
+
+namespace detail {
+
+// Per-row float32 outputs (flat [rows]) of a fused forward kernel.
+struct FusedForward {
+  torch::Tensor logprob, lse, entropy, log_sum_p2, mean_logit, is_argmax;
+};
+
+inline core::LogitTransform make_transform(const TokenLogProbOptions& o) {
+  core::LogitTransform t;
+  t.scale = static_cast<float>(o.logit_scale);
+  t.softcap = static_cast<float>(o.softcap);
+  t.inv_temperature = static_cast<float>(1.0 / o.temperature);
+  return t;
+}
+
+inline void check_options(const TokenLogProbOptions& o, std::string_view fn) {
+  HAFRM_CHECK_ARG(std::isfinite(o.logit_scale) && o.logit_scale != 0.0, fn,
+                  "options.logit_scale", "expected a finite non-zero value, got ",
+                  o.logit_scale);
+  check_nonnegative(o.softcap, fn, "options.softcap");
+  check_positive(o.temperature, fn, "options.temperature");
+  HAFRM_CHECK_ARG(o.linear_chunk_tokens >= 0, fn, "options.linear_chunk_tokens",
+                  "expected >= 0 (0 = automatic), got ", o.linear_chunk_tokens);
+}
+
+// Shared validation of (logits [..., V], labels [...]) for every log-prob entry point.
+inline void check_logits_labels(const torch::Tensor& logits, const torch::Tensor& labels,
+                                const TokenLogProbOptions& o, std::string_view fn) {
+  check_floating(logits, fn, "logits");
+  check_integral(labels, fn, "labels");
+  HAFRM_CHECK_ARG(logits.dim() >= 1, fn, "logits", "expected shape [..., V], got a scalar");
+  HAFRM_CHECK_ARG(logits.size(-1) >= 1, fn, "logits", "expected a vocabulary size V >= 1, got ",
+                  logits.sizes());
+  HAFRM_CHECK_ARG(labels.sizes() == logits.sizes().slice(0, logits.dim() - 1), fn, "labels",
+                  "expected shape ", logits.sizes().slice(0, logits.dim() - 1),
+                  " (logits' shape without its last dimension), got ", labels.sizes());
+  check_same_device(logits, labels, fn, "logits", "labels");
+  check_options(o, fn);
+  if (o.check_labels && labels.numel() > 0) {
+    const int64_t V = logits.size(-1);
+    auto bad = (labels != o.ignore_index) & ((labels < 0) | (labels >= V));
+    if (bad.any().item<bool>()) {
+      auto first = labels.masked_select(bad).flatten()[0].item<int64_t>();
+      HAFRM_CHECK_ARG(false, fn, "labels", "expected values in [0, ", V, ") or ignore_index (",
+                      o.ignore_index, "), found ", first);
+    }
+  }
+}
+
+}  // namespace detail
+}  // namespace hafrm

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One idempotent set-up step shared by the README's two commands: Debian packages, then a
+# project-local virtual environment holding the pinned torch wheel (LibTorch) and a CMake new
+# enough to build CUDA as C++20 with nvcc 13 (Debian's 3.25 cannot; see README "Building").
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${HAFRM_VENV:-$ROOT/.venv}"
+TORCH_VERSION="${HAFRM_TORCH_VERSION:-2.15.0}"
+CMAKE_VERSION_SPEC="${HAFRM_CMAKE_SPEC:-cmake>=4.0,<5}"
+
+APT_PKGS=(build-essential libeigen3-dev catch2 libbenchmark-dev nlohmann-json3-dev
+          libsentencepiece-dev sentencepiece ccache python3-venv)
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "[setup] apt-get install ${missing[*]}"
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+PY="${HAFRM_PYTHON:-python3}"
+if [[ ! -x "$VENV/bin/python" ]]; then
+  echo "[setup] creating virtual environment $VENV"
+  "$PY" -m venv "$VENV"
+fi
+stamp="$VENV/.hafrm-stamp-torch-$TORCH_VERSION"
+if [[ ! -f "$stamp" ]]; then
+  echo "[setup] pip install torch==$TORCH_VERSION cmake numpy (first time: ~2 min, ~4 GB)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "torch==$TORCH_VERSION" "$CMAKE_VERSION_SPEC" numpy
+  touch "$stamp"
+fi

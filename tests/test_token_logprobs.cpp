@@ -1,0 +1,258 @@
+// Fused per-token log-probs (CPU) against the float64 reference, for every dtype and option.
+#include <cmath>
+#include <limits>
+
+#include "hafrm/kernels/cpu/token_logprobs.hpp"
+#include "hafrm/torch/token_logprobs.hpp"
+#include "test_util.hpp"
+
+using namespace hafrm_test;
+
+namespace {
+hafrm::TokenLogProbOptions all_outputs(hafrm::LogProbBackend b) {
+  hafrm::TokenLogProbOptions o;
+  o.backend = b;
+  o.return_lse = o.return_entropy = o.return_log_sum_p2 = o.return_mean_logit = true;
+  o.return_is_argmax = true;
+  return o;
+}
+
+torch::Tensor random_labels(int64_t N, int64_t V, double ignore_frac = 0.25) {
+  auto y = torch::randint(0, V, {N}, torch::kLong);
+  auto drop = torch::rand({N}) < ignore_frac;
+  return y.masked_fill(drop, -100);
+}
+
+// Tolerances: float32 relative 1e-6 on the log-prob (scaled by the row's magnitude, as an LSE of
+// values ~s carries ~s * 1e-7 absolute rounding), 1e-2 for bf16/fp16 inputs (input rounding).
+void check_close(const hafrm::TokenLogProbs& f, const hafrm::TokenLogProbs& r, torch::Dtype dt,
+                 double scale) {
+  const double rtol = dt == torch::kFloat ? 1e-6 : 1e-2;
+  const double atol = (dt == torch::kFloat ? 2e-6 : 1e-2) * std::max(1.0, scale);
+  CHECK(f.logprobs.scalar_type() == torch::kFloat);
+  CHECK(close(f.logprobs, r.logprobs, rtol, atol));
+  CHECK(close(f.lse, r.lse, rtol, atol));
+  CHECK(close(f.entropy, r.entropy, 1e-5, atol));
+  CHECK(close(f.log_sum_p2, r.log_sum_p2, 1e-5, atol));
+  CHECK(close(f.mean_logit, r.mean_logit, 1e-5, atol));
+  CHECK(torch::equal(f.mask, r.mask));
+}
+}  // namespace
+
+TEST_CASE("fused CPU log-probs match the float64 reference", "[logprobs]") {
+  const auto dt = GENERATE(torch::kFloat, torch::kBFloat16, torch::kHalf);
+  const int64_t V = GENERATE(1, 7, 33, 2048, 2049, 5003);
+  const int64_t N = 19;
+  const double scale = 4.0;
+  INFO("dtype " << dt << " V " << V);
+  auto x = randn({N, V}, torch::kDouble, scale).to(dt);
+  auto y = random_labels(N, V);
+  auto f = hafrm::compute_token_logprobs(x, y, all_outputs(hafrm::LogProbBackend::kFused));
+  auto r = hafrm::compute_token_logprobs(x.to(torch::kDouble), y,
+                                         all_outputs(hafrm::LogProbBackend::kReference));
+  check_close(f, r, dt, scale);
+  // is_argmax compares the stored (rounded) logits, so both paths see the same values.
+  CHECK(torch::equal(f.is_argmax, r.is_argmax));
+  // Ignored rows are exactly 0.
+  auto ign = y == -100;
+  CHECK(f.logprobs.masked_select(ign).abs().sum().item<double>() == 0.0);
+}
+
+TEST_CASE("fused log-probs honour scale, soft-cap and temperature", "[logprobs]") {
+  const double scale = GENERATE(1.0, 0.5), cap = GENERATE(0.0, 30.0), temp = GENERATE(1.0, 0.7);
+  auto x = randn({11, 3001}, torch::kDouble, 20.0).to(torch::kFloat);
+  auto y = random_labels(11, 3001);
+  auto o = all_outputs(hafrm::LogProbBackend::kFused);
+  o.logit_scale = scale, o.softcap = cap, o.temperature = temp;
+  auto f = hafrm::compute_token_logprobs(x, y, o);
+  o.backend = hafrm::LogProbBackend::kReference;
+  auto r = hafrm::compute_token_logprobs(x.to(torch::kDouble), y, o);
+  check_close(f, r, torch::kFloat, 30.0);
+}
+
+TEST_CASE("fused log-probs survive extreme logits and -inf entries", "[logprobs]") {
+  const int64_t N = 8, V = 4099;
+  auto x = randn({N, V}, torch::kDouble, 1e4).to(torch::kFloat);  // +-1e4 spread
+  x.index_put_({torch::rand({N, V}) < 0.3}, -std::numeric_limits<float>::infinity());
+  auto y = torch::randint(0, V, {N}, torch::kLong);
+  // Labels on finite entries so the reference log-prob is finite.
+  for (int64_t i = 0; i < N; ++i) x[i][y[i].item<int64_t>()] = 5e3;
+  auto o = all_outputs(hafrm::LogProbBackend::kFused);
+  auto xf = x.clone().requires_grad_();
+  auto f = hafrm::compute_token_logprobs(xf, y, o);
+  o.backend = hafrm::LogProbBackend::kReference;
+  auto xr = x.to(torch::kDouble).requires_grad_();
+  auto r = hafrm::compute_token_logprobs(xr, y, o);
+  CHECK(all_finite(f.logprobs));
+  CHECK(all_finite(f.entropy));
+  CHECK(close(f.logprobs, r.logprobs, 1e-6, 1e-2));
+  CHECK(close(f.lse, r.lse, 1e-6, 1e-2));
+  (f.logprobs.sum() + f.entropy.sum()).backward();
+  (r.logprobs.sum() + r.entropy.sum()).backward();
+  CHECK(all_finite(xf.grad()));
+  // float32 holds a logit of 1e4 to ~1e-3 absolute, so p = exp(z - lse) carries that error.
+  INFO("max grad diff " << max_abs_diff(xf.grad(), xr.grad()));
+  CHECK(close(xf.grad(), xr.grad(), 1e-3, 2e-3));
+}
+
+TEST_CASE("fused gradients match the reference's autograd", "[logprobs]") {
+  const auto dt = GENERATE(torch::kFloat, torch::kBFloat16);
+  const bool with_entropy = GENERATE(false, true);
+  const int64_t B = 3, T = 5, V = 2053;
+  auto base = randn({B, T, V}, torch::kDouble, 3.0).to(dt);
+  auto y = random_labels(B * T, V).view({B, T});
+  auto g = randn({B, T});  // random upstream gradients
+  auto ge = randn({B, T});
+  auto run = [&](hafrm::LogProbBackend be, torch::Tensor x) {
+    hafrm::TokenLogProbOptions o;
+    o.backend = be;
+    o.return_entropy = with_entropy;
+    o.logit_scale = 0.9;
+    auto out = hafrm::compute_token_logprobs(x, y, o);
+    auto loss = (out.logprobs.to(torch::kDouble) * g).sum();
+    if (with_entropy) loss = loss + (out.entropy.to(torch::kDouble) * ge).sum();
+    loss.backward();
+    return x.grad();
+  };
+  auto gf = run(hafrm::LogProbBackend::kFused, base.clone().requires_grad_());
+  auto gr = run(hafrm::LogProbBackend::kReference, base.to(torch::kDouble).requires_grad_());
+  CHECK(gf.scalar_type() == dt);
+  INFO("with_entropy " << with_entropy << " max diff " << max_abs_diff(gf, gr)
+                       << " max |grad| " << gr.abs().max().item<double>());
+  // Absolute error scales with the largest gradient entry (|g| * (1 - p) rounds at ~1e-7 of it).
+  const double gmax = std::max(1.0, gr.abs().max().item<double>());
+  CHECK(close(gf, gr, dt == torch::kFloat ? 1e-5 : 2e-2, (dt == torch::kFloat ? 2e-6 : 1e-3) * gmax));
+}
+
+TEST_CASE("the reference gradient matches float64 finite differences", "[logprobs]") {
+  auto x = randn({2, 3, 6}, torch::kDouble, 2.0);
+  auto y = torch::tensor({{1, -100, 5}, {0, 2, 3}});
+  hafrm::TokenLogProbOptions o;
+  o.backend = hafrm::LogProbBackend::kReference;
+  o.return_entropy = true;
+  o.softcap = 3.0;
+  auto f = [&](torch::Tensor z) {
+    auto out = hafrm::compute_token_logprobs(z, y, o);
+    return out.logprobs.sum() + 0.5 * out.entropy.sum();
+  };
+  auto xg = x.clone().requires_grad_();
+  f(xg).backward();
+  CHECK(max_abs_diff(xg.grad(), finite_diff(f, x.clone())) < 1e-7);
+  // And the fused float32 gradient against the same finite differences.
+  auto xf = x.to(torch::kFloat).requires_grad_();
+  o.backend = hafrm::LogProbBackend::kFused;
+  f(xf).backward();
+  o.backend = hafrm::LogProbBackend::kReference;
+  CHECK(max_abs_diff(xf.grad(), finite_diff(f, x.clone())) < 1e-5);
+}
+
+TEST_CASE("shifted views, non-contiguous input and in-place backward", "[logprobs]") {
+  const int64_t B = 2, T = 9, V = 1031;
+  auto logits = randn({B, T, V}, torch::kFloat, 2.0);
+  auto ids = torch::randint(0, V, {B, T}, torch::kLong);
+  ids[0][4] = -100;
+  auto s = hafrm::shift_for_causal_lm(logits, ids);
+  CHECK(s.logits.size(1) == T - 1);
+  CHECK(!s.logits.is_contiguous());
+  auto f = hafrm::token_logprobs(s.logits, s.labels);
+  hafrm::TokenLogProbOptions ro;
+  ro.backend = hafrm::LogProbBackend::kReference;
+  auto r = hafrm::token_logprobs(s.logits.to(torch::kDouble), s.labels, ro);
+  CHECK(close(f, r, 1e-6, 1e-6));
+  CHECK(r[0][3].item<double>() == 0.0);  // label ids[0][4] ignored
+  // A transposed (vocab-strided) input is copied and still correct.
+  auto xt = randn({V, 6}, torch::kFloat).t();
+  auto yt = torch::randint(0, V, {6}, torch::kLong);
+  CHECK(close(hafrm::token_logprobs(xt, yt), hafrm::token_logprobs(xt.to(torch::kDouble), yt, ro),
+              1e-6, 1e-6));
+  // In-place backward writes the gradient over the logits' storage and gives the same values.
+  auto g = randn({B * 4, V}, torch::kFloat);
+  auto yy = random_labels(B * 4, V);
+  auto a = g.clone().requires_grad_();
+  hafrm::token_logprobs(a, yy).sum().backward();
+  hafrm::TokenLogProbOptions io;
+  io.inplace_backward = true;
+  auto leaf = g.clone().requires_grad_();
+  auto tmp = leaf * 1.0;  // a non-leaf whose storage may be overwritten
+  auto data_ptr = tmp.data_ptr();
+  hafrm::token_logprobs(tmp, yy, io).sum().backward();
+  CHECK(close(leaf.grad(), a.grad(), 1e-6, 1e-7));
+  CHECK(data_ptr == tmp.data_ptr());
+  CHECK(close(tmp.detach(), a.grad(), 1e-6, 1e-7));  // storage now holds the gradient
+}
+
+TEST_CASE("sequence log-probs sum, mean and count scored tokens", "[logprobs]") {
+  auto x = randn({3, 6, 50}, torch::kFloat);
+  auto y = torch::randint(0, 50, {3, 6}, torch::kLong);
+  y.index_put_({0, torch::indexing::Slice(0, 2)}, -100);
+  y.index_put_({2}, -100);  // a row with no scored token
+  auto s = hafrm::sequence_logprobs(x, y);
+  auto tok = hafrm::token_logprobs(x, y);
+  CHECK(close(s.sum, tok.sum(1), 1e-6, 1e-6));
+  CHECK(s.count[0].item<int64_t>() == 4);
+  CHECK(s.count[2].item<int64_t>() == 0);
+  CHECK(s.mean[0].item<double>() == Approx(s.sum[0].item<double>() / 4));
+  CHECK(s.mean[2].item<double>() == 0.0);
+}
+
+TEST_CASE("all-ignored rows and poisoned outputs: the CPU kernel writes every element",
+          "[logprobs]") {
+  const int64_t N = 13, V = 2500;
+  auto x = randn({N, V}, torch::kFloat, 2.0);
+  auto y = random_labels(N, V, 0.4);
+  y[0] = -100;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> lp(N, nan), lse(N, nan), ent(N, nan), p2(N, nan), ml(N, nan);
+  std::vector<char> am(N, 7);
+  hafrm::kernels::cpu::ForwardOutputs out;
+  out.logprob = lp.data(), out.lse = lse.data(), out.entropy = ent.data();
+  out.log_sum_p2 = p2.data(), out.mean_logit = ml.data();
+  out.is_argmax = reinterpret_cast<bool*>(am.data());
+  hafrm::core::RowLayout L{1, N, 0, V, V};
+  auto serial = [](int64_t b, int64_t e, int64_t, auto&& f) { f(b, e); };
+  hafrm::kernels::cpu::token_logprobs_forward(x.data_ptr<float>(), L, y.data_ptr<int64_t>(), {},
+                                              out, serial);
+  for (int64_t i = 0; i < N; ++i) {
+    CHECK(std::isfinite(lp[i]));
+    CHECK(std::isfinite(lse[i]));
+    CHECK(std::isfinite(ent[i]));
+    CHECK(std::isfinite(p2[i]));
+    CHECK(std::isfinite(ml[i]));
+    CHECK((am[i] == 0 || am[i] == 1));
+  }
+  std::vector<float> grad(N * V, nan);
+  std::vector<float> g(N, 1.f);
+  hafrm::kernels::cpu::BackwardInputs in;
+  in.grad_logprob = g.data(), in.lse = lse.data();
+  hafrm::kernels::cpu::token_logprobs_backward(x.data_ptr<float>(), grad.data(), L, L,
+                                               y.data_ptr<int64_t>(), {}, in, serial);
+  for (float v : grad) REQUIRE(std::isfinite(v));
+  // Everything ignored: zeros out, zero gradient.
+  auto yi = torch::full({4}, -100, torch::kLong);
+  auto xi = randn({4, 9}, torch::kFloat).requires_grad_();
+  auto lpi = hafrm::token_logprobs(xi, yi);
+  lpi.sum().backward();
+  CHECK(lpi.abs().sum().item<double>() == 0.0);
+  CHECK(xi.grad().abs().sum().item<double>() == 0.0);
+}
+
+TEST_CASE("token_logprobs rejects bad input with a named argument", "[logprobs]") {
+  auto x = randn({4, 10}, torch::kFloat);
+  auto y = torch::randint(0, 10, {4}, torch::kLong);
+  require_error([&] { hafrm::token_logprobs(x, torch::tensor({1, 2, 10, 3})); },
+                {"token_logprobs", "labels", "[0, 10)", "found 10"});
+  require_error([&] { hafrm::token_logprobs(x, torch::tensor({1, -5, 0, 3})); }, {"found -5"});
+  require_error([&] { hafrm::token_logprobs(x, y.slice(0, 0, 3)); }, {"labels", "expected shape"});
+  require_error([&] { hafrm::token_logprobs(torch::ones({4, 10}, torch::kLong), y); },
+                {"logits", "floating-point"});
+  require_error([&] { hafrm::token_logprobs(x, y.to(torch::kFloat)); }, {"labels", "int64"});
+  hafrm::TokenLogProbOptions o;
+  o.temperature = 0;
+  require_error([&] { hafrm::token_logprobs(x, y, o); }, {"options.temperature"});
+  o = {};
+  o.softcap = -1;
+  require_error([&] { hafrm::token_logprobs(x, y, o); }, {"options.softcap"});
+  require_error([&] { hafrm::shift_for_causal_lm(randn({2, 1, 5}), torch::zeros({2, 1}, torch::kLong)); },
+                {"at least 2 positions"});
+  require_error([&] { hafrm::token_logprobs(randn({4, 0}), y); }, {"V >= 1"});
+}
