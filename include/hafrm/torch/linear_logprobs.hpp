@@ -40,7 +40,6 @@ struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogPro
     auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(hidden.device());
     auto idx = (labels != o.ignore_index).nonzero().squeeze(1);
     const int64_t M = idx.size(0);
-    auto h = hidden.index_select(0, idx);
     auto y = labels.index_select(0, idx);
     const int64_t C = linear_chunk_tokens(o, V, hidden.is_cuda());
     const bool grad = hidden.requires_grad() || weight.requires_grad();
@@ -52,7 +51,8 @@ struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogPro
     for (int64_t s = 0; s < M; s += C) {
       const int64_t e = std::min(M, s + C);
       torch::NoGradGuard ng;
-      auto z = torch::mm(h.slice(0, s, e), weight.t());
+      // Rows are gathered per chunk, so no [M, H] copy of the hidden states is ever held.
+      auto z = torch::mm(hidden.index_select(0, idx.slice(0, s, e)), weight.t());
       parts.push_back(fused_forward_any(z, y.slice(0, s, e), inner, grad));
     }
     auto gather = [&](auto member, torch::ScalarType t, bool want) -> torch::Tensor {
@@ -98,7 +98,6 @@ struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogPro
 
     auto idx = (labels != ignore).nonzero().squeeze(1);
     const int64_t M = idx.size(0);
-    auto h = hidden.index_select(0, idx);
     auto y = labels.index_select(0, idx);
     auto pick = [&](const torch::Tensor& t) {
       return t.defined() ? t.index_select(0, idx).to(torch::kFloat) : torch::Tensor();
@@ -113,15 +112,16 @@ struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogPro
     auto acc_type = low ? torch::kFloat : weight.scalar_type();
     torch::Tensor grad_w = need_w ? torch::zeros(weight.sizes(), weight.options().dtype(acc_type))
                                   : torch::Tensor();
-    torch::Tensor grad_h_sel = need_h ? torch::empty_like(h) : torch::Tensor();
+    torch::Tensor grad_hidden = need_h ? torch::zeros_like(hidden) : torch::Tensor();
     for (int64_t s = 0; s < M; s += C) {
       const int64_t e = std::min(M, s + C);
-      auto hc = h.slice(0, s, e);
+      auto ic = idx.slice(0, s, e);
+      auto hc = hidden.index_select(0, ic);
       auto z = torch::mm(hc, weight.t());
       auto sl = [&](const torch::Tensor& t) { return t.defined() ? t.slice(0, s, e) : t; };
       auto dz = fused_backward_any(z, y.slice(0, s, e), sl(g_lp), sl(g_h), lse.slice(0, s, e),
                                    sl(ent), o);
-      if (need_h) grad_h_sel.slice(0, s, e).copy_(torch::mm(dz, weight));
+      if (need_h) grad_hidden.index_copy_(0, ic, torch::mm(dz, weight));
       if (need_w) {
         if (low) {
           grad_w.addmm_(dz.t().to(torch::kFloat), hc.to(torch::kFloat));
@@ -129,11 +129,6 @@ struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogPro
           grad_w.addmm_(dz.t(), hc);
         }
       }
-    }
-    torch::Tensor grad_hidden;
-    if (need_h) {
-      grad_hidden = torch::zeros_like(hidden);
-      if (M > 0) grad_hidden.index_copy_(0, idx, grad_h_sel);
     }
     if (need_w && low) grad_w = grad_w.to(weight.scalar_type());
     return {grad_hidden, grad_w, torch::Tensor(), torch::Tensor()};

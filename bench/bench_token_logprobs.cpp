@@ -1,0 +1,117 @@
+// Per-token log-probs: naive LibTorch (log_softmax + gather, autograd) beside hafrm's fused CPU
+// kernel, plus a streaming-read bandwidth probe so each kernel's GB/s can be read as a fraction
+// of what this machine can read. Counters: bytes_per_second (the kernel's compulsory traffic:
+// forward reads the logits once; forward+backward reads them twice and writes the gradient
+// once), peak_extra_MB (peak tensor bytes allocated beyond the inputs, exact, from a tracking
+// CPU allocator) and peak_rss_MB (peak resident memory above the start, includes BLAS scratch).
+//
+//   bench_token_logprobs --benchmark_format=json --benchmark_out=bench/results/token.json
+#include <ATen/Parallel.h>
+
+#include <Eigen/Core>
+
+#include <hafrm/torch/token_logprobs.hpp>
+
+#include "bench_common.hpp"
+
+using namespace hafrm_bench;
+
+namespace {
+
+torch::Dtype dtype_of(int64_t code) { return code == 0 ? torch::kFloat : torch::kBFloat16; }
+
+// Streaming read of N*V floats (a vectorised sum), split over LibTorch's threads like the
+// kernels: the bandwidth ceiling a forward pass over the logits can reach on this machine.
+void BM_StreamRead(benchmark::State& state) {
+  const int64_t N = state.range(0), V = state.range(1);
+  auto x = make_logits(N, V, torch::kFloat);
+  const float* p = x.const_data_ptr<float>();
+  for (auto _ : state) {
+    std::vector<double> partial(at::get_num_threads() * 8, 0.0);
+    at::parallel_for(0, N, 1, [&](int64_t b, int64_t e) {
+      partial[at::get_thread_num() * 8] +=
+          Eigen::Map<const Eigen::ArrayXf>(p + b * V, (e - b) * V).sum();
+    });
+    benchmark::DoNotOptimize(partial.data());
+  }
+  state.SetBytesProcessed(state.iterations() * N * V * 4);
+}
+
+void run_logprobs(benchmark::State& state, hafrm::LogProbBackend backend, bool backward) {
+  const int64_t N = state.range(0), V = state.range(1);
+  const auto dt = dtype_of(state.range(2));
+  const auto dev = bench_device();
+  auto logits = make_logits(N, V, dt).to(dev);
+  auto labels = make_labels(N, V).to(dev);
+  hafrm::TokenLogProbOptions o;
+  o.backend = backend;
+  o.check_labels = false;  // time the kernel, not the argument checks
+  double peak = 0, peak_rss = 0;
+  for (auto _ : state) {
+    PeakMemory mem;
+    PeakDeviceMemory tmem(dev);
+    mem.start();
+    tmem.start();
+    if (backward) {
+      auto x = logits.detach().requires_grad_();
+      auto lp = hafrm::token_logprobs(x, labels, o);
+      lp.sum().backward();
+      benchmark::DoNotOptimize(x.grad().data_ptr());
+    } else {
+      torch::NoGradGuard ng;
+      auto lp = hafrm::token_logprobs(logits, labels, o);
+      benchmark::DoNotOptimize(lp.data_ptr());
+    }
+    sync(dev);
+    peak = std::max(peak, tmem.extra_bytes());
+    peak_rss = std::max(peak_rss, mem.extra_bytes());
+  }
+  const int64_t bytes = N * V * static_cast<int64_t>(torch::elementSize(dt));
+  state.SetBytesProcessed(state.iterations() * bytes * (backward ? 3 : 1));
+  state.counters["peak_extra_MB"] = peak / 1e6;  // tensor bytes beyond the inputs
+  state.counters["peak_rss_MB"] = peak_rss / 1e6;
+  state.counters["logits_MB"] = static_cast<double>(bytes) / 1e6;
+}
+
+void BM_Naive_Forward(benchmark::State& s) { run_logprobs(s, hafrm::LogProbBackend::kReference, false); }
+void BM_Fused_Forward(benchmark::State& s) { run_logprobs(s, hafrm::LogProbBackend::kFused, false); }
+void BM_Naive_ForwardBackward(benchmark::State& s) {
+  run_logprobs(s, hafrm::LogProbBackend::kReference, true);
+}
+void BM_Fused_ForwardBackward(benchmark::State& s) {
+  run_logprobs(s, hafrm::LogProbBackend::kFused, true);
+}
+
+// {N, V, dtype (0 = float32, 1 = bfloat16)}
+void sizes(benchmark::internal::Benchmark* b) {
+  b->Args({8192, 32000, 0})->Args({2048, 32000, 0})->Args({1024, 128256, 0});
+  b->Args({8192, 32000, 1});
+  if (bench_device().is_cuda()) b->Args({16384, 128256, 1});
+  b->ArgNames({"N", "V", "bf16"})->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
+}  // namespace
+
+// Device-to-device copy of the logits on a GPU: the bandwidth reference there.
+void BM_DeviceCopy(benchmark::State& state) {
+  const auto dev = bench_device();
+  if (!dev.is_cuda()) {
+    state.SkipWithError("GPU only (HAFRM_BENCH_DEVICE=cuda)");
+    return;
+  }
+  auto x = make_logits(state.range(0), state.range(1), torch::kFloat).to(dev);
+  auto y = torch::empty_like(x);
+  for (auto _ : state) {
+    y.copy_(x);
+    sync(dev);
+  }
+  state.SetBytesProcessed(state.iterations() * x.nbytes() * 2);  // read + write
+}
+
+BENCHMARK(BM_DeviceCopy)->Args({8192, 32000})->ArgNames({"N", "V"})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_StreamRead)->Args({8192, 32000})->ArgNames({"N", "V"})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Naive_Forward)->Apply(sizes);
+BENCHMARK(BM_Fused_Forward)->Apply(sizes);
+BENCHMARK(BM_Naive_ForwardBackward)->Apply(sizes);
+BENCHMARK(BM_Fused_ForwardBackward)->Apply(sizes);
+BENCHMARK_MAIN();
