@@ -8,9 +8,10 @@ TEST_CASE("fused linear log-probs match the materialised reference, values and g
           "[linear]") {
   const auto dt = GENERATE(torch::kFloat, torch::kBFloat16);
   const int64_t chunk = GENERATE(0, 3, 64);
+  const int64_t vchunk = GENERATE(0, 100, 512);  // 100 and 512: blocks that do not divide V
   const bool entropy = GENERATE(false, true);
   const int64_t B = 2, T = 17, H = 24, V = 517;
-  INFO("dtype " << dt << " chunk " << chunk << " entropy " << entropy);
+  INFO("dtype " << dt << " chunk " << chunk << "x" << vchunk << " entropy " << entropy);
   auto h0 = randn({B, T, H}, torch::kDouble, 1.0).to(dt);
   auto w0 = randn({V, H}, torch::kDouble, 0.5).to(dt);
   auto y = torch::randint(0, V, {B, T}, torch::kLong).masked_fill(torch::rand({B, T}) < 0.3, -100);
@@ -19,6 +20,7 @@ TEST_CASE("fused linear log-probs match the materialised reference, values and g
     hafrm::TokenLogProbOptions o;
     o.backend = be;
     o.linear_chunk_tokens = chunk;
+    o.linear_chunk_vocab = vchunk;
     o.return_entropy = entropy;
     o.return_lse = o.return_is_argmax = o.return_mean_logit = o.return_log_sum_p2 = true;
     auto out = hafrm::compute_linear_token_logprobs(h, w, y, o);
@@ -35,6 +37,9 @@ TEST_CASE("fused linear log-probs match the materialised reference, values and g
   CHECK(close(f.logprobs, r.logprobs, f32 ? 1e-5 : 3e-2, f32 ? 1e-5 : 5e-2));
   CHECK(close(f.lse, r.lse, f32 ? 1e-5 : 1e-2, f32 ? 1e-5 : 5e-2));
   CHECK(close(f.mean_logit, r.mean_logit, 1e-4, f32 ? 1e-5 : 2e-2));
+  CHECK(close(f.log_sum_p2, r.log_sum_p2, f32 ? 1e-4 : 3e-2, f32 ? 1e-5 : 5e-2));
+  if (entropy) CHECK(close(f.entropy, r.entropy, f32 ? 1e-4 : 3e-2, f32 ? 1e-5 : 5e-2));
+  if (f32) CHECK(torch::equal(f.is_argmax, r.is_argmax));
   CHECK(hf.grad().scalar_type() == dt);
   CHECK(wf.grad().scalar_type() == dt);
   CHECK(close(hf.grad(), hr.grad(), f32 ? 1e-4 : 5e-2, f32 ? 1e-5 : 5e-2));
@@ -63,4 +68,7 @@ TEST_CASE("fused linear log-probs: every label ignored, and bad input", "[linear
   hafrm::TokenLogProbOptions o;
   o.linear_chunk_tokens = -2;
   require_error([&] { hafrm::linear_token_logprobs(h, w, yl, o); }, {"linear_chunk_tokens"});
+  o.linear_chunk_tokens = 0;
+  o.linear_chunk_vocab = -1;
+  require_error([&] { hafrm::linear_token_logprobs(h, w, yl, o); }, {"linear_chunk_vocab"});
 }

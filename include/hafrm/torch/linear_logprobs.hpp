@@ -4,15 +4,20 @@
 //   // hidden [B, T, H] (LM-head input), weight [V, H], labels [B, T]
 //   torch::Tensor lp = hafrm::linear_token_logprobs(hidden, weight, labels);
 //
-// Forward: for each chunk of C scored tokens, z = h_c W^T (LibTorch's BLAS / cuBLAS), then the
-// fused row kernel keeps only the LSE and the asked-for statistics. Backward recomputes the
-// chunk's z, overwrites it with dL/dz in place, and accumulates dL/dh = dz W and dL/dW += dz^T h
-// (in float32 for bfloat16/float16 weights). Extra memory: O(C x V) plus O(N) per-row floats.
+// The logits are formed in 2-D tiles (a chunk of Ct scored tokens x a block of Vb vocabulary
+// rows, Cut Cross-Entropy style) with LibTorch's BLAS / cuBLAS, so every matmul keeps large
+// dimensions while the tile stays small. Forward: the fused row kernel reduces each tile to
+// per-row statistics (LSE, and entropy / sum p^2 / mean when asked), merged across vocabulary
+// blocks in float32; only O(N) floats survive. Backward recomputes each tile, overwrites it with
+// dL/dz in place using the saved global LSE, and accumulates dL/dh += dz W_b and
+// dL/dW_b += dz^T h_c (float32 accumulation for bfloat16/float16 weights). With one token chunk
+// (N <= Ct) each block of dL/dW is written exactly once. Extra memory: O(Ct x Vb) + O(N).
 #pragma once
 
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "hafrm/torch/fused_logprobs.hpp"
 #include "hafrm/torch/logprob_options.hpp"
@@ -23,14 +28,32 @@ namespace hafrm {
 
 namespace detail {
 
-inline int64_t linear_chunk_tokens(const TokenLogProbOptions& o, int64_t V, bool cuda) {
-  if (o.linear_chunk_tokens > 0) return o.linear_chunk_tokens;
-  const int64_t budget = cuda ? (int64_t{512} << 20) : (int64_t{16} << 20);
-  return std::clamp<int64_t>(budget / (std::max<int64_t>(V, 1) * 4), 16, 8192);
+struct LinearTiles {
+  int64_t tokens, vocab;
+};
+
+inline LinearTiles linear_tiles(const TokenLogProbOptions& o, int64_t M, int64_t V, bool cuda) {
+  LinearTiles t;
+  t.tokens = o.linear_chunk_tokens > 0 ? o.linear_chunk_tokens
+                                       : std::clamp<int64_t>(M, 1, cuda ? 16384 : 4096);
+  const int64_t budget = cuda ? (int64_t{256} << 20) : (int64_t{16} << 20);
+  t.vocab = o.linear_chunk_vocab > 0
+                ? o.linear_chunk_vocab
+                : std::clamp<int64_t>(budget / (4 * std::max<int64_t>(t.tokens, 1)) / 256 * 256,
+                                      256, std::max<int64_t>(V, 1));
+  return t;
+}
+
+// Labels of one vocabulary block: the label's column inside the block, or -1 (never a column).
+inline torch::Tensor block_labels(const torch::Tensor& y, int64_t v0, int64_t v1) {
+  auto inside = (y >= v0) & (y < v1);
+  return torch::where(inside, y - v0, torch::full({}, -1, y.options()));
 }
 
 // Flat in: hidden [N, H], weight [V, H], labels [N] int64. Outputs as FusedTokenLogProbsFunction.
 struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogProbsFunction> {
+  static constexpr int64_t kNoIgnore = std::numeric_limits<int64_t>::min();
+
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
                                                 const torch::Tensor& hidden,
                                                 const torch::Tensor& weight,
@@ -40,45 +63,90 @@ struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogPro
     auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(hidden.device());
     auto idx = (labels != o.ignore_index).nonzero().squeeze(1);
     const int64_t M = idx.size(0);
-    auto y = labels.index_select(0, idx);
-    const int64_t C = linear_chunk_tokens(o, V, hidden.is_cuda());
+    const auto tiles = linear_tiles(o, M, V, hidden.is_cuda());
     const bool grad = hidden.requires_grad() || weight.requires_grad();
-    auto inner = o;
-    inner.ignore_index = -1;  // every selected row is scored
-    inner.check_labels = false;
+    const bool want_h = o.return_entropy, want_p2 = o.return_log_sum_p2;
+    const bool want_mean = o.return_mean_logit, want_max = o.return_is_argmax;
+    // Per-tile statistics: the row kernel on a tile, labels unused (0), nothing ignored.
+    auto tile_opts = o;
+    tile_opts.ignore_index = kNoIgnore;
+    tile_opts.check_labels = false;
+    tile_opts.return_lse = true;
 
-    std::vector<FusedForward> parts;
-    for (int64_t s = 0; s < M; s += C) {
-      const int64_t e = std::min(M, s + C);
-      torch::NoGradGuard ng;
-      // Rows are gathered per chunk, so no [M, H] copy of the hidden states is ever held.
-      auto z = torch::mm(hidden.index_select(0, idx.slice(0, s, e)), weight.t());
-      parts.push_back(fused_forward_any(z, y.slice(0, s, e), inner, grad));
+    // Merged per scored row (float32): lse, entropy, log sum p^2, mean z, max z, target z.
+    auto lse = torch::empty({M}, f32), ent = torch::empty({0}, f32), p2 = ent, mean = ent;
+    auto zmax = ent, zt = torch::empty({M}, f32);
+    if (want_h) ent = torch::empty({M}, f32);
+    if (want_p2) p2 = torch::empty({M}, f32);
+    if (want_mean) mean = torch::empty({M}, f32);
+    if (want_max) zmax = torch::empty({M}, f32);
+    torch::NoGradGuard ng;
+    for (int64_t s = 0; s < M; s += tiles.tokens) {
+      const int64_t e = std::min(M, s + tiles.tokens);
+      auto ic = idx.slice(0, s, e);
+      auto hc = hidden.index_select(0, ic);  // rows gathered per chunk: no [M, H] copy
+      auto yc = labels.index_select(0, ic);
+      auto dummy = torch::zeros({e - s}, yc.options());
+      std::vector<torch::Tensor> lses, ents, p2s, means, maxs;
+      auto zt_c = torch::zeros({e - s}, f32);
+      for (int64_t v0 = 0; v0 < V; v0 += tiles.vocab) {
+        const int64_t v1 = std::min(V, v0 + tiles.vocab);
+        auto z = torch::mm(hc, weight.slice(0, v0, v1).t());
+        auto st = fused_forward_any(z, dummy, tile_opts, true);
+        lses.push_back(st.lse);
+        if (want_h) ents.push_back(st.entropy);
+        if (want_p2) p2s.push_back(st.log_sum_p2);
+        if (want_mean) means.push_back(st.mean_logit * (static_cast<double>(v1 - v0) / V));
+        // On the transformed logits: a negative logit_scale reverses the order.
+        if (want_max) maxs.push_back(std::get<0>(apply_logit_transform(z.to(torch::kFloat), o).max(1)));
+        auto yb = block_labels(yc, v0, v1);
+        auto in = yb >= 0;
+        zt_c += torch::where(in, z.gather(1, yb.clamp_min(0).unsqueeze(1)).squeeze(1).to(torch::kFloat),
+                             torch::zeros({}, f32));
+      }
+      // Merge vocabulary blocks: block b holds mass w_b = exp(lse_b - lse) of the row softmax.
+      auto L = torch::stack(lses);  // [blocks, rows]
+      auto lse_c = torch::logsumexp(L, 0);
+      auto w = torch::exp(L - lse_c.unsqueeze(0));
+      lse.slice(0, s, e).copy_(lse_c);
+      if (want_h) {
+        // E[z] = sum_b w_b (lse_b - H_b); an all -inf block (w_b = 0) contributes nothing.
+        auto ez = (w * torch::nan_to_num(L - torch::stack(ents), 0.0, 0.0, 0.0)).sum(0);
+        ent.slice(0, s, e).copy_(lse_c - ez);
+      }
+      if (want_p2) {
+        const double ninf = -std::numeric_limits<double>::infinity();
+        auto p2b = torch::nan_to_num(torch::stack(p2s), ninf);  // an all -inf block has no mass
+        p2.slice(0, s, e).copy_(torch::logsumexp(2 * torch::log(w) + p2b, 0));
+      }
+      if (want_mean) mean.slice(0, s, e).copy_(torch::stack(means).sum(0));
+      if (want_max) zmax.slice(0, s, e).copy_(std::get<0>(torch::stack(maxs).max(0)));
+      zt.slice(0, s, e).copy_(zt_c);
     }
-    auto gather = [&](auto member, torch::ScalarType t, bool want) -> torch::Tensor {
-      if (!want) return {};
+    // The target logit was gathered raw: apply the same transform the kernel applied to z.
+    auto zt_t = apply_logit_transform(zt, o);
+    auto scatter = [&](const torch::Tensor& v, torch::ScalarType t) {
       auto full = torch::zeros({N}, f32.dtype(t));
-      if (M == 0) return full;
-      std::vector<torch::Tensor> xs;
-      for (auto& p : parts) xs.push_back(p.*member);
-      full.index_copy_(0, idx, torch::cat(xs));
+      if (M > 0) full.index_copy_(0, idx, v.to(t));
       return full;
     };
-    auto lp = gather(&FusedForward::logprob, torch::kFloat, true);
-    auto ent = gather(&FusedForward::entropy, torch::kFloat, o.return_entropy);
-    auto lse = gather(&FusedForward::lse, torch::kFloat, o.return_lse || grad);
-    auto p2 = gather(&FusedForward::log_sum_p2, torch::kFloat, o.return_log_sum_p2);
-    auto ml = gather(&FusedForward::mean_logit, torch::kFloat, o.return_mean_logit);
-    auto am = gather(&FusedForward::is_argmax, torch::kBool, o.return_is_argmax);
+    auto lp = scatter(zt_t - lse, torch::kFloat);
+    auto lse_full = scatter(lse, torch::kFloat);
+    auto ent_full = want_h ? scatter(ent, torch::kFloat) : torch::Tensor();
     if (grad) {
-      ctx->save_for_backward({hidden, weight, labels, lse, ent.defined() ? ent : torch::Tensor()});
+      ctx->save_for_backward({hidden, weight, labels, lse_full, want_h ? ent_full : torch::Tensor()});
       ctx->saved_data["ignore_index"] = o.ignore_index;
       ctx->saved_data["scale"] = o.logit_scale;
       ctx->saved_data["softcap"] = o.softcap;
       ctx->saved_data["temperature"] = o.temperature;
-      ctx->saved_data["chunk"] = C;
+      ctx->saved_data["chunk_tokens"] = tiles.tokens;
+      ctx->saved_data["chunk_vocab"] = tiles.vocab;
     }
-    return finish_outputs(ctx, {lp, ent, o.return_lse ? lse : torch::Tensor(), p2, ml, am});
+    return finish_outputs(ctx, {lp, ent_full, o.return_lse ? lse_full : torch::Tensor(),
+                                want_p2 ? scatter(p2, torch::kFloat) : torch::Tensor(),
+                                want_mean ? scatter(mean, torch::kFloat) : torch::Tensor(),
+                                want_max ? scatter(zt_t >= zmax, torch::kBool)
+                                         : torch::Tensor()});
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -87,20 +155,21 @@ struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogPro
     const auto &hidden = saved[0], &weight = saved[1], &labels = saved[2];
     const auto &lse_full = saved[3], &ent_full = saved[4];
     TokenLogProbOptions o;
-    o.ignore_index = -1;
+    o.ignore_index = kNoIgnore;
     o.logit_scale = ctx->saved_data["scale"].toDouble();
     o.softcap = ctx->saved_data["softcap"].toDouble();
     o.temperature = ctx->saved_data["temperature"].toDouble();
-    o.inplace_backward = true;  // the recomputed chunk is ours: overwrite it with dL/dz
+    o.inplace_backward = true;  // the recomputed tile is ours: overwrite it with dL/dz
     const int64_t ignore = ctx->saved_data["ignore_index"].toInt();
-    const int64_t C = ctx->saved_data["chunk"].toInt();
+    const int64_t Ct = ctx->saved_data["chunk_tokens"].toInt();
+    const int64_t Vb = ctx->saved_data["chunk_vocab"].toInt();
     const bool need_h = ctx->needs_input_grad(0), need_w = ctx->needs_input_grad(1);
+    const int64_t V = weight.size(0);
 
     auto idx = (labels != ignore).nonzero().squeeze(1);
     const int64_t M = idx.size(0);
-    auto y = labels.index_select(0, idx);
     auto pick = [&](const torch::Tensor& t) {
-      return t.defined() ? t.index_select(0, idx).to(torch::kFloat) : torch::Tensor();
+      return t.defined() ? t.index_select(0, idx).to(torch::kFloat).contiguous() : torch::Tensor();
     };
     auto g_lp = pick(grads[0]);
     auto g_h = grads.size() > 1 && ent_full.defined() && ent_full.numel() > 0 ? pick(grads[1])
@@ -109,26 +178,29 @@ struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogPro
     auto ent = g_h.defined() ? ent_full.index_select(0, idx) : torch::Tensor();
 
     const bool low = weight.scalar_type() != torch::kFloat && weight.scalar_type() != torch::kDouble;
-    auto acc_type = low ? torch::kFloat : weight.scalar_type();
-    torch::Tensor grad_w = need_w ? torch::zeros(weight.sizes(), weight.options().dtype(acc_type))
+    const auto acc = low ? torch::kFloat : weight.scalar_type();
+    torch::Tensor grad_w = need_w ? torch::zeros(weight.sizes(), weight.options().dtype(acc))
                                   : torch::Tensor();
     torch::Tensor grad_hidden = need_h ? torch::zeros_like(hidden) : torch::Tensor();
-    for (int64_t s = 0; s < M; s += C) {
-      const int64_t e = std::min(M, s + C);
+    for (int64_t s = 0; s < M; s += Ct) {
+      const int64_t e = std::min(M, s + Ct);
       auto ic = idx.slice(0, s, e);
       auto hc = hidden.index_select(0, ic);
-      auto z = torch::mm(hc, weight.t());
+      auto yc = labels.index_select(0, ic);
       auto sl = [&](const torch::Tensor& t) { return t.defined() ? t.slice(0, s, e) : t; };
-      auto dz = fused_backward_any(z, y.slice(0, s, e), sl(g_lp), sl(g_h), lse.slice(0, s, e),
-                                   sl(ent), o);
-      if (need_h) grad_hidden.index_copy_(0, ic, torch::mm(dz, weight));
-      if (need_w) {
-        if (low) {
-          grad_w.addmm_(dz.t().to(torch::kFloat), hc.to(torch::kFloat));
-        } else {
-          grad_w.addmm_(dz.t(), hc);
-        }
+      auto grad_hc = need_h ? torch::zeros({e - s, hidden.size(1)}, hidden.options().dtype(acc))
+                            : torch::Tensor();
+      auto hc_acc = low && need_w ? hc.to(torch::kFloat) : hc;
+      for (int64_t v0 = 0; v0 < V; v0 += Vb) {
+        const int64_t v1 = std::min(V, v0 + Vb);
+        auto wb = weight.slice(0, v0, v1);
+        auto z = torch::mm(hc, wb.t());
+        auto dz = fused_backward_any(z, block_labels(yc, v0, v1), sl(g_lp), sl(g_h), sl(lse),
+                                     sl(ent), o);
+        if (need_h) grad_hc.addmm_(low ? dz.to(torch::kFloat) : dz, low ? wb.to(torch::kFloat) : wb);
+        if (need_w) grad_w.slice(0, v0, v1).addmm_(low ? dz.t().to(torch::kFloat) : dz.t(), hc_acc);
       }
+      if (need_h) grad_hidden.index_copy_(0, ic, grad_hc.to(hidden.scalar_type()));
     }
     if (need_w && low) grad_w = grad_w.to(weight.scalar_type());
     return {grad_hidden, grad_w, torch::Tensor(), torch::Tensor()};

@@ -36,9 +36,11 @@ struct TokenLogProbOptions {
   // Fused kernels only: write d(logits) into the logits' own storage during backward. Saves one
   // [N, V] allocation; the caller must not read the logits after backward.
   bool inplace_backward = false;
-  // Fused linear path only: tokens per chunk of the [chunk, V] logits tile; 0 picks a size
-  // whose tile is about 16 MiB on the CPU (cache-friendly) and 512 MiB on a GPU.
+  // Fused linear path only: the logits are computed in [tokens x vocab] tiles of
+  // linear_chunk_tokens x linear_chunk_vocab; 0 picks sizes (up to 4096 tokens, and a vocab
+  // block that keeps the tile near 16 MiB on the CPU, 256 MiB on a GPU).
   int64_t linear_chunk_tokens = 0;
+  int64_t linear_chunk_vocab = 0;
 };
 
 // Per-token results, all float32 (is_argmax: bool) with the labels' shape; an output that was
@@ -76,6 +78,8 @@ inline void check_options(const TokenLogProbOptions& o, std::string_view fn) {
   check_positive(o.temperature, fn, "options.temperature");
   HAFRM_CHECK_ARG(o.linear_chunk_tokens >= 0, fn, "options.linear_chunk_tokens",
                   "expected >= 0 (0 = automatic), got ", o.linear_chunk_tokens);
+  HAFRM_CHECK_ARG(o.linear_chunk_vocab >= 0, fn, "options.linear_chunk_vocab",
+                  "expected >= 0 (0 = automatic), got ", o.linear_chunk_vocab);
 }
 
 // Shared validation of (logits [..., V], labels [...]) for every log-prob entry point.
