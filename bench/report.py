@@ -19,10 +19,12 @@ def load(paths):
         with open(p) as f:
             data = json.load(f)
         ctx = data.get("context", {})
-        for b in data["benchmarks"]:
-            if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
-                continue
-            rows.append((ctx, b))
+        bs = data["benchmarks"]
+        # With --benchmark_repetitions, report the median of the repetitions only.
+        if any(b.get("run_type") == "aggregate" for b in bs):
+            bs = [dict(b, name=b["run_name"]) for b in bs
+                  if b.get("run_type") == "aggregate" and b.get("aggregate_name") == "median"]
+        rows.extend((ctx, b) for b in bs)
     return rows
 
 
@@ -52,7 +54,7 @@ def main():
     rows = load(a.json)
     ctx = rows[0][0] if rows else {}
     print(f"Machine: {ctx.get('num_cpus', '?')} CPUs at {ctx.get('mhz_per_cpu', '?')} MHz, "
-          f"{ctx.get('date', '')}, library build {ctx.get('library_build_type', '?')}\n")
+          f"{ctx.get('date', '')}; median of the repetitions where there were several\n")
     bw = [b for _, b in rows if b["name"].startswith(("BM_StreamRead", "BM_DeviceCopy"))
           and "bytes_per_second" in b]
     read_gbs = bw[0]["bytes_per_second"] / 1e9 if bw else None
