@@ -81,7 +81,7 @@ torch::Tensor cuda_fused_backward(const torch::Tensor& logits, const torch::Tens
                                   const torch::Tensor& entropy, const TokenLogProbOptions& o) {
   c10::cuda::CUDAGuard guard(logits.device());
   auto [x, layout] = row_layout(logits);
-  const bool inplace = o.inplace_backward && x.is_same(logits);
+  const bool inplace = o.inplace_backward && x.is_same(logits) && rows_disjoint(layout);
   torch::Tensor grad = inplace ? x : torch::empty_like(x, at::MemoryFormat::Contiguous);
   auto glayout = row_layout(grad).second;
   auto gl = grad_logprob.defined() ? grad_logprob.contiguous().to(torch::kFloat) : torch::Tensor();

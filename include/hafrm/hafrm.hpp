@@ -9,15 +9,24 @@
 //   core/     torch-free math, usable from CUDA device code
 //   kernels/  cpu/ (Eigen over raw pointers) and cuda/ (.cuh over raw pointers and a stream)
 //   torch/    checks, dtype dispatch, autograd Functions, token_logprobs, linear_token_logprobs
-//   losses/   reward, policy and hybrid loss functors over tensors
+//   losses/   reward, policy and hybrid loss functors over tensors: the whole preference-loss
+//             catalogue (DPO family, f-divergences, CPO/SimPO/AlphaPO/ORPO, KTO, LD-DPO, WPO,
+//             TR-DPO sync) and the registry that builds any of it from a string
 //   model/    the model trait and the concatenated chosen/rejected forward pass
 #pragma once
 
 #include "hafrm/core/macros.hpp"
 #include "hafrm/core/math.hpp"
+#include "hafrm/losses/dpo_family.hpp"
+#include "hafrm/losses/f_divergence.hpp"
 #include "hafrm/losses/hybrid.hpp"
+#include "hafrm/losses/kto.hpp"
+#include "hafrm/losses/modifiers.hpp"
 #include "hafrm/losses/policy.hpp"
+#include "hafrm/losses/reference_free.hpp"
+#include "hafrm/losses/registry.hpp"
 #include "hafrm/losses/reward.hpp"
+#include "hafrm/losses/trainer_helpers.hpp"
 #include "hafrm/losses/weighting.hpp"
 #include "hafrm/model/model_traits.hpp"
 #include "hafrm/model/pair_forward.hpp"

@@ -3,13 +3,16 @@
 //
 //   auto out = hafrm::Dpo{.beta = 0.1}(inputs);             // HaF default policy loss
 //   auto ipo = hafrm::Ipo{.beta = 0.5, .form = hafrm::IpoForm::kLengthNormalised}(inputs);
+//   auto js = hafrm::Dpo{.f_divergence = {hafrm::FDivergenceType::kJsDivergence}}(inputs);
 //
-// Notation (../shared/LOSSES.md): Delta = pi - rho, d = Delta_c - Delta_r. Reference-free
-// variants: leave the reference tensors undefined, or set reference_free = true.
+// Notation (../shared/LOSSES.md): Delta = pi - rho, s(Delta) the f-divergence score (default
+// Delta), d = s(Delta_c) - s(Delta_r). Reference-free variants: leave the reference tensors
+// undefined, or set reference_free = true. More of the DPO family: dpo_family.hpp.
 #pragma once
 
 #include <torch/torch.h>
 
+#include "hafrm/losses/f_divergence.hpp"
 #include "hafrm/losses/policy_inputs.hpp"
 
 namespace hafrm {
@@ -24,11 +27,51 @@ inline torch::Tensor smoothed_sigmoid_loss(const torch::Tensor& x, double eps) {
   return per;
 }
 
-inline LossOutput finish(const torch::Tensor& per, Reduction r, const PolicyTerms& t,
-                         double beta) {
+// max(0, 1 - x): the SLiC hinge on x = beta * margin.
+inline torch::Tensor hinge_loss(const torch::Tensor& x) { return torch::relu(1.0 - x); }
+
+// (l - 1/(2 beta))^2: IPO's squared distance to its target margin.
+inline torch::Tensor ipo_loss(const torch::Tensor& l, double beta) {
+  return (l - 1.0 / (2.0 * beta)).square();
+}
+
+// The f-divergence scores s(Delta_c), s(Delta_r) of a checked batch.
+struct Scores {
+  torch::Tensor chosen, rejected;
+  torch::Tensor margin() const { return chosen - rejected; }
+};
+inline Scores scores(const PolicyTerms& t, const FDivergence& f) {
+  return {f.score(t.delta_c()), f.score(t.delta_r())};
+}
+
+// -sum(pi_c) / sum(n_c): the chosen responses' mean per-token NLL over the whole batch (TRL
+// "sft", the NLL term of CPO and ORPO). Equal to the per-token form: the sums are sums of the
+// per-token log-probs.
+inline torch::Tensor token_weighted_nll(const PolicyTerms& t) {
+  return -t.pi_c.sum() / t.n_c.sum();
+}
+
+// A batch-level scalar as a per-pair tensor whose mean is that scalar (TRL's convention, so that
+// kNone, WPO weighting and kMean agree with it).
+inline torch::Tensor expand_batch(const torch::Tensor& scalar, const torch::Tensor& like) {
+  return scalar.expand({like.size(0)});
+}
+
+inline LossOutput finish(const torch::Tensor& per, Reduction r, const PolicyTerms& t, double beta) {
   LossOutput out{reduce(per, r), {}};
   implicit_reward_metrics(out, t, beta);
   return out;
+}
+
+// AlphaPO's reward shape r(q) = (1 - exp(q)^(-a)) / a = -expm1(-a q) / a, q itself when a = 0;
+// the exponent is capped like the f-divergence scores.
+inline torch::Tensor alphapo_reward(const torch::Tensor& q, double a) {
+  if (a == 0.0) return q;
+  return -capped_expm1(-a * q) / a;
+}
+inline void check_alphapo(double a, std::string_view fn) {
+  HAFRM_CHECK_ARG(std::isfinite(a), fn, "alpha",
+                  "expected a finite AlphaPO coefficient (0 = plain log-prob rewards), got ", a);
 }
 }  // namespace detail
 
@@ -36,6 +79,7 @@ inline LossOutput finish(const torch::Tensor& per, Reduction r, const PolicyTerm
 struct Dpo {
   double beta = 0.1;
   double label_smoothing = 0.0;
+  FDivergence f_divergence{};
   bool reference_free = false;
   Reduction reduction = Reduction::kMean;
 
@@ -43,11 +87,12 @@ struct Dpo {
   void validate() const {
     detail::check_beta(beta, kName);
     detail::check_half_open(label_smoothing, 0.0, 0.5, kName, "label_smoothing");
+    f_divergence.validate(kName);
   }
   LossOutput operator()(const PolicyInputs& in) const {
     validate();
     auto t = detail::check_policy(in, kName, false, reference_free);
-    auto d = t.delta_c() - t.delta_r();
+    auto d = detail::scores(t, f_divergence).margin();
     return detail::finish(detail::smoothed_sigmoid_loss(beta * d, label_smoothing), reduction, t,
                           beta);
   }
@@ -57,6 +102,7 @@ struct Dpo {
 struct RobustDpo {
   double beta = 0.1;
   double label_smoothing = 0.0;
+  FDivergence f_divergence{};
   bool reference_free = false;
   Reduction reduction = Reduction::kMean;
 
@@ -64,11 +110,12 @@ struct RobustDpo {
   void validate() const {
     detail::check_beta(beta, kName);
     detail::check_half_open(label_smoothing, 0.0, 0.5, kName, "label_smoothing");
+    f_divergence.validate(kName);
   }
   LossOutput operator()(const PolicyInputs& in) const {
     validate();
     auto t = detail::check_policy(in, kName, false, reference_free);
-    auto x = beta * (t.delta_c() - t.delta_r());
+    auto x = beta * detail::scores(t, f_divergence).margin();
     auto per = (-(1.0 - label_smoothing) * torch::log_sigmoid(x) +
                 label_smoothing * torch::log_sigmoid(-x)) /
                (1.0 - 2.0 * label_smoothing);
@@ -79,20 +126,25 @@ struct RobustDpo {
 // Hinge (SLiC-style calibration): max(0, 1 - beta d).
 struct DpoHinge {
   double beta = 0.1;
+  FDivergence f_divergence{};
   bool reference_free = false;
   Reduction reduction = Reduction::kMean;
 
   static constexpr const char* kName = "dpo_hinge";
-  void validate() const { detail::check_beta(beta, kName); }
+  void validate() const {
+    detail::check_beta(beta, kName);
+    f_divergence.validate(kName);
+  }
   LossOutput operator()(const PolicyInputs& in) const {
     validate();
     auto t = detail::check_policy(in, kName, false, reference_free);
-    auto per = torch::relu(1.0 - beta * (t.delta_c() - t.delta_r()));
+    auto per = detail::hinge_loss(beta * detail::scores(t, f_divergence).margin());
     return detail::finish(per, reduction, t, beta);
   }
 };
 
 // IPO in the four forms users meet: which one a user gets must be explicit.
+// With an f-divergence, s(Delta) replaces Delta in every form.
 enum class IpoForm {
   kLengthNormalised,  // TRL:        (Delta_c/n_c - Delta_r/n_r - 1/(2 beta))^2
   kSum,               // HaF "ipo":  (d - 1/(2 beta))^2 on summed log-probs
@@ -103,42 +155,48 @@ enum class IpoForm {
 struct Ipo {
   double beta = 0.1;
   IpoForm form = IpoForm::kLengthNormalised;
+  FDivergence f_divergence{};
   bool reference_free = false;
   Reduction reduction = Reduction::kMean;
 
   static constexpr const char* kName = "ipo";
-  void validate() const { detail::check_beta(beta, kName); }
+  void validate() const {
+    detail::check_beta(beta, kName);
+    f_divergence.validate(kName);
+  }
   LossOutput operator()(const PolicyInputs& in) const {
     validate();
     const bool norm = form == IpoForm::kLengthNormalised;
     auto t = detail::check_policy(in, kName, norm, reference_free);
-    const double tau = 1.0 / (2.0 * beta);
+    auto s = detail::scores(t, f_divergence);
     torch::Tensor per;
     switch (form) {
       case IpoForm::kLengthNormalised:
-        per = (t.delta_c() / t.n_c - t.delta_r() / t.n_r - tau).square();
+        per = detail::ipo_loss(s.chosen / t.n_c - s.rejected / t.n_r, beta);
         break;
       case IpoForm::kSum:
-        per = (t.delta_c() - t.delta_r() - tau).square();
+        per = detail::ipo_loss(s.margin(), beta);
         break;
       case IpoForm::kSqrt:
-        per = beta * (t.delta_c() - t.delta_r() - tau).square();
+        per = beta * detail::ipo_loss(s.margin(), beta);
         break;
       case IpoForm::kFull:
-        per = (beta * (t.delta_c() - t.delta_r()) - 0.5).square();
+        per = (beta * s.margin() - 0.5).square();
         break;
     }
     return detail::finish(per, reduction, t, beta);
   }
 };
 
-// SimPO: l = pi_c/n_c - pi_r/n_r - gamma/beta; -(1-eps) logsigmoid(beta l) - eps logsigmoid(-beta l).
-// Reference-free by definition. gamma = 0 is the HaF code's "simpo" form; the SimPO paper uses
+// SimPO: l = pi_c/n_c - pi_r/n_r - gamma/beta; -(1-eps) logsigmoid(beta l) - eps logsigmoid(-beta
+// l). Reference-free by definition. gamma = 0 is the HaF code's "simpo" form; the SimPO paper uses
 // beta 2.0, gamma 0.5 (TRL's defaults) — here beta defaults to the HaF value 0.1, gamma to 0.
+// alpha != 0 is AlphaPO: each mean log-prob q becomes (1 - exp(q)^(-alpha)) / alpha.
 struct SimPO {
   double beta = 0.1;
   double gamma = 0.0;
   double label_smoothing = 0.0;
+  double alpha = 0.0;  // AlphaPO reward shape a; 0 = SimPO
   Reduction reduction = Reduction::kMean;
 
   static constexpr const char* kName = "simpo";
@@ -146,18 +204,21 @@ struct SimPO {
     detail::check_beta(beta, kName);
     detail::check_nonnegative(gamma, kName, "gamma");
     detail::check_half_open(label_smoothing, 0.0, 0.5, kName, "label_smoothing");
+    detail::check_alphapo(alpha, kName);
   }
   LossOutput operator()(const PolicyInputs& in) const {
     validate();
     auto t = detail::check_policy(in, kName, true, /*reference_free=*/true);
-    auto l = t.pi_c / t.n_c - t.pi_r / t.n_r - gamma / beta;
+    auto l = detail::alphapo_reward(t.pi_c / t.n_c, alpha) -
+             detail::alphapo_reward(t.pi_r / t.n_r, alpha) - gamma / beta;
     return detail::finish(detail::smoothed_sigmoid_loss(beta * l, label_smoothing), reduction, t,
                           beta);
   }
 };
 
 // NLL of the chosen response (HaF "slic", RPO's extra term): -pi_c / n_c per pair, or the
-// token-weighted batch form -sum(pi_c) / sum(n_c) (TRL "sft") with token_weighted = true.
+// token-weighted batch form -sum(pi_c) / sum(n_c) (TRL "sft") with token_weighted = true: a batch
+// value for kMean and kSum alike, repeated for every pair under kNone (TRL's convention).
 struct ChosenNll {
   bool token_weighted = false;
   Reduction reduction = Reduction::kMean;
@@ -168,9 +229,8 @@ struct ChosenNll {
     auto t = detail::check_policy(in, kName, true, /*reference_free=*/true);
     LossOutput out;
     if (token_weighted) {
-      HAFRM_CHECK_ARG(reduction != Reduction::kNone, kName, "reduction",
-                      "token_weighted NLL is a batch quantity; use kMean or kSum");
-      out.loss = -t.pi_c.sum() / t.n_c.sum();
+      auto nll = detail::token_weighted_nll(t);
+      out.loss = reduction == Reduction::kNone ? detail::expand_batch(nll, t.pi_c) : nll;
     } else {
       out.loss = detail::reduce(-t.pi_c / t.n_c, reduction);
     }

@@ -5,18 +5,36 @@
 //   in.policy_chosen = seq_c.sum;   in.policy_rejected = seq_r.sum;    // [B], with grad
 //   in.reference_chosen = ref_c;    in.reference_rejected = ref_r;     // [B]; undefined = 0
 //   in.chosen_count = seq_c.count;  in.rejected_count = seq_r.count;   // [B] (for means)
+//   in.tokens = hafrm::PolicyTokenInputs{...};   // optional per-token part (LD-DPO, WPO)
+//
+// The per-token part is computed once per batch (forward_pair with
+// PairForwardOptions::keep_token_inputs) and shared by every loss of a weighted list: a list of
+// three losses costs one log-prob pass.
 #pragma once
 
 #include <torch/torch.h>
+
+#include <optional>
 
 #include "hafrm/losses/loss_output.hpp"
 
 namespace hafrm {
 
+// Per-token log-probs of one batch, [B, T_c] for chosen and [B, T_r] for rejected (T_c and T_r may
+// differ), 0 where a position is not scored. Masks are bool (or 0/1) with the same shapes.
+struct PolicyTokenInputs {
+  torch::Tensor policy_chosen, policy_rejected;          // policy per-token log-probs, with grad
+  torch::Tensor chosen_mask, rejected_mask;              // scored (response) tokens
+  torch::Tensor reference_chosen, reference_rejected;    // optional: the reference's, no grad
+  torch::Tensor log_sum_p2_chosen, log_sum_p2_rejected;  // optional: log sum_v p_v^2 (WPO)
+};
+
 struct PolicyInputs {
   torch::Tensor policy_chosen, policy_rejected;        // [B] summed log-probs (pi_c, pi_r)
   torch::Tensor reference_chosen, reference_rejected;  // [B] (rho_c, rho_r); undefined: ref-free
   torch::Tensor chosen_count, rejected_count;          // [B] scored tokens (n_c, n_r)
+  std::optional<PolicyTokenInputs> tokens;             // per-token part, for LD-DPO and WPO
+  torch::Tensor kl_estimate;  // scalar KTO KL estimate z (kto_kl_estimate); read only by Kto
 };
 
 namespace detail {
@@ -30,8 +48,8 @@ struct PolicyTerms {
   torch::Tensor delta_r() const { return pi_r - rho_r; }
 };
 
-inline torch::Tensor check_counts(const torch::Tensor& t, std::string_view fn,
-                                  std::string_view arg, const torch::Tensor& like) {
+inline torch::Tensor check_counts(const torch::Tensor& t, std::string_view fn, std::string_view arg,
+                                  const torch::Tensor& like) {
   HAFRM_CHECK_ARG(t.defined(), fn, arg,
                   "is required by this loss (token counts for length normalisation)");
   HAFRM_CHECK_ARG(t.dim() == 1 && t.size(0) == like.size(0), fn, arg, "expected shape [",
@@ -51,10 +69,10 @@ inline PolicyTerms check_policy(const PolicyInputs& in, std::string_view fn, boo
   check_same_device(t.pi_c, t.pi_r, fn, "inputs.policy_chosen", "inputs.policy_rejected");
   const bool have_ref = in.reference_chosen.defined() || in.reference_rejected.defined();
   if (have_ref && !reference_free) {
-    HAFRM_CHECK_ARG(in.reference_chosen.defined() && in.reference_rejected.defined(), fn,
-                    in.reference_chosen.defined() ? "inputs.reference_rejected"
-                                                  : "inputs.reference_chosen",
-                    "must be given together with its pair (or neither, for a reference-free loss)");
+    HAFRM_CHECK_ARG(
+        in.reference_chosen.defined() && in.reference_rejected.defined(), fn,
+        in.reference_chosen.defined() ? "inputs.reference_rejected" : "inputs.reference_chosen",
+        "must be given together with its pair (or neither, for a reference-free loss)");
     t.rho_c = check_batch_vector(in.reference_chosen, fn, "inputs.reference_chosen", B)
                   .detach()
                   .to(t.pi_c.scalar_type());
@@ -72,6 +90,36 @@ inline PolicyTerms check_policy(const PolicyInputs& in, std::string_view fn, boo
     t.n_r = check_counts(in.rejected_count, fn, "inputs.rejected_count", t.pi_c);
   }
   return t;
+}
+
+// The per-token part, required by a loss that names why.
+inline const PolicyTokenInputs& require_tokens(const PolicyInputs& in, std::string_view fn,
+                                               std::string_view why) {
+  HAFRM_CHECK_ARG(in.tokens.has_value(), fn, "inputs.tokens", "is required by this loss (", why,
+                  "); fill PolicyInputs::tokens, e.g. with forward_pair and "
+                  "PairForwardOptions::keep_token_inputs = true");
+  return *in.tokens;
+}
+
+// A per-token tensor of the token part: defined, [B, T] with the shape of its side's mask.
+inline torch::Tensor check_token_tensor(const torch::Tensor& t, const torch::Tensor& mask,
+                                        std::string_view fn, std::string_view arg,
+                                        std::string_view why) {
+  HAFRM_CHECK_ARG(t.defined(), fn, arg, "is required by this loss (", why, ")");
+  check_floating(t, fn, arg);
+  HAFRM_CHECK_ARG(t.sizes() == mask.sizes(), fn, arg, "expected the shape of its mask ",
+                  mask.sizes(), ", got ", t.sizes());
+  check_same_device(mask, t, fn, "mask", arg);
+  return compute_dtype(t);
+}
+
+// A side's mask: defined, [B, T] with B the batch size.
+inline torch::Tensor check_token_mask(const torch::Tensor& m, int64_t batch, std::string_view fn,
+                                      std::string_view arg) {
+  HAFRM_CHECK_ARG(m.defined(), fn, arg, "is required by this loss (the scored-token mask)");
+  HAFRM_CHECK_ARG(m.dim() == 2 && m.size(0) == batch && m.size(1) > 0, fn, arg, "expected shape [",
+                  batch, ", T] with T >= 1, got ", m.sizes());
+  return m.to(torch::kBool);
 }
 
 // DPO's implicit-reward metrics: beta * Delta, their accuracy and margin.

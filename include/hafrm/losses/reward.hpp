@@ -3,6 +3,7 @@
 //   hafrm::RewardInputs in{.chosen = r_c, .rejected = r_r};       // [B] each
 //   auto bt = hafrm::BradleyTerry{.center_coefficient = 0.01}(in);
 //   auto pl = hafrm::PlackettLuce{}(scores);                        // [B, K], best first
+//   auto pl2 = hafrm::PlackettLuce{}(in);                           // K = 2: [chosen, rejected]
 //
 // Metrics: accuracy mean(1[r_c > r_r]), margin mean(r_c - r_r), reward mean/min/max.
 #pragma once
@@ -135,6 +136,14 @@ struct PlackettLuce {
     out.metrics["reward_min"] = s.min();
     out.metrics["reward_max"] = s.max();
     return out;
+  }
+  // A preference pair is the K = 2 ranking [chosen, rejected] (equal to Bradley-Terry), so that
+  // Plackett-Luce can be the HaF reward term.
+  LossOutput operator()(const RewardInputs& in) const {
+    auto c = detail::check_rewards(in, kName);
+    HAFRM_CHECK_ARG(!c.margin.defined(), kName, "inputs.margin",
+                    "is not supported (Plackett-Luce has no margin); use bt or hinge");
+    return (*this)(torch::stack({c.chosen, c.rejected}, 1));
   }
 };
 

@@ -7,6 +7,10 @@
 //   hafrm::PairForward f = hafrm::forward_pair(model, reference_model, b);
 //   auto out = hafrm::HybridLoss<>{}(f.rewards, f.policy, step);
 //
+// With PairForwardOptions::keep_token_inputs, f.policy.tokens also holds the per-token log-probs,
+// masks (and the reference's per-token log-probs, and log sum p^2 when
+// logprobs.return_log_sum_p2 is set) that LD-DPO and WPO need, from the same single pass.
+//
 // Labels are aligned with input_ids (the token's own id where it is scored, -100 on prompt and
 // padding); the causal shift happens here.
 #pragma once
@@ -35,6 +39,9 @@ struct PairForwardOptions {
   RewardReadout readout = RewardReadout::kLastNonPad;
   TokenLogProbOptions logprobs{};
   int64_t pad_id = 0;  // fills the shorter side when chosen and rejected lengths differ
+  // Fill PolicyInputs::tokens (per-token log-probs and masks, for LD-DPO and WPO). Views of the
+  // tensors the pass computes anyway: no extra log-prob work, no copies.
+  bool keep_token_inputs = false;
 };
 
 struct PairForward {
@@ -104,6 +111,20 @@ inline SequenceLogProbs model_sequence_logprobs(const ModelOutputs& out,
   return reduce_sequences(compute_linear_token_logprobs(h, out.lm_head_weight, shifted_labels, o));
 }
 
+// The reference's log-probs of the concatenated batch [2B, ...] under no-grad; only the log-probs
+// themselves are computed (the optional per-token outputs are the policy's business).
+template <class RefModel>
+SequenceLogProbs reference_forward(RefModel& reference, const PreferenceBatch& b,
+                                   const PairForwardOptions& o) {
+  torch::NoGradGuard ng;
+  auto c = concatenate(b, o.pad_id);
+  auto out = model_forward(reference, c.ids, c.mask);
+  TokenLogProbOptions lo = o.logprobs;
+  lo.return_lse = lo.return_entropy = lo.return_log_sum_p2 = false;
+  lo.return_mean_logit = lo.return_is_argmax = false;
+  return model_sequence_logprobs(out, c.labels, lo);
+}
+
 }  // namespace detail
 
 // Reference log-probs (summed over response tokens) under no-grad, e.g. to precompute them once
@@ -112,12 +133,9 @@ template <class RefModel>
 std::pair<torch::Tensor, torch::Tensor> reference_logprobs(RefModel& reference,
                                                            const PreferenceBatch& b,
                                                            const PairForwardOptions& o = {}) {
-  torch::NoGradGuard ng;
-  auto c = detail::concatenate(b, o.pad_id);
-  auto out = model_forward(reference, c.ids, c.mask);
-  auto seq = detail::model_sequence_logprobs(out, c.labels, o.logprobs);
-  auto sums = seq.sum.detach();
-  return {sums.slice(0, 0, c.batch), sums.slice(0, c.batch)};
+  auto sums = detail::reference_forward(reference, b, o).sum.detach();
+  const int64_t B = b.chosen_ids.size(0);
+  return {sums.slice(0, 0, B), sums.slice(0, B)};
 }
 
 // Policy forward only; reference log-probs come from b.reference_* (precomputed) or are absent
@@ -155,6 +173,14 @@ PairForward forward_pair(Model& model, const PreferenceBatch& b, const PairForwa
   };
   f.chosen = reduce_sequences(split_tokens(seq.tokens, true));
   f.rejected = reduce_sequences(split_tokens(seq.tokens, false));
+  if (o.keep_token_inputs) {
+    PolicyTokenInputs tk;
+    tk.policy_chosen = f.chosen.tokens.logprobs, tk.policy_rejected = f.rejected.tokens.logprobs;
+    tk.chosen_mask = f.chosen.tokens.mask, tk.rejected_mask = f.rejected.tokens.mask;
+    tk.log_sum_p2_chosen = f.chosen.tokens.log_sum_p2;
+    tk.log_sum_p2_rejected = f.rejected.tokens.log_sum_p2;
+    f.policy.tokens = std::move(tk);
+  }
   return f;
 }
 
@@ -162,11 +188,17 @@ PairForward forward_pair(Model& model, const PreferenceBatch& b, const PairForwa
 template <class Model, class RefModel>
 PairForward forward_pair(Model& model, RefModel& reference, const PreferenceBatch& b,
                          const PairForwardOptions& o = {}) {
-  auto [rc, rr] = reference_logprobs(reference, b, o);
+  auto ref = detail::reference_forward(reference, b, o);
+  const int64_t B = b.chosen_ids.size(0);
   PreferenceBatch with_ref = b;
-  with_ref.reference_chosen = rc;
-  with_ref.reference_rejected = rr;
-  return forward_pair(model, with_ref, o);
+  with_ref.reference_chosen = ref.sum.detach().slice(0, 0, B);
+  with_ref.reference_rejected = ref.sum.detach().slice(0, B);
+  auto f = forward_pair(model, with_ref, o);
+  if (o.keep_token_inputs) {
+    f.policy.tokens->reference_chosen = ref.tokens.logprobs.detach().slice(0, 0, B);
+    f.policy.tokens->reference_rejected = ref.tokens.logprobs.detach().slice(0, B);
+  }
+  return f;
 }
 
 }  // namespace hafrm

@@ -97,7 +97,7 @@ inline torch::Tensor cpu_fused_backward(const torch::Tensor& logits,
                                         const torch::Tensor& lse, const torch::Tensor& entropy,
                                         const TokenLogProbOptions& o) {
   auto [x, layout] = row_layout(logits);
-  const bool inplace = o.inplace_backward && x.is_same(logits);
+  const bool inplace = o.inplace_backward && x.is_same(logits) && rows_disjoint(layout);
   torch::Tensor grad = inplace ? x : empty_large_cpu(x.sizes(), x.options());
   auto [g_ignored, glayout] = row_layout(grad);
   (void)g_ignored;

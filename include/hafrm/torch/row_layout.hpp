@@ -45,4 +45,11 @@ inline std::pair<torch::Tensor, core::RowLayout> row_layout(const torch::Tensor&
   return {logits, L};
 }
 
+// True when no two rows share memory, so a gradient may be written over the logits in place
+// (expanded or as_strided logits can alias rows; those fall back to a fresh buffer).
+inline bool rows_disjoint(const core::RowLayout& L) {
+  return (L.inner <= 1 || L.stride_inner >= L.vocab) &&
+         (L.outer <= 1 || L.stride_outer >= (L.inner - 1) * L.stride_inner + L.vocab);
+}
+
 }  // namespace hafrm::detail

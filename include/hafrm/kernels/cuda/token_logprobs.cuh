@@ -76,7 +76,7 @@ template <bool kExtra>
 __device__ __forceinline__ void push(Stats& a, float z) {
   a.zsum += z;
   if (z == kNegInf) return;
-  if (z > a.m) {
+  if (!(z <= a.m)) {  // also taken for NaN, which then poisons m and s like the CPU kernel
     if (a.m == kNegInf) {
       a.s = 0.f, a.sz = 0.f, a.s2 = 0.f;
     } else {

@@ -1,0 +1,229 @@
+// hafrm/losses/dpo_family.hpp: the rest of TRL's DPO family (../shared/LOSSES.md, "DPO family"),
+// beside Dpo, RobustDpo, DpoHinge, Ipo and ChosenNll in policy.hpp. Each takes PolicyInputs and
+// returns LossOutput with DPO's implicit-reward metrics.
+//
+//   auto exo = hafrm::ExoPair{.beta = 0.1, .label_smoothing = 1e-3}(inputs);
+//   auto aot = hafrm::Aot{.beta = 0.1}(inputs);          // sorts over the batch
+//   auto dp = hafrm::DiscoPop{.tau = 0.05}(inputs);
+//
+// Notation: Delta = pi - rho, s the f-divergence score (only the functors with an f_divergence
+// field accept a non-default one), d = s(Delta_c) - s(Delta_r).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "hafrm/losses/policy.hpp"
+#include "hafrm/losses/trainer_helpers.hpp"
+
+namespace hafrm {
+
+// -logsigmoid(beta (s(Delta_c)/n_c - s(Delta_r)/n_r)): DPO on length-normalised scores.
+struct SigmoidNorm {
+  double beta = 0.1;
+  FDivergence f_divergence{};
+  bool reference_free = false;
+  Reduction reduction = Reduction::kMean;
+
+  static constexpr const char* kName = "sigmoid_norm";
+  void validate() const {
+    detail::check_beta(beta, kName);
+    f_divergence.validate(kName);
+  }
+  LossOutput operator()(const PolicyInputs& in) const {
+    validate();
+    auto t = detail::check_policy(in, kName, true, reference_free);
+    auto s = detail::scores(t, f_divergence);
+    auto per = -torch::log_sigmoid(beta * (s.chosen / t.n_c - s.rejected / t.n_r));
+    return detail::finish(per, reduction, t, beta);
+  }
+};
+
+// EXO (Ji et al. 2024, eq. 16), x = beta d:
+// sigmoid(x) (logsigmoid(x) - log(1 - eps)) + sigmoid(-x) (logsigmoid(-x) - log eps).
+struct ExoPair {
+  double beta = 0.1;
+  double label_smoothing = 1e-3;  // eps in (0, 1); the paper's 1e-3
+  FDivergence f_divergence{};
+  bool reference_free = false;
+  Reduction reduction = Reduction::kMean;
+
+  static constexpr const char* kName = "exo_pair";
+  void validate() const {
+    detail::check_beta(beta, kName);
+    HAFRM_CHECK_ARG(label_smoothing > 0.0 && label_smoothing < 1.0, kName, "label_smoothing",
+                    "expected a value in (0, 1) (the EXO paper uses 1e-3), got ", label_smoothing);
+    f_divergence.validate(kName);
+  }
+  LossOutput operator()(const PolicyInputs& in) const {
+    validate();
+    auto t = detail::check_policy(in, kName, false, reference_free);
+    auto x = beta * detail::scores(t, f_divergence).margin();
+    auto per = torch::sigmoid(x) * (torch::log_sigmoid(x) - std::log1p(-label_smoothing)) +
+               torch::sigmoid(-x) * (torch::log_sigmoid(-x) - std::log(label_smoothing));
+    return detail::finish(per, reduction, t, beta);
+  }
+};
+
+// NCA (Chen et al. 2024): -logsigmoid(beta Delta_c) - 1/2 logsigmoid(-beta Delta_c)
+// - 1/2 logsigmoid(-beta Delta_r).
+struct NcaPair {
+  double beta = 0.1;
+  bool reference_free = false;
+  Reduction reduction = Reduction::kMean;
+
+  static constexpr const char* kName = "nca_pair";
+  void validate() const { detail::check_beta(beta, kName); }
+  LossOutput operator()(const PolicyInputs& in) const {
+    validate();
+    auto t = detail::check_policy(in, kName, false, reference_free);
+    auto rc = beta * t.delta_c(), rr = beta * t.delta_r();
+    auto per =
+        -torch::log_sigmoid(rc) - 0.5 * torch::log_sigmoid(-rc) - 0.5 * torch::log_sigmoid(-rr);
+    return detail::finish(per, reduction, t, beta);
+  }
+};
+
+// BCO on pairs: -logsigmoid(beta Delta_c) - logsigmoid(-beta Delta_r).
+struct BcoPair {
+  double beta = 0.1;
+  bool reference_free = false;
+  Reduction reduction = Reduction::kMean;
+
+  static constexpr const char* kName = "bco_pair";
+  void validate() const { detail::check_beta(beta, kName); }
+  LossOutput operator()(const PolicyInputs& in) const {
+    validate();
+    auto t = detail::check_policy(in, kName, false, reference_free);
+    auto per = -torch::log_sigmoid(beta * t.delta_c()) - torch::log_sigmoid(-beta * t.delta_r());
+    return detail::finish(per, reduction, t, beta);
+  }
+};
+
+// SPPO with hard (0/1) win probabilities: (Delta_c - 1/(2 beta))^2 + (Delta_r + 1/(2 beta))^2.
+struct SppoHard {
+  double beta = 0.1;
+  bool reference_free = false;
+  Reduction reduction = Reduction::kMean;
+
+  static constexpr const char* kName = "sppo_hard";
+  void validate() const { detail::check_beta(beta, kName); }
+  LossOutput operator()(const PolicyInputs& in) const {
+    validate();
+    auto t = detail::check_policy(in, kName, false, reference_free);
+    const double half = 0.5 / beta;
+    auto per = (t.delta_c() - half).square() + (t.delta_r() + half).square();
+    return detail::finish(per, reduction, t, beta);
+  }
+};
+
+// AOT (Melnyk et al. 2024), paired: delta = sort(pi_c - pi_r) - sort(rho_c - rho_r) over the batch,
+// then -(1-eps) logsigmoid(beta delta) - eps logsigmoid(-beta delta). kNone gives the losses in
+// sorted order, not per input pair.
+struct Aot {
+  double beta = 0.1;
+  double label_smoothing = 0.0;
+  bool reference_free = false;
+  Reduction reduction = Reduction::kMean;
+
+  static constexpr const char* kName = "aot";
+  static constexpr bool kSortsBatch = true;  // per-pair weights (WPO) would be misaligned
+  void validate() const {
+    detail::check_beta(beta, kName);
+    detail::check_half_open(label_smoothing, 0.0, 0.5, kName, "label_smoothing");
+  }
+  LossOutput operator()(const PolicyInputs& in) const {
+    validate();
+    auto t = detail::check_policy(in, kName, false, reference_free);
+    auto delta = aot_sorted_difference(t.pi_c - t.pi_r, t.rho_c - t.rho_r);
+    return detail::finish(detail::smoothed_sigmoid_loss(beta * delta, label_smoothing), reduction,
+                          t, beta);
+  }
+};
+
+// AOT, unpaired: delta = sort(Delta_c) - sort(Delta_r) over the batch; same loss as Aot.
+struct AotUnpaired {
+  double beta = 0.1;
+  double label_smoothing = 0.0;
+  bool reference_free = false;
+  Reduction reduction = Reduction::kMean;
+
+  static constexpr const char* kName = "aot_unpaired";
+  static constexpr bool kSortsBatch = true;
+  void validate() const {
+    detail::check_beta(beta, kName);
+    detail::check_half_open(label_smoothing, 0.0, 0.5, kName, "label_smoothing");
+  }
+  LossOutput operator()(const PolicyInputs& in) const {
+    validate();
+    auto t = detail::check_policy(in, kName, false, reference_free);
+    auto delta = aot_sorted_difference(t.delta_c(), t.delta_r());
+    return detail::finish(detail::smoothed_sigmoid_loss(beta * delta, label_smoothing), reduction,
+                          t, beta);
+  }
+};
+
+// APO-zero (D'Oosterlinck et al. 2024, eq. 7), for chosen outputs better than the model's own:
+// (1 - sigmoid(beta Delta_c)) + sigmoid(beta Delta_r).
+struct ApoZero {
+  double beta = 0.1;
+  bool reference_free = false;
+  Reduction reduction = Reduction::kMean;
+
+  static constexpr const char* kName = "apo_zero";
+  void validate() const { detail::check_beta(beta, kName); }
+  LossOutput operator()(const PolicyInputs& in) const {
+    validate();
+    auto t = detail::check_policy(in, kName, false, reference_free);
+    auto per = (1.0 - torch::sigmoid(beta * t.delta_c())) + torch::sigmoid(beta * t.delta_r());
+    return detail::finish(per, reduction, t, beta);
+  }
+};
+
+// APO-down (eq. 8), for chosen outputs worse than the model's own:
+// sigmoid(beta Delta_c) + (1 - sigmoid(beta (Delta_c - Delta_r))).
+struct ApoDown {
+  double beta = 0.1;
+  bool reference_free = false;
+  Reduction reduction = Reduction::kMean;
+
+  static constexpr const char* kName = "apo_down";
+  void validate() const { detail::check_beta(beta, kName); }
+  LossOutput operator()(const PolicyInputs& in) const {
+    validate();
+    auto t = detail::check_policy(in, kName, false, reference_free);
+    auto dc = t.delta_c();
+    auto per = torch::sigmoid(beta * dc) + (1.0 - torch::sigmoid(beta * (dc - t.delta_r())));
+    return detail::finish(per, reduction, t, beta);
+  }
+};
+
+// DiscoPOP (Lu et al. 2024, eq. 5), z = beta d, m = sigmoid(z / tau):
+// -logsigmoid(z) (1 - m) + exp(-z) m. Evaluated as logsigmoid(z) sigmoid(-z/tau) and
+// exp(-z + logsigmoid(z/tau)), so that exp(-z) * m never forms inf * 0 for large |z|.
+struct DiscoPop {
+  double beta = 0.1;
+  double tau = 0.05;
+  FDivergence f_divergence{};
+  bool reference_free = false;
+  Reduction reduction = Reduction::kMean;
+
+  static constexpr const char* kName = "discopop";
+  void validate() const {
+    detail::check_beta(beta, kName);
+    detail::check_positive(tau, kName, "tau");
+    f_divergence.validate(kName);
+  }
+  LossOutput operator()(const PolicyInputs& in) const {
+    validate();
+    auto t = detail::check_policy(in, kName, false, reference_free);
+    auto z = beta * detail::scores(t, f_divergence).margin();
+    auto exponent =
+        torch::clamp_max(-z + torch::log_sigmoid(z / tau), detail::exp_cap(z.scalar_type()));
+    auto per = -torch::log_sigmoid(z) * torch::sigmoid(-z / tau) + torch::exp(exponent);
+    return detail::finish(per, reduction, t, beta);
+  }
+};
+
+}  // namespace hafrm

@@ -1,0 +1,92 @@
+// hafrm/losses/f_divergence.hpp: the f-divergence scores s(Delta) of f-DPO (Wang et al., 2023),
+// which replace the log-ratio Delta = pi - rho of DPO-style losses; reverse KL (s = Delta) is plain
+// DPO. ../shared/LOSSES.md, "Notation".
+//
+//   hafrm::Dpo{.beta = 0.1, .f_divergence = {hafrm::FDivergenceType::kJsDivergence}}(inputs);
+//   hafrm::Ipo{.f_divergence = {hafrm::FDivergenceType::kAlphaDivergence, 0.3}}(inputs);
+//
+// Only sigmoid (Dpo), sigmoid_norm, hinge, ipo, exo_pair, robust, discopop and sft accept a
+// non-default score: the f-DPO reparameterisation leaves a beta log Z(x) term that cancels only in
+// the chosen - rejected difference, so the other losses have no valid generalisation.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <numbers>
+#include <string_view>
+
+#include "hafrm/torch/checks.hpp"
+
+namespace hafrm {
+
+enum class FDivergenceType {
+  kReverseKl,        // s = Delta (DPO)
+  kForwardKl,        // s = 1 - exp(-Delta)
+  kJsDivergence,     // s = log 2 + logsigmoid(Delta)
+  kAlphaDivergence,  // s = (exp((a - 1) Delta) - 1) / (a - 1); a = 1 falls back to reverse KL
+};
+
+inline constexpr std::string_view f_divergence_name(FDivergenceType t) {
+  switch (t) {
+    case FDivergenceType::kReverseKl:
+      return "reverse_kl";
+    case FDivergenceType::kForwardKl:
+      return "forward_kl";
+    case FDivergenceType::kJsDivergence:
+      return "js_divergence";
+    case FDivergenceType::kAlphaDivergence:
+      return "alpha_divergence";
+  }
+  return "reverse_kl";
+}
+
+namespace detail {
+
+// The largest exponent fed to exp() by the f-divergence and AlphaPO scores: 80 in float32 (as
+// TRL, so exp stays finite with room for the loss arithmetic after it), 700 in float64. Beyond it
+// the score is constant and its gradient 0.
+inline double exp_cap(torch::ScalarType t) { return t == torch::kDouble ? 700.0 : 80.0; }
+
+// expm1(min(x, cap)): exp(x) - 1 without overflow.
+inline torch::Tensor capped_expm1(const torch::Tensor& x) {
+  return torch::expm1(torch::clamp_max(x, exp_cap(x.scalar_type())));
+}
+
+}  // namespace detail
+
+struct FDivergence {
+  FDivergenceType type = FDivergenceType::kReverseKl;
+  double alpha = 0.5;  // alpha-divergence coefficient a (TRL f_alpha_divergence_coef)
+
+  // Reverse KL, or the alpha-divergence at its a = 1 limit (TRL's |a - 1| < 1e-6 test).
+  bool is_reverse_kl() const {
+    return type == FDivergenceType::kReverseKl ||
+           (type == FDivergenceType::kAlphaDivergence && std::abs(alpha - 1.0) < 1e-6);
+  }
+
+  void validate(std::string_view fn) const {
+    if (type == FDivergenceType::kAlphaDivergence)
+      HAFRM_CHECK_ARG(std::isfinite(alpha), fn, "f_divergence.alpha",
+                      "expected a finite alpha-divergence coefficient, got ", alpha);
+  }
+
+  // s(Delta), elementwise. Forward KL is the alpha-divergence at a = 0 and shares its exponent cap
+  // (TRL leaves it uncapped, which overflows to inf for Delta < -88 in float32).
+  torch::Tensor score(const torch::Tensor& delta) const {
+    if (is_reverse_kl()) return delta;
+    switch (type) {
+      case FDivergenceType::kForwardKl:
+        return -detail::capped_expm1(-delta);
+      case FDivergenceType::kJsDivergence:
+        return std::numbers::ln2 + torch::log_sigmoid(delta);
+      case FDivergenceType::kAlphaDivergence:
+        return detail::capped_expm1((alpha - 1.0) * delta) / (alpha - 1.0);
+      case FDivergenceType::kReverseKl:
+        break;
+    }
+    return delta;
+  }
+};
+
+}  // namespace hafrm

@@ -1,0 +1,120 @@
+// hafrm/losses/reference_free.hpp: preference losses without a reference model
+// (../shared/LOSSES.md, "Reference-free preference losses"): CPO (with AlphaPO's reward shape) and
+// ORPO. SimPO, and AlphaPO on SimPO, are SimPO in policy.hpp.
+//
+//   auto cpo = hafrm::Cpo{.beta = 0.1, .cpo_alpha = 1.0}(inputs);           // needs counts
+//   auto alphapo = hafrm::SimPO{.beta = 2.5, .gamma = 0.1, .alpha = 0.25}(inputs);
+//   auto orpo = hafrm::Orpo{.beta = 0.1}(inputs);                            // beta is lambda
+//
+// Any reference tensors in the inputs are ignored.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <limits>
+#include <numbers>
+
+#include "hafrm/losses/policy.hpp"
+
+namespace hafrm {
+
+enum class CpoLoss {
+  kSigmoid,  // -(1-eps) logsigmoid(beta l) - eps logsigmoid(-beta l), l = pi_c - pi_r
+  kHinge,    // max(0, 1 - beta l)
+  kIpo,      // (l - 1/(2 beta))^2 with l = pi_c/n_c - pi_r/n_r
+  kSimPO,    // SimPO's loss (policy.hpp), so that CPO with cpo_alpha = 0 is exactly SimPO
+};
+
+// CPO (Xu et al. 2024): a reference-free preference term plus cpo_alpha times the chosen responses'
+// per-token NLL over the batch (-sum pi_c / sum n_c; repeated per pair under kNone, as TRL).
+// alpha != 0 applies AlphaPO's r(q) = (1 - exp(q)^(-alpha)) / alpha to the log-probs the loss
+// compares (means for ipo and simpo, sums otherwise; TRL's CPOTrainer does the same).
+struct Cpo {
+  double beta = 0.1;
+  CpoLoss loss = CpoLoss::kSigmoid;
+  double label_smoothing = 0.0;  // sigmoid and simpo
+  double gamma = 0.5;            // simpo only (TRL simpo_gamma)
+  double alpha = 0.0;            // AlphaPO reward shape; 0 = log-prob rewards
+  double cpo_alpha = 1.0;        // weight of the NLL (behaviour-cloning) term
+  Reduction reduction = Reduction::kMean;
+
+  static constexpr const char* kName = "cpo";
+  void validate() const {
+    detail::check_beta(beta, kName);
+    detail::check_half_open(label_smoothing, 0.0, 0.5, kName, "label_smoothing");
+    detail::check_nonnegative(gamma, kName, "gamma");
+    detail::check_alphapo(alpha, kName);
+    detail::check_nonnegative(cpo_alpha, kName, "cpo_alpha");
+  }
+  LossOutput operator()(const PolicyInputs& in) const {
+    validate();
+    const bool normalised = loss == CpoLoss::kIpo || loss == CpoLoss::kSimPO;
+    auto t = detail::check_policy(in, kName, normalised || cpo_alpha > 0.0,
+                                  /*reference_free=*/true);
+    torch::Tensor per;
+    if (loss == CpoLoss::kSimPO) {
+      per = SimPO{beta, gamma, label_smoothing, alpha, Reduction::kNone}(in).loss;
+    } else {
+      auto qc = normalised ? t.pi_c / t.n_c : t.pi_c;
+      auto qr = normalised ? t.pi_r / t.n_r : t.pi_r;
+      auto l = detail::alphapo_reward(qc, alpha) - detail::alphapo_reward(qr, alpha);
+      if (loss == CpoLoss::kSigmoid) per = detail::smoothed_sigmoid_loss(beta * l, label_smoothing);
+      if (loss == CpoLoss::kHinge) per = detail::hinge_loss(beta * l);
+      if (loss == CpoLoss::kIpo) per = detail::ipo_loss(l, beta);
+    }
+    torch::Tensor nll;
+    if (cpo_alpha > 0.0) {
+      nll = detail::token_weighted_nll(t);
+      per = per + cpo_alpha * detail::expand_batch(nll, per);
+    }
+    auto out = detail::finish(per, reduction, t, beta);
+    if (nll.defined()) out.metrics["nll_loss"] = nll.detach();
+    return out;
+  }
+};
+
+namespace detail {
+
+// log(1 - exp(q)) for q < 0 (Maechler 2012): log(-expm1(q)) near 0, log1p(-exp(q)) below -ln 2.
+// Each branch sees only its own range, so the branch torch::where drops has a finite gradient
+// (an unclamped branch would give inf * 0 = NaN). q is first capped at -eps of its dtype, since a
+// mean token probability of exactly 1 has no odds.
+inline torch::Tensor log1mexp(const torch::Tensor& q) {
+  const double eps = q.scalar_type() == torch::kDouble ? std::numeric_limits<double>::epsilon()
+                                                       : std::numeric_limits<float>::epsilon();
+  auto x = torch::clamp_max(q, -eps);
+  constexpr double t = -std::numbers::ln2;
+  auto near_zero = torch::log(-torch::expm1(torch::clamp_min(x, t)));
+  auto far = torch::log1p(-torch::exp(torch::clamp_max(x, t)));
+  return torch::where(x < t, far, near_zero);
+}
+
+}  // namespace detail
+
+// ORPO (Hong et al. 2024), lambda = beta (TRL's name, default 0.1): with mean log-probs q = pi/n,
+// log_odds = (q_c - q_r) - (log(1 - e^q_c) - log(1 - e^q_r));
+// loss = NLL(chosen, per-token over the batch) - lambda * mean(logsigmoid(log_odds)).
+struct Orpo {
+  double beta = 0.1;  // lambda, the odds-ratio weight
+  Reduction reduction = Reduction::kMean;
+
+  static constexpr const char* kName = "orpo";
+  void validate() const { detail::check_beta(beta, kName); }
+  LossOutput operator()(const PolicyInputs& in) const {
+    validate();
+    auto t = detail::check_policy(in, kName, true, /*reference_free=*/true);
+    auto qc = t.pi_c / t.n_c, qr = t.pi_r / t.n_r;
+    auto log_odds = (qc - qr) - (detail::log1mexp(qc) - detail::log1mexp(qr));
+    auto ratio = torch::log_sigmoid(log_odds);
+    auto nll = detail::token_weighted_nll(t);
+    auto per = detail::expand_batch(nll, ratio) - beta * ratio;
+    auto out = detail::finish(per, reduction, t, beta);
+    torch::NoGradGuard ng;
+    out.metrics["nll_loss"] = nll.detach();
+    out.metrics["log_odds_ratio"] = ratio.mean();
+    out.metrics["log_odds_chosen"] = log_odds.mean();
+    return out;
+  }
+};
+
+}  // namespace hafrm
