@@ -68,10 +68,12 @@ void sizes(benchmark::internal::Benchmark* b) {
   b->Args({2048, 512, 32000, 0, 0});
   if (bench_device().is_cuda()) b->Args({8192, 4096, 128256, 0, 1});  // Liger's SM90 shape
   b->ArgNames({"N", "H", "V", "chunk", "bf16"})->Unit(benchmark::kMillisecond)->UseRealTime();
+  add_min_statistic(b);
 }
 void chunks(benchmark::internal::Benchmark* b) {
   for (int64_t c : {64, 256, 1024}) b->Args({2048, 512, 32000, c, 0});
   b->ArgNames({"N", "H", "V", "chunk", "bf16"})->Unit(benchmark::kMillisecond)->UseRealTime();
+  add_min_statistic(b);
 }
 
 }  // namespace
@@ -91,7 +93,7 @@ void BM_Matmul(benchmark::State& state) {
       benchmark::Counter(2.0 * N * H * V * state.iterations(), benchmark::Counter::kIsRate);
 }
 
-BENCHMARK(BM_Matmul)->Args({2048, 512, 32000})->ArgNames({"N", "H", "V"})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Matmul)->Args({2048, 512, 32000})->ArgNames({"N", "H", "V"})->Unit(benchmark::kMillisecond)->UseRealTime()->Apply(add_min_statistic);
 BENCHMARK(BM_NaiveLinear_Forward)->Apply(sizes);
 BENCHMARK(BM_FusedLinear_Forward)->Apply(sizes);
 BENCHMARK(BM_NaiveLinear_ForwardBackward)->Apply(sizes);

@@ -7,7 +7,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${1:-$ROOT/build/dev}"; shift || true
 OUT="$ROOT/bench/results"
 mkdir -p "$OUT"
-REPS="${HAFRM_BENCH_REPS:-3}"
+REPS="${HAFRM_BENCH_REPS:-5}"
 "$BUILD/bench/bench_token_logprobs" --benchmark_min_time=0.3 --benchmark_repetitions="$REPS" \
   --benchmark_format=json \
   --benchmark_out="$OUT/token.json" --benchmark_out_format=json "$@" >/dev/null
