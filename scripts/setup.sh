@@ -26,9 +26,11 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   echo "[setup] creating virtual environment $VENV"
   "$PY" -m venv "$VENV"
 fi
-stamp="$VENV/.hafrm-stamp-torch-$TORCH_VERSION"
+# The stamp names the pip line's contents, so adding a package re-runs pip once (quick when the
+# rest is installed). matplotlib draws the example trainers' curves (scripts/plot_compare.py).
+stamp="$VENV/.hafrm-stamp-torch-$TORCH_VERSION-cmake-numpy-matplotlib"
 if [[ ! -f "$stamp" ]]; then
-  echo "[setup] pip install torch==$TORCH_VERSION cmake numpy (first time: ~2 min, ~4 GB)"
-  "$VENV/bin/pip" install -q --disable-pip-version-check "torch==$TORCH_VERSION" "$CMAKE_VERSION_SPEC" numpy
+  echo "[setup] pip install torch==$TORCH_VERSION cmake numpy matplotlib (first time: ~2 min, ~4 GB)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "torch==$TORCH_VERSION" "$CMAKE_VERSION_SPEC" numpy matplotlib
   touch "$stamp"
 fi

@@ -1,0 +1,91 @@
+// Helpers of the example trainers' tests: a self-deleting temp directory, tiny synthetic splits
+// and a tiny, fast trainer configuration.
+#pragma once
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <unordered_set>
+
+#include <hafrm_examples/synthetic_task.hpp>
+
+#include "trainer.hpp"
+
+namespace hafrm::examples::rm::test {
+
+class TempDir {
+ public:
+  TempDir() {
+    static std::atomic<int> counter{0};
+    const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
+    path_ = std::filesystem::temp_directory_path() /
+            ("hafrm_trainer_test_" + std::to_string(::getpid()) + "_" + std::to_string(stamp) +
+             "_" + std::to_string(counter++));
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+inline std::string read_file(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+inline void write_file(const std::filesystem::path& p, const std::string& bytes) {
+  std::ofstream(p, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+// Small "sort the letters" splits (short prompts, so every step is quick) in `dir`.
+inline void write_tiny_splits(const std::filesystem::path& dir, std::size_t train = 20,
+                              std::size_t eval = 12) {
+  namespace syn = hafrm::examples::synthetic;
+  std::unordered_set<std::string> used;
+  auto tr = syn::generate_split({"train", train, 3, 5, 11}, used);
+  auto ev = syn::generate_split({"eval", eval, 3, 5, 12}, used);
+  auto ood = syn::generate_split({"ood", eval, 6, 7, 13}, used);
+  syn::write_jsonl(dir / "train.jsonl", tr.pairs);
+  syn::write_jsonl(dir / "eval.jsonl", ev.pairs);
+  syn::write_jsonl(dir / "ood.jsonl", ood.pairs);
+}
+
+// A trainer configuration that runs a step in milliseconds on the tiny splits.
+inline TrainConfig tiny_config(const TempDir& dir) {
+  write_tiny_splits(dir.path());
+  TrainConfig c;
+  c.train_path = (dir / "train.jsonl").string();
+  c.eval_path = (dir / "eval.jsonl").string();
+  c.ood_path = (dir / "ood.jsonl").string();
+  c.model.d_model = 16;
+  c.model.n_layers = 1;
+  c.model.n_heads = 2;
+  c.model.d_ff = 32;
+  c.batch_size = 4;
+  c.steps = 8;
+  c.warmup_steps = 2;
+  c.lr = 5e-3;
+  c.eval_batch = 8;
+  c.threads = 1;
+  c.progress = "none";
+  c.log_every = 1;
+  c.eval_every = 0;
+  c.checkpoint_every = 0;
+  c.out_dir = (dir / "run").string();
+  return c;
+}
+
+}  // namespace hafrm::examples::rm::test
