@@ -1,9 +1,8 @@
 // losses.hpp: the trainer's objective, built from spec strings ("bt", "sigmoid:beta=0.1",
 // "constant:reward=1,alpha=0.2", "alternate:period=10").
 //
-// The specs are parsed by the library's registry (hafrm/losses/registry.hpp) when this hafrm has
-// it. Older hafrm versions lack it; then a small parser here maps the same spec grammar onto the
-// concrete functors, so the trainer's command line is the same either way.
+// The specs are parsed by the library's registry (hafrm/losses/registry.hpp), so every loss and
+// weighting the library offers is selectable from the command line.
 //
 //   auto objective = hafrm::examples::rm::make_objective("haf", "", "", "");
 //   hafrm::HybridOutput out = objective.loss(f.rewards, f.policy, step);
@@ -23,22 +22,12 @@
 #include <hafrm/losses/reward.hpp>
 #include <hafrm/losses/weighting.hpp>
 
-// -DHAFRM_EXAMPLES_HAVE_LOSS_REGISTRY=0 forces the fallback (e.g. to compare the two parsers).
-#ifndef HAFRM_EXAMPLES_HAVE_LOSS_REGISTRY
-#if __has_include(<hafrm/losses/registry.hpp>)
-#define HAFRM_EXAMPLES_HAVE_LOSS_REGISTRY 1
-#else
-#define HAFRM_EXAMPLES_HAVE_LOSS_REGISTRY 0
-#endif
-#endif
-#if HAFRM_EXAMPLES_HAVE_LOSS_REGISTRY
 #include <hafrm/losses/registry.hpp>
-#endif
 
 namespace hafrm::examples::rm {
 
-// "name:key=value,key=value" split into its parts; shared by the fallback parser and by
-// spec_param() (the trainer reads beta from the policy spec for the implicit reward).
+// "name:key=value,key=value" split into its parts, for spec_param() (the trainer reads beta
+// from the policy spec for the implicit reward).
 struct Spec {
   std::string name;
   std::map<std::string, std::string> params;
@@ -77,8 +66,6 @@ inline double spec_param(std::string_view spec, const std::string& key, double f
   }
 }
 
-#if HAFRM_EXAMPLES_HAVE_LOSS_REGISTRY
-
 using RewardLossFn = hafrm::AnyRewardLoss;
 using PolicyLossFn = hafrm::AnyPolicyLoss;
 using WeightingFn = hafrm::AnyWeighting;
@@ -86,176 +73,7 @@ inline RewardLossFn make_reward_loss(std::string_view s) { return hafrm::make_re
 inline PolicyLossFn make_policy_loss(std::string_view s) { return hafrm::make_policy_loss(s); }
 inline WeightingFn make_weighting(std::string_view s) { return hafrm::make_weighting(s); }
 
-#else  // fallback until hafrm ships its registry
 
-namespace detail {
-
-// Reads the spec's parameters into the functor's fields; an unknown key is an error naming the
-// keys this loss takes.
-class Params {
- public:
-  Params(Spec s, std::string kind) : spec_(std::move(s)), kind_(std::move(kind)) {}
-  Params& num(const char* key, double& field) {
-    if (auto v = take(key)) field = std::stod(*v);
-    return *this;
-  }
-  Params& integer(const char* key, int64_t& field) {
-    if (auto v = take(key)) field = std::stoll(*v);
-    return *this;
-  }
-  Params& flag(const char* key, bool& field) {
-    if (auto v = take(key)) field = (*v == "1" || *v == "true");
-    return *this;
-  }
-  Params& text(const char* key, std::string& field) {
-    if (auto v = take(key)) field = *v;
-    return *this;
-  }
-  void done() const {
-    if (spec_.params.empty()) return;
-    std::string known;
-    for (const auto& k : known_) known += (known.empty() ? "" : ", ") + k;
-    throw std::invalid_argument(kind_ + " \"" + spec_.name + "\": unknown parameter \"" +
-                                spec_.params.begin()->first +
-                                "\" (takes: " + (known.empty() ? "none" : known) + ")");
-  }
-
- private:
-  std::optional<std::string> take(const char* key) {
-    known_.push_back(key);
-    auto it = spec_.params.find(key);
-    if (it == spec_.params.end()) return std::nullopt;
-    auto v = it->second;
-    spec_.params.erase(it);
-    return v;
-  }
-  Spec spec_;
-  std::string kind_;
-  std::vector<std::string> known_;
-};
-
-template <class Sig>
-struct Erased;
-template <class R, class A>
-struct Erased<R(A)> {
-  std::function<R(A)> fn;
-  R operator()(A a) const {
-    if (!fn) throw std::logic_error("hafrm examples: empty loss function");
-    return fn(a);
-  }
-};
-
-}  // namespace detail
-
-using RewardLossFn = detail::Erased<hafrm::LossOutput(const hafrm::RewardInputs&)>;
-using PolicyLossFn = detail::Erased<hafrm::LossOutput(const hafrm::PolicyInputs&)>;
-using WeightingFn = detail::Erased<hafrm::HybridWeights(int64_t)>;
-
-inline RewardLossFn make_reward_loss(std::string_view text) {
-  const auto s = parse_spec(text);
-  detail::Params p(s, "reward loss");
-  RewardLossFn out;
-  if (s.name == "bt" || s.name == "bradley_terry") {
-    hafrm::BradleyTerry l;
-    p.num("label_smoothing", l.label_smoothing).num("center", l.center_coefficient).done();
-    l.validate();
-    out.fn = l;
-  } else if (s.name == "hinge" || s.name == "reward_hinge") {
-    hafrm::RewardHinge l;
-    p.num("margin", l.margin).done();
-    l.validate();
-    out.fn = l;
-  } else {
-    throw std::invalid_argument("unknown reward loss \"" + s.name + "\" (known: bt, hinge)");
-  }
-  return out;
-}
-
-inline PolicyLossFn make_policy_loss(std::string_view text) {
-  const auto s = parse_spec(text);
-  detail::Params p(s, "policy loss");
-  PolicyLossFn out;
-  if (s.name == "sigmoid" || s.name == "dpo") {
-    hafrm::Dpo l;
-    p.num("beta", l.beta).num("label_smoothing", l.label_smoothing);
-    p.flag("reference_free", l.reference_free).done();
-    l.validate();
-    out.fn = l;
-  } else if (s.name == "robust" || s.name == "robust_dpo") {
-    hafrm::RobustDpo l;
-    p.num("beta", l.beta).num("label_smoothing", l.label_smoothing).done();
-    l.validate();
-    out.fn = l;
-  } else if (s.name == "hinge") {
-    hafrm::DpoHinge l;
-    p.num("beta", l.beta).done();
-    l.validate();
-    out.fn = l;
-  } else if (s.name == "ipo") {
-    hafrm::Ipo l;
-    std::string form = "length";
-    p.num("beta", l.beta).text("form", form).done();
-    if (form == "length")
-      l.form = hafrm::IpoForm::kLengthNormalised;
-    else if (form == "sum")
-      l.form = hafrm::IpoForm::kSum;
-    else if (form == "sqrt")
-      l.form = hafrm::IpoForm::kSqrt;
-    else if (form == "full")
-      l.form = hafrm::IpoForm::kFull;
-    else
-      throw std::invalid_argument("ipo: form must be length, sum, sqrt or full, got " + form);
-    l.validate();
-    out.fn = l;
-  } else if (s.name == "simpo") {
-    hafrm::SimPO l;
-    p.num("beta", l.beta).num("gamma", l.gamma).num("label_smoothing", l.label_smoothing).done();
-    l.validate();
-    out.fn = l;
-  } else if (s.name == "nll" || s.name == "sft" || s.name == "chosen_nll") {
-    hafrm::ChosenNll l;
-    p.flag("token_weighted", l.token_weighted).done();
-    out.fn = l;
-  } else {
-    throw std::invalid_argument("unknown policy loss \"" + s.name +
-                                "\" (known: sigmoid, robust, hinge, ipo, simpo, nll)");
-  }
-  return out;
-}
-
-inline WeightingFn make_weighting(std::string_view text) {
-  const auto s = parse_spec(text);
-  detail::Params p(s, "weighting");
-  WeightingFn out;
-  if (s.name == "constant") {
-    hafrm::ConstantWeighting w;
-    p.num("reward", w.reward_weight).num("alpha", w.alpha).done();
-    w.validate();
-    out.fn = w;
-  } else if (s.name == "alternate") {
-    hafrm::AlternateWeighting w;
-    p.integer("period", w.period).num("reward", w.reward_weight).num("alpha", w.alpha).done();
-    w.validate();
-    out.fn = w;
-  } else if (s.name == "warmup" || s.name == "linear_warmup") {
-    hafrm::LinearWarmupWeighting w;
-    p.integer("steps", w.warmup_steps).num("reward", w.reward_weight).num("alpha", w.alpha).done();
-    w.validate();
-    out.fn = w;
-  } else if (s.name == "cosine") {
-    hafrm::CosineWeighting w;
-    p.integer("steps", w.total_steps).num("reward", w.reward_weight);
-    p.num("start", w.alpha_start).num("end", w.alpha_end).done();
-    w.validate();
-    out.fn = w;
-  } else {
-    throw std::invalid_argument("unknown weighting \"" + s.name +
-                                "\" (known: constant, alternate, warmup, cosine)");
-  }
-  return out;
-}
-
-#endif  // HAFRM_EXAMPLES_HAVE_LOSS_REGISTRY
 
 using HybridObjective = hafrm::HybridLoss<RewardLossFn, PolicyLossFn, WeightingFn>;
 
