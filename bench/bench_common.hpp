@@ -11,12 +11,12 @@
 #endif
 
 #include <algorithm>
-#include <cstdlib>
-#include <vector>
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <string>
+#include <vector>
 
 namespace hafrm_bench {
 
@@ -129,8 +129,7 @@ struct PeakDeviceMemory {
 #if defined(HAFRM_WITH_CUDA) && HAFRM_WITH_CUDA
     if (device.is_cuda()) {
       c10::cuda::CUDACachingAllocator::resetPeakStats(0);
-      before = c10::cuda::CUDACachingAllocator::getDeviceStats(0)
-                   .allocated_bytes[0].current;
+      before = c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].current;
       return;
     }
 #endif
@@ -150,9 +149,8 @@ struct PeakDeviceMemory {
 // returned to the host): the fastest repetition estimates what the code can do; the median is
 // reported beside it.
 inline void add_min_statistic(benchmark::internal::Benchmark* b) {
-  b->ComputeStatistics("min", [](const std::vector<double>& v) {
-    return *std::min_element(v.begin(), v.end());
-  });
+  b->ComputeStatistics(
+      "min", [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); });
 }
 
 // Logits that look like a trained LM's: a few large entries over a spread of small ones.

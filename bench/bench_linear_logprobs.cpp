@@ -47,15 +47,20 @@ void run_linear(benchmark::State& state, hafrm::LogProbBackend backend, bool bac
     peak_rss = std::max(peak_rss, mem.extra_bytes());
   }
   const double flops = 2.0 * N * H * V * (backward ? 3 : 1);
-  state.counters["FLOPS"] = benchmark::Counter(flops * state.iterations(), benchmark::Counter::kIsRate);
+  state.counters["FLOPS"] =
+      benchmark::Counter(flops * state.iterations(), benchmark::Counter::kIsRate);
   state.counters["peak_extra_MB"] = peak / 1e6;  // tensor bytes beyond the inputs
   state.counters["peak_rss_MB"] = peak_rss / 1e6;
   // What both paths must hold regardless: the parameter gradients (H x V) and hidden gradients.
   state.counters["grads_MB"] = backward ? (4.0 * V * H + 4.0 * N * H) / 1e6 : 0.0;
 }
 
-void BM_NaiveLinear_Forward(benchmark::State& s) { run_linear(s, hafrm::LogProbBackend::kReference, false); }
-void BM_FusedLinear_Forward(benchmark::State& s) { run_linear(s, hafrm::LogProbBackend::kFused, false); }
+void BM_NaiveLinear_Forward(benchmark::State& s) {
+  run_linear(s, hafrm::LogProbBackend::kReference, false);
+}
+void BM_FusedLinear_Forward(benchmark::State& s) {
+  run_linear(s, hafrm::LogProbBackend::kFused, false);
+}
 void BM_NaiveLinear_ForwardBackward(benchmark::State& s) {
   run_linear(s, hafrm::LogProbBackend::kReference, true);
 }
@@ -93,7 +98,12 @@ void BM_Matmul(benchmark::State& state) {
       benchmark::Counter(2.0 * N * H * V * state.iterations(), benchmark::Counter::kIsRate);
 }
 
-BENCHMARK(BM_Matmul)->Args({2048, 512, 32000})->ArgNames({"N", "H", "V"})->Unit(benchmark::kMillisecond)->UseRealTime()->Apply(add_min_statistic);
+BENCHMARK(BM_Matmul)
+    ->Args({2048, 512, 32000})
+    ->ArgNames({"N", "H", "V"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->Apply(add_min_statistic);
 BENCHMARK(BM_NaiveLinear_Forward)->Apply(sizes);
 BENCHMARK(BM_FusedLinear_Forward)->Apply(sizes);
 BENCHMARK(BM_NaiveLinear_ForwardBackward)->Apply(sizes);

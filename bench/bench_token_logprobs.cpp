@@ -85,8 +85,12 @@ void run_logprobs(benchmark::State& state, hafrm::LogProbBackend backend, bool b
   state.counters["logits_MB"] = static_cast<double>(bytes) / 1e6;
 }
 
-void BM_Naive_Forward(benchmark::State& s) { run_logprobs(s, hafrm::LogProbBackend::kReference, false); }
-void BM_Fused_Forward(benchmark::State& s) { run_logprobs(s, hafrm::LogProbBackend::kFused, false); }
+void BM_Naive_Forward(benchmark::State& s) {
+  run_logprobs(s, hafrm::LogProbBackend::kReference, false);
+}
+void BM_Fused_Forward(benchmark::State& s) {
+  run_logprobs(s, hafrm::LogProbBackend::kFused, false);
+}
 void BM_Naive_ForwardBackward(benchmark::State& s) {
   run_logprobs(s, hafrm::LogProbBackend::kReference, true);
 }
@@ -124,8 +128,17 @@ void BM_DeviceCopy(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * x.nbytes() * 2);  // read + write
 }
 
-BENCHMARK(BM_DeviceCopy)->Args({8192, 32000})->ArgNames({"N", "V"})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_StreamRead)->Args({8192, 32000})->ArgNames({"N", "V"})->Unit(benchmark::kMillisecond)->UseRealTime()->Apply(add_min_statistic);
+BENCHMARK(BM_DeviceCopy)
+    ->Args({8192, 32000})
+    ->ArgNames({"N", "V"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_StreamRead)
+    ->Args({8192, 32000})
+    ->ArgNames({"N", "V"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->Apply(add_min_statistic);
 BENCHMARK(BM_Naive_Forward)->Apply(sizes);
 BENCHMARK(BM_Fused_Forward)->Apply(sizes);
 BENCHMARK(BM_Naive_ForwardBackward)->Apply(sizes);

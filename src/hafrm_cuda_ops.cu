@@ -34,8 +34,8 @@ void dispatch_cuda_dtype(at::ScalarType t, const char* op, F&& f) {
 }
 
 void check_status(cudaError_t e, const char* op) {
-  TORCH_CHECK(e == cudaSuccess, "hafrm::", op, ": CUDA kernel launch failed: ",
-              cudaGetErrorString(e));
+  TORCH_CHECK(e == cudaSuccess, "hafrm::", op,
+              ": CUDA kernel launch failed: ", cudaGetErrorString(e));
 }
 
 }  // namespace
@@ -46,23 +46,8 @@ FusedForward cuda_fused_forward(const torch::Tensor& logits, const torch::Tensor
               "hafrm::token_logprobs: argument 'labels' must be on ", logits.device());
   c10::cuda::CUDAGuard guard(logits.device());
   auto [x, layout] = row_layout(logits);
-  const int64_t rows = layout.rows();
-  auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(logits.device());
-  FusedForward r;
-  r.logprob = torch::empty({rows}, f32);
-  if (need_lse || o.return_lse) r.lse = torch::empty({rows}, f32);
-  if (o.return_entropy) r.entropy = torch::empty({rows}, f32);
-  if (o.return_log_sum_p2) r.log_sum_p2 = torch::empty({rows}, f32);
-  if (o.return_mean_logit) r.mean_logit = torch::empty({rows}, f32);
-  if (o.return_is_argmax) r.is_argmax = torch::empty({rows}, f32.dtype(torch::kBool));
-  auto ptr = [](torch::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
-  core::ForwardOutputs out;
-  out.logprob = ptr(r.logprob);
-  out.lse = ptr(r.lse);
-  out.entropy = ptr(r.entropy);
-  out.log_sum_p2 = ptr(r.log_sum_p2);
-  out.mean_logit = ptr(r.mean_logit);
-  out.is_argmax = r.is_argmax.defined() ? r.is_argmax.data_ptr<bool>() : nullptr;
+  FusedForward r = allocate_fused_outputs(layout.rows(), o, need_lse, logits.device());
+  const core::ForwardOutputs out = output_pointers(r);
   core::LogProbParams p{o.ignore_index, make_transform(o)};
   auto stream = at::cuda::getCurrentCUDAStream(logits.device().index()).stream();
   dispatch_cuda_dtype(x.scalar_type(), "token_logprobs (CUDA forward)", [&](auto tag) {

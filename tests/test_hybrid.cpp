@@ -42,8 +42,8 @@ TEST_CASE("weighting schedules give the documented weights", "[hybrid]") {
   CHECK(lin(5).policy == Approx(0.25));
   CHECK(lin(10).policy == Approx(0.5));
   CHECK(lin(100).policy == Approx(0.5));
-  hafrm::CosineWeighting cos{.total_steps = 100, .reward_weight = 1.0, .alpha_start = 0.4,
-                             .alpha_end = 0.1};
+  hafrm::CosineWeighting cos{
+      .total_steps = 100, .reward_weight = 1.0, .alpha_start = 0.4, .alpha_end = 0.1};
   CHECK(cos(0).policy == Approx(0.4));
   CHECK(cos(50).policy == Approx(0.25));
   CHECK(cos(25).policy == Approx(0.1 + 0.15 * (1 + std::cos(std::numbers::pi / 4))));
@@ -83,9 +83,8 @@ TEST_CASE("alternate mode removes one term's gradient exactly", "[hybrid]") {
 
 TEST_CASE("a weighted list of policy losses sums its weighted members", "[hybrid]") {
   auto b = make_batch(7);
-  hafrm::PolicyLossList list{{1.0, hafrm::Dpo{.beta = 0.1}},
-                             {0.5, hafrm::Ipo{.beta = 0.5}},
-                             {0.3, hafrm::ChosenNll{}}};
+  hafrm::PolicyLossList list{
+      {1.0, hafrm::Dpo{.beta = 0.1}}, {0.5, hafrm::Ipo{.beta = 0.5}}, {0.3, hafrm::ChosenNll{}}};
   auto out = list(b.policy);
   double expect = hafrm::Dpo{.beta = 0.1}(b.policy).loss.item<double>() +
                   0.5 * hafrm::Ipo{.beta = 0.5}(b.policy).loss.item<double>() +
@@ -107,6 +106,7 @@ TEST_CASE("hybrid weightings and lists reject bad parameters", "[hybrid]") {
   require_error([&] { hafrm::PolicyLossList{}(b.policy); }, {"at least one loss"});
   hafrm::HybridLoss<hafrm::BradleyTerry, hafrm::Dpo> bad{{}, {.beta = 0}};
   require_error([&] { bad(b.rewards, b.policy); }, {"beta"});
-  hafrm::HybridLoss<hafrm::BradleyTerry, hafrm::Dpo> none{{}, {.reduction = hafrm::Reduction::kNone}};
+  hafrm::HybridLoss<hafrm::BradleyTerry, hafrm::Dpo> none{{},
+                                                          {.reduction = hafrm::Reduction::kNone}};
   require_error([&] { none(b.rewards, b.policy); }, {"reduction"});
 }

@@ -59,10 +59,16 @@ TEST_CASE("fused linear log-probs: every label ignored, and bad input", "[linear
   CHECK(h.grad().abs().sum().item<double>() == 0.0);
   CHECK(w.grad().abs().sum().item<double>() == 0.0);
   auto yl = torch::randint(0, 11, {5}, torch::kLong);
-  require_error([&] { hafrm::linear_token_logprobs(h, randn({11, 7}, torch::kFloat), yl); },
-                {"linear_token_logprobs", "hidden", "H"});
-  require_error([&] { hafrm::linear_token_logprobs(h, w, torch::tensor({0, 1, 2, 3, 11})); },
-                {"labels", "[0, 11)"});
+  require_error(
+      [&] {
+        hafrm::linear_token_logprobs(h, randn({11, 7}, torch::kFloat), yl);
+      },
+      {"linear_token_logprobs", "hidden", "H"});
+  require_error(
+      [&] {
+        hafrm::linear_token_logprobs(h, w, torch::tensor({0, 1, 2, 3, 11}));
+      },
+      {"labels", "[0, 11)"});
   require_error([&] { hafrm::linear_token_logprobs(h, w.to(torch::kDouble), yl); },
                 {"weight", "same dtype"});
   hafrm::TokenLogProbOptions o;

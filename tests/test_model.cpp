@@ -76,8 +76,11 @@ TEST_CASE("reward read-out: last real token by default, last position on request
   CHECK(last[2].item<float>() == 10);
   auto pos = hafrm::read_rewards(r.unsqueeze(-1), mask, hafrm::RewardReadout::kLastPosition);
   CHECK(pos[1].item<float>() == 7);
-  require_error([&] { hafrm::read_rewards(r, torch::zeros({3, 4})); },
-                {"attention_mask", "at least one real"});
+  require_error(
+      [&] {
+        hafrm::read_rewards(r, torch::zeros({3, 4}));
+      },
+      {"attention_mask", "at least one real"});
   require_error([&] { hafrm::read_rewards(r, torch::ones({3, 5})); }, {"attention_mask", "shape"});
 }
 

@@ -72,12 +72,13 @@ TEST_CASE("DPO sigmoid, conservative and reference-free match the formula", "[lo
                          return -(1 - eps) * log_sig(beta * d) - eps * log_sig(-beta * d);
                        });
   // Reference-free: omitted reference tensors, or the explicit flag.
-  check_value_and_grad(hafrm::Dpo{.beta = beta, .label_smoothing = eps},
-                       [=](double pc, double pr, double, double, double, double) {
-                         double d = pc - pr;
-                         return -(1 - eps) * log_sig(beta * d) - eps * log_sig(-beta * d);
-                       },
-                       /*ref=*/false);
+  check_value_and_grad(
+      hafrm::Dpo{.beta = beta, .label_smoothing = eps},
+      [=](double pc, double pr, double, double, double, double) {
+        double d = pc - pr;
+        return -(1 - eps) * log_sig(beta * d) - eps * log_sig(-beta * d);
+      },
+      /*ref=*/false);
   auto p = make_pairs(5);
   auto a = hafrm::Dpo{.beta = beta, .reference_free = true}(p.inputs(true)).loss;
   auto b = hafrm::Dpo{.beta = beta}(p.inputs(false)).loss;
@@ -129,8 +130,8 @@ TEST_CASE("SimPO and the chosen NLL", "[losses]") {
                          double l = pc / nc - pr / nr - gamma / beta;
                          return -(1 - eps) * log_sig(beta * l) - eps * log_sig(-beta * l);
                        });
-  check_value_and_grad(hafrm::ChosenNll{},
-                       [=](double pc, double, double, double, double nc, double) { return -pc / nc; });
+  check_value_and_grad(hafrm::ChosenNll{}, [=](double pc, double, double, double, double nc,
+                                               double) { return -pc / nc; });
   auto p = make_pairs(6);
   auto tw = hafrm::ChosenNll{.token_weighted = true}(p.inputs());
   CHECK(tw.loss.item<double>() ==

@@ -30,8 +30,8 @@ TEST_CASE("Bradley-Terry matches its formula, with margin, smoothing and centeri
   const int64_t B = 9;
   auto c = randn({B}, torch::kDouble, 3.0), r = randn({B}, torch::kDouble, 3.0);
   auto m = with_margin ? randn({B}).abs() : torch::Tensor();
-  hafrm::BradleyTerry bt{.label_smoothing = eps, .center_coefficient = center,
-                         .reduction = hafrm::Reduction::kNone};
+  hafrm::BradleyTerry bt{
+      .label_smoothing = eps, .center_coefficient = center, .reduction = hafrm::Reduction::kNone};
   auto out = bt({c, r, m});
   auto expect = bt_formula(c, r, m, eps, center);
   CHECK(max_abs_diff(out.loss, expect) < 1e-12);
@@ -83,7 +83,8 @@ TEST_CASE("Plackett-Luce matches its listwise formula and reduces to BT for K = 
     CHECK(out.loss[b].item<double>() == Approx(loss).epsilon(1e-12));
   }
   if (K == 2) {
-    auto bt = hafrm::BradleyTerry{.reduction = hafrm::Reduction::kNone}({s.select(1, 0), s.select(1, 1)});
+    auto bt =
+        hafrm::BradleyTerry{.reduction = hafrm::Reduction::kNone}({s.select(1, 0), s.select(1, 1)});
     CHECK(max_abs_diff(bt.loss, out.loss) < 1e-12);
   }
 }
@@ -106,18 +107,33 @@ TEST_CASE("reward losses stay finite for margins of 1e4 in float32", "[losses]")
 
 TEST_CASE("reward losses reject bad input with a named argument", "[losses]") {
   auto c = randn({4}), r = randn({4});
-  require_error([&] { hafrm::BradleyTerry{}({c, randn({3})}); },
-                {"bradley_terry", "inputs.rejected", "batch size 4"});
-  require_error([&] { hafrm::BradleyTerry{}({torch::empty({0}), torch::empty({0})}); },
-                {"inputs.chosen", "empty"});
-  require_error([&] { hafrm::BradleyTerry{.label_smoothing = 0.5}({c, r}); },
-                {"label_smoothing", "[0, 0.5)"});
+  require_error(
+      [&] {
+        hafrm::BradleyTerry{}({c, randn({3})});
+      },
+      {"bradley_terry", "inputs.rejected", "batch size 4"});
+  require_error(
+      [&] {
+        hafrm::BradleyTerry{}({torch::empty({0}), torch::empty({0})});
+      },
+      {"inputs.chosen", "empty"});
+  require_error(
+      [&] {
+        hafrm::BradleyTerry{.label_smoothing = 0.5}({c, r});
+      },
+      {"label_smoothing", "[0, 0.5)"});
   require_error([&] { hafrm::BradleyTerry{.label_smoothing = -0.1}({c, r}); }, {"label_smoothing"});
-  require_error([&] { hafrm::BradleyTerry{}({torch::ones({4}, torch::kLong), r}); },
-                {"inputs.chosen", "floating-point"});
+  require_error(
+      [&] {
+        hafrm::BradleyTerry{}({torch::ones({4}, torch::kLong), r});
+      },
+      {"inputs.chosen", "floating-point"});
   require_error([&] { hafrm::BradleyTerry{}({c, r, randn({5})}); }, {"inputs.margin"});
-  require_error([&] { hafrm::BradleyTerry{}({randn({2, 2}), randn({2, 2})}); },
-                {"inputs.chosen", "1-D"});
+  require_error(
+      [&] {
+        hafrm::BradleyTerry{}({randn({2, 2}), randn({2, 2})});
+      },
+      {"inputs.chosen", "1-D"});
   require_error([&] { hafrm::PlackettLuce{}(randn({3, 1})); }, {"scores", "K >= 2"});
   require_error([&] { hafrm::PlackettLuce{}(randn({3})); }, {"scores", "[B, K]"});
   require_error([&] { hafrm::RewardHinge{.margin = -1}({c, r}); }, {"margin"});

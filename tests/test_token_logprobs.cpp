@@ -117,11 +117,12 @@ TEST_CASE("fused gradients match the reference's autograd", "[logprobs]") {
   auto gf = run(hafrm::LogProbBackend::kFused, base.clone().requires_grad_());
   auto gr = run(hafrm::LogProbBackend::kReference, base.to(torch::kDouble).requires_grad_());
   CHECK(gf.scalar_type() == dt);
-  INFO("with_entropy " << with_entropy << " max diff " << max_abs_diff(gf, gr)
-                       << " max |grad| " << gr.abs().max().item<double>());
+  INFO("with_entropy " << with_entropy << " max diff " << max_abs_diff(gf, gr) << " max |grad| "
+                       << gr.abs().max().item<double>());
   // Absolute error scales with the largest gradient entry (|g| * (1 - p) rounds at ~1e-7 of it).
   const double gmax = std::max(1.0, gr.abs().max().item<double>());
-  CHECK(close(gf, gr, dt == torch::kFloat ? 1e-5 : 2e-2, (dt == torch::kFloat ? 2e-6 : 1e-3) * gmax));
+  CHECK(
+      close(gf, gr, dt == torch::kFloat ? 1e-5 : 2e-2, (dt == torch::kFloat ? 2e-6 : 1e-3) * gmax));
 }
 
 TEST_CASE("the reference gradient matches float64 finite differences", "[logprobs]") {
@@ -239,12 +240,18 @@ TEST_CASE("all-ignored rows and poisoned outputs: the CPU kernel writes every el
 TEST_CASE("token_logprobs rejects bad input with a named argument", "[logprobs]") {
   auto x = randn({4, 10}, torch::kFloat);
   auto y = torch::randint(0, 10, {4}, torch::kLong);
-  require_error([&] { hafrm::token_logprobs(x, torch::tensor({1, 2, 10, 3})); },
-                {"token_logprobs", "labels", "[0, 10)", "found 10"});
+  require_error(
+      [&] {
+        hafrm::token_logprobs(x, torch::tensor({1, 2, 10, 3}));
+      },
+      {"token_logprobs", "labels", "[0, 10)", "found 10"});
   require_error([&] { hafrm::token_logprobs(x, torch::tensor({1, -5, 0, 3})); }, {"found -5"});
   require_error([&] { hafrm::token_logprobs(x, y.slice(0, 0, 3)); }, {"labels", "expected shape"});
-  require_error([&] { hafrm::token_logprobs(torch::ones({4, 10}, torch::kLong), y); },
-                {"logits", "floating-point"});
+  require_error(
+      [&] {
+        hafrm::token_logprobs(torch::ones({4, 10}, torch::kLong), y);
+      },
+      {"logits", "floating-point"});
   require_error([&] { hafrm::token_logprobs(x, y.to(torch::kFloat)); }, {"labels", "int64"});
   hafrm::TokenLogProbOptions o;
   o.temperature = 0;
@@ -252,7 +259,10 @@ TEST_CASE("token_logprobs rejects bad input with a named argument", "[logprobs]"
   o = {};
   o.softcap = -1;
   require_error([&] { hafrm::token_logprobs(x, y, o); }, {"options.softcap"});
-  require_error([&] { hafrm::shift_for_causal_lm(randn({2, 1, 5}), torch::zeros({2, 1}, torch::kLong)); },
-                {"at least 2 positions"});
+  require_error(
+      [&] {
+        hafrm::shift_for_causal_lm(randn({2, 1, 5}), torch::zeros({2, 1}, torch::kLong));
+      },
+      {"at least 2 positions"});
   require_error([&] { hafrm::token_logprobs(randn({4, 0}), y); }, {"V >= 1"});
 }

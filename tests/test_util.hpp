@@ -1,8 +1,8 @@
 // Shared helpers for hafrm's tests: seeded random inputs (never zeros) and tolerance checks.
 #pragma once
 
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
+#include <catch2/catch.hpp>
 
 #include <random>
 #include <string>

@@ -73,8 +73,6 @@ inline RewardLossFn make_reward_loss(std::string_view s) { return hafrm::make_re
 inline PolicyLossFn make_policy_loss(std::string_view s) { return hafrm::make_policy_loss(s); }
 inline WeightingFn make_weighting(std::string_view s) { return hafrm::make_weighting(s); }
 
-
-
 using HybridObjective = hafrm::HybridLoss<RewardLossFn, PolicyLossFn, WeightingFn>;
 
 // What an objective name means. The score is what the evaluation ranks pairs by: the reward

@@ -18,9 +18,9 @@ struct TinyRmImpl : torch::nn::Module {
   TinyRmImpl() {
     emb = register_module("emb", torch::nn::Embedding(kVocab, kHidden));
     pos = register_module("pos", torch::nn::Embedding(2 * kPrompt + 2, kHidden));
-    mlp = register_module("mlp", torch::nn::Sequential(torch::nn::Linear(2 * kHidden, 64),
-                                                       torch::nn::GELU(),
-                                                       torch::nn::Linear(64, kHidden)));
+    mlp = register_module(
+        "mlp", torch::nn::Sequential(torch::nn::Linear(2 * kHidden, 64), torch::nn::GELU(),
+                                     torch::nn::Linear(64, kHidden)));
     norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({kHidden})));
     head = register_module("head", torch::nn::Linear(kHidden, kVocab));
     score = register_module("score", torch::nn::Linear(kHidden, 1));

@@ -23,16 +23,27 @@
 
 namespace hafrm {
 
-// Type-erased policy loss: anything callable as LossOutput(const PolicyInputs&).
-class AnyPolicyLoss {
+namespace detail {
+template <class In>
+inline constexpr const char* kAnyLossName = "loss";
+template <>
+inline constexpr const char* kAnyLossName<PolicyInputs> = "policy_loss";
+template <>
+inline constexpr const char* kAnyLossName<RewardInputs> = "reward_loss";
+}  // namespace detail
+
+// Type-erased loss over one input type: anything callable as LossOutput(const In&), with a name
+// for metrics (the functor's kName when it has one).
+template <class In>
+class AnyLoss {
  public:
-  AnyPolicyLoss() = default;
-  template <class L, class = std::enable_if_t<!std::is_same_v<std::decay_t<L>, AnyPolicyLoss>>>
-  AnyPolicyLoss(L loss, std::string name = "")  // NOLINT: implicit by design, like std::function
-      : fn_([loss = std::move(loss)](const PolicyInputs& in) { return loss(in); }),
+  AnyLoss() = default;
+  template <class L, class = std::enable_if_t<!std::is_same_v<std::decay_t<L>, AnyLoss>>>
+  AnyLoss(L loss, std::string name = "")  // NOLINT: implicit by design, like std::function
+      : fn_([loss = std::move(loss)](const In& in) { return loss(in); }),
         name_(name.empty() ? default_name<L>() : std::move(name)) {}
-  LossOutput operator()(const PolicyInputs& in) const {
-    TORCH_CHECK(fn_, "hafrm::AnyPolicyLoss: called while empty");
+  LossOutput operator()(const In& in) const {
+    TORCH_CHECK(fn_, "hafrm::", detail::kAnyLossName<In>, ": called while empty");
     return fn_(in);
   }
   const std::string& name() const { return name_; }
@@ -42,11 +53,14 @@ class AnyPolicyLoss {
   template <class L>
   static std::string default_name() {
     if constexpr (requires { L::kName; }) return L::kName;
-    return "policy_loss";
+    return detail::kAnyLossName<In>;
   }
-  std::function<LossOutput(const PolicyInputs&)> fn_;
+  std::function<LossOutput(const In&)> fn_;
   std::string name_;
 };
+
+using AnyPolicyLoss = AnyLoss<PolicyInputs>;  // the policy (LM-head) term
+using AnyRewardLoss = AnyLoss<RewardInputs>;  // the reward-head term
 
 // Weighted list of policy losses: sum_k w_k * loss_k (each reduced by its own reduction, which
 // must be a scalar one). Metrics are prefixed with each loss's name.

@@ -36,31 +36,6 @@
 
 namespace hafrm {
 
-// Type-erased reward loss: anything callable as LossOutput(const RewardInputs&).
-class AnyRewardLoss {
- public:
-  AnyRewardLoss() = default;
-  template <class L, class = std::enable_if_t<!std::is_same_v<std::decay_t<L>, AnyRewardLoss>>>
-  AnyRewardLoss(L loss, std::string name = "")  // NOLINT: implicit by design, like std::function
-      : fn_([loss = std::move(loss)](const RewardInputs& in) { return loss(in); }),
-        name_(name.empty() ? default_name<L>() : std::move(name)) {}
-  LossOutput operator()(const RewardInputs& in) const {
-    TORCH_CHECK(fn_, "hafrm::AnyRewardLoss: called while empty");
-    return fn_(in);
-  }
-  const std::string& name() const { return name_; }
-  explicit operator bool() const { return static_cast<bool>(fn_); }
-
- private:
-  template <class L>
-  static std::string default_name() {
-    if constexpr (requires { L::kName; }) return L::kName;
-    return "reward_loss";
-  }
-  std::function<LossOutput(const RewardInputs&)> fn_;
-  std::string name_;
-};
-
 // Type-erased weighting schedule: anything callable as HybridWeights(int64_t step).
 class AnyWeighting {
  public:

@@ -94,7 +94,8 @@ struct CosineWeighting {
     validate();
     detail::check_step(step, "CosineWeighting");
     const double t = std::min(1.0, static_cast<double>(step) / static_cast<double>(total_steps));
-    const double a = alpha_end + 0.5 * (alpha_start - alpha_end) * (1.0 + std::cos(std::numbers::pi * t));
+    const double a =
+        alpha_end + 0.5 * (alpha_start - alpha_end) * (1.0 + std::cos(std::numbers::pi * t));
     return {reward_weight, a};
   }
 };

@@ -1,7 +1,7 @@
 // hafrm/model/reward_readout.hpp: which position's reward-head output is the sequence reward.
 //
-//   auto r = hafrm::read_rewards(token_rewards, attention_mask);                   // last real token
-//   auto f = hafrm::read_rewards(token_rewards, mask, hafrm::RewardReadout::kLastPosition);
+//   auto r = hafrm::read_rewards(token_rewards, attention_mask);                   // last real
+//   token auto f = hafrm::read_rewards(token_rewards, mask, hafrm::RewardReadout::kLastPosition);
 #pragma once
 
 #include <torch/torch.h>
@@ -19,7 +19,8 @@ inline torch::Tensor read_rewards(torch::Tensor token_rewards, const torch::Tens
                                   RewardReadout readout = RewardReadout::kLastNonPad) {
   constexpr const char* fn = "read_rewards";
   detail::check_floating(token_rewards, fn, "token_rewards");
-  if (token_rewards.dim() == 3 && token_rewards.size(2) == 1) token_rewards = token_rewards.squeeze(2);
+  if (token_rewards.dim() == 3 && token_rewards.size(2) == 1)
+    token_rewards = token_rewards.squeeze(2);
   HAFRM_CHECK_ARG(token_rewards.dim() == 2, fn, "token_rewards",
                   "expected shape [B, T] or [B, T, 1], got ", token_rewards.sizes());
   detail::check_defined(attention_mask, fn, "attention_mask");

@@ -24,7 +24,8 @@ struct model_traits<torch::jit::Module> {
       auto elems = ret.toTupleRef().elements();
       TORCH_CHECK(elems.size() >= 2 && elems[0].isTensor() && elems[1].isTensor(),
                   "hafrm::model_traits<torch::jit::Module>: forward must return (logits, "
-                  "token_rewards) tensors, got a tuple of ", elems.size());
+                  "token_rewards) tensors, got a tuple of ",
+                  elems.size());
       out.logits = elems[0].toTensor();
       out.token_rewards = elems[1].toTensor();
     } else if (ret.isGenericDict()) {
@@ -37,8 +38,10 @@ struct model_traits<torch::jit::Module> {
       out.lm_head_weight = get("lm_head_weight");
       out.token_rewards = get("rewards");
     } else {
-      TORCH_CHECK(false, "hafrm::model_traits<torch::jit::Module>: forward must return a tuple "
-                         "(logits, token_rewards) or a dict, got ", ret.tagKind());
+      TORCH_CHECK(false,
+                  "hafrm::model_traits<torch::jit::Module>: forward must return a tuple "
+                  "(logits, token_rewards) or a dict, got ",
+                  ret.tagKind());
     }
     TORCH_CHECK(out.token_rewards.defined(),
                 "hafrm::model_traits<torch::jit::Module>: forward returned no rewards");

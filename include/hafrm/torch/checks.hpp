@@ -37,8 +37,8 @@ inline void check_nonempty(const torch::Tensor& t, std::string_view fn, std::str
 
 inline void check_same_shape(const torch::Tensor& a, const torch::Tensor& b, std::string_view fn,
                              std::string_view arg_a, std::string_view arg_b) {
-  HAFRM_CHECK_ARG(a.sizes() == b.sizes(), fn, arg_b, "expected the same shape as '", arg_a,
-                  "' ", a.sizes(), ", got ", b.sizes());
+  HAFRM_CHECK_ARG(a.sizes() == b.sizes(), fn, arg_b, "expected the same shape as '", arg_a, "' ",
+                  a.sizes(), ", got ", b.sizes());
 }
 
 inline void check_same_device(const torch::Tensor& a, const torch::Tensor& b, std::string_view fn,
@@ -69,14 +69,12 @@ inline void check_nonnegative(double v, std::string_view fn, std::string_view ar
 // [lo, hi): label smoothing and robust-DPO epsilon live in [0, 0.5).
 inline void check_half_open(double v, double lo, double hi, std::string_view fn,
                             std::string_view arg) {
-  HAFRM_CHECK_ARG(v >= lo && v < hi, fn, arg, "expected a value in [", lo, ", ", hi, "), got ",
-                  v);
+  HAFRM_CHECK_ARG(v >= lo && v < hi, fn, arg, "expected a value in [", lo, ", ", hi, "), got ", v);
 }
 
 inline void check_closed(double v, double lo, double hi, std::string_view fn,
                          std::string_view arg) {
-  HAFRM_CHECK_ARG(v >= lo && v <= hi, fn, arg, "expected a value in [", lo, ", ", hi, "], got ",
-                  v);
+  HAFRM_CHECK_ARG(v >= lo && v <= hi, fn, arg, "expected a value in [", lo, ", ", hi, "], got ", v);
 }
 
 }  // namespace hafrm::detail

@@ -42,23 +42,8 @@ struct AtenParallelFor {
 inline FusedForward cpu_fused_forward(const torch::Tensor& logits, const torch::Tensor& labels_flat,
                                       const TokenLogProbOptions& o, bool need_lse) {
   auto [x, layout] = row_layout(logits);
-  const int64_t rows = layout.rows();
-  auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(logits.device());
-  FusedForward r;
-  r.logprob = torch::empty({rows}, f32);
-  if (need_lse || o.return_lse) r.lse = torch::empty({rows}, f32);
-  if (o.return_entropy) r.entropy = torch::empty({rows}, f32);
-  if (o.return_log_sum_p2) r.log_sum_p2 = torch::empty({rows}, f32);
-  if (o.return_mean_logit) r.mean_logit = torch::empty({rows}, f32);
-  if (o.return_is_argmax) r.is_argmax = torch::empty({rows}, f32.dtype(torch::kBool));
-  auto ptr = [](torch::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
-  kernels::cpu::ForwardOutputs out;
-  out.logprob = ptr(r.logprob);
-  out.lse = ptr(r.lse);
-  out.entropy = ptr(r.entropy);
-  out.log_sum_p2 = ptr(r.log_sum_p2);
-  out.mean_logit = ptr(r.mean_logit);
-  out.is_argmax = r.is_argmax.defined() ? r.is_argmax.data_ptr<bool>() : nullptr;
+  FusedForward r = allocate_fused_outputs(layout.rows(), o, need_lse, logits.device());
+  const core::ForwardOutputs out = output_pointers(r);
   kernels::cpu::Params p{o.ignore_index, make_transform(o)};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "hafrm_cpu_fwd", [&] {
     using T = typename eigen_scalar<scalar_t>::type;
@@ -93,8 +78,8 @@ inline torch::Tensor empty_large_cpu(c10::IntArrayRef sizes, const torch::Tensor
 inline torch::Tensor cpu_fused_backward(const torch::Tensor& logits,
                                         const torch::Tensor& labels_flat,
                                         const torch::Tensor& grad_logprob,
-                                        const torch::Tensor& grad_entropy,
-                                        const torch::Tensor& lse, const torch::Tensor& entropy,
+                                        const torch::Tensor& grad_entropy, const torch::Tensor& lse,
+                                        const torch::Tensor& entropy,
                                         const TokenLogProbOptions& o) {
   auto [x, layout] = row_layout(logits);
   const bool inplace = o.inplace_backward && x.is_same(logits) && rows_disjoint(layout);
@@ -111,10 +96,10 @@ inline torch::Tensor cpu_fused_backward(const torch::Tensor& logits,
   kernels::cpu::Params p{o.ignore_index, make_transform(o)};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "hafrm_cpu_bwd", [&] {
     using T = typename eigen_scalar<scalar_t>::type;
-    kernels::cpu::token_logprobs_backward(
-        reinterpret_cast<const T*>(x.const_data_ptr<scalar_t>()),
-        reinterpret_cast<T*>(grad.mutable_data_ptr<scalar_t>()), layout, glayout,
-        labels_flat.const_data_ptr<int64_t>(), p, in, AtenParallelFor{});
+    kernels::cpu::token_logprobs_backward(reinterpret_cast<const T*>(x.const_data_ptr<scalar_t>()),
+                                          reinterpret_cast<T*>(grad.mutable_data_ptr<scalar_t>()),
+                                          layout, glayout, labels_flat.const_data_ptr<int64_t>(), p,
+                                          in, AtenParallelFor{});
   });
   return inplace ? logits : grad;
 }

@@ -32,7 +32,9 @@ inline torch::autograd::variable_list finish_outputs(torch::autograd::AutogradCo
 inline TokenLogProbs unpack_outputs(const torch::autograd::variable_list& outs,
                                     const TokenLogProbOptions& o, c10::IntArrayRef shape,
                                     const torch::Tensor& mask) {
-  auto view = [&](const torch::Tensor& t, bool want) { return want ? t.view(shape) : torch::Tensor(); };
+  auto view = [&](const torch::Tensor& t, bool want) {
+    return want ? t.view(shape) : torch::Tensor();
+  };
   TokenLogProbs r;
   r.logprobs = view(outs[0], true);
   r.entropy = view(outs[1], o.return_entropy);
@@ -54,8 +56,8 @@ struct FusedTokenLogProbsFunction : torch::autograd::Function<FusedTokenLogProbs
     const bool grad = logits.requires_grad();
     auto r = fused_forward_any(logits, labels_flat, o, /*need_lse=*/grad);
     if (grad) {
-      ctx->save_for_backward({logits, labels_flat, r.lse,
-                              r.entropy.defined() ? r.entropy : torch::Tensor()});
+      ctx->save_for_backward(
+          {logits, labels_flat, r.lse, r.entropy.defined() ? r.entropy : torch::Tensor()});
       ctx->saved_data["ignore_index"] = o.ignore_index;
       ctx->saved_data["scale"] = o.logit_scale;
       ctx->saved_data["softcap"] = o.softcap;

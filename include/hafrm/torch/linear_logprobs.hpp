@@ -98,11 +98,13 @@ struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogPro
         if (want_p2) p2s.push_back(st.log_sum_p2);
         if (want_mean) means.push_back(st.mean_logit * (static_cast<double>(v1 - v0) / V));
         // On the transformed logits: a negative logit_scale reverses the order.
-        if (want_max) maxs.push_back(std::get<0>(apply_logit_transform(z.to(torch::kFloat), o).max(1)));
+        if (want_max)
+          maxs.push_back(std::get<0>(apply_logit_transform(z.to(torch::kFloat), o).max(1)));
         auto yb = block_labels(yc, v0, v1);
         auto in = yb >= 0;
-        zt_c += torch::where(in, z.gather(1, yb.clamp_min(0).unsqueeze(1)).squeeze(1).to(torch::kFloat),
-                             torch::zeros({}, f32));
+        zt_c +=
+            torch::where(in, z.gather(1, yb.clamp_min(0).unsqueeze(1)).squeeze(1).to(torch::kFloat),
+                         torch::zeros({}, f32));
       }
       // Merge vocabulary blocks: block b holds mass w_b = exp(lse_b - lse) of the row softmax.
       auto L = torch::stack(lses);  // [blocks, rows]
@@ -134,7 +136,8 @@ struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogPro
     auto lse_full = scatter(lse, torch::kFloat);
     auto ent_full = want_h ? scatter(ent, torch::kFloat) : torch::Tensor();
     if (grad) {
-      ctx->save_for_backward({hidden, weight, labels, lse_full, want_h ? ent_full : torch::Tensor()});
+      ctx->save_for_backward(
+          {hidden, weight, labels, lse_full, want_h ? ent_full : torch::Tensor()});
       ctx->saved_data["ignore_index"] = o.ignore_index;
       ctx->saved_data["scale"] = o.logit_scale;
       ctx->saved_data["softcap"] = o.softcap;
@@ -145,8 +148,7 @@ struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogPro
     return finish_outputs(ctx, {lp, ent_full, o.return_lse ? lse_full : torch::Tensor(),
                                 want_p2 ? scatter(p2, torch::kFloat) : torch::Tensor(),
                                 want_mean ? scatter(mean, torch::kFloat) : torch::Tensor(),
-                                want_max ? scatter(zt_t >= zmax, torch::kBool)
-                                         : torch::Tensor()});
+                                want_max ? scatter(zt_t >= zmax, torch::kBool) : torch::Tensor()});
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -173,14 +175,15 @@ struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogPro
     };
     auto g_lp = pick(grads[0]);
     auto g_h = grads.size() > 1 && ent_full.defined() && ent_full.numel() > 0 ? pick(grads[1])
-                                                                               : torch::Tensor();
+                                                                              : torch::Tensor();
     auto lse = lse_full.index_select(0, idx);
     auto ent = g_h.defined() ? ent_full.index_select(0, idx) : torch::Tensor();
 
-    const bool low = weight.scalar_type() != torch::kFloat && weight.scalar_type() != torch::kDouble;
+    const bool low =
+        weight.scalar_type() != torch::kFloat && weight.scalar_type() != torch::kDouble;
     const auto acc = low ? torch::kFloat : weight.scalar_type();
-    torch::Tensor grad_w = need_w ? torch::zeros(weight.sizes(), weight.options().dtype(acc))
-                                  : torch::Tensor();
+    torch::Tensor grad_w =
+        need_w ? torch::zeros(weight.sizes(), weight.options().dtype(acc)) : torch::Tensor();
     torch::Tensor grad_hidden = need_h ? torch::zeros_like(hidden) : torch::Tensor();
     for (int64_t s = 0; s < M; s += Ct) {
       const int64_t e = std::min(M, s + Ct);
@@ -195,9 +198,10 @@ struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogPro
         const int64_t v1 = std::min(V, v0 + Vb);
         auto wb = weight.slice(0, v0, v1);
         auto z = torch::mm(hc, wb.t());
-        auto dz = fused_backward_any(z, block_labels(yc, v0, v1), sl(g_lp), sl(g_h), sl(lse),
-                                     sl(ent), o);
-        if (need_h) grad_hc.addmm_(low ? dz.to(torch::kFloat) : dz, low ? wb.to(torch::kFloat) : wb);
+        auto dz =
+            fused_backward_any(z, block_labels(yc, v0, v1), sl(g_lp), sl(g_h), sl(lse), sl(ent), o);
+        if (need_h)
+          grad_hc.addmm_(low ? dz.to(torch::kFloat) : dz, low ? wb.to(torch::kFloat) : wb);
         if (need_w) grad_w.slice(0, v0, v1).addmm_(low ? dz.t().to(torch::kFloat) : dz.t(), hc_acc);
       }
       if (need_h) grad_hidden.index_copy_(0, ic, grad_hc.to(hidden.scalar_type()));

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 
+#include "hafrm/core/logprob_layout.hpp"
 #include "hafrm/core/math.hpp"
 #include "hafrm/torch/checks.hpp"
 
@@ -26,7 +27,7 @@ struct TokenLogProbOptions {
   double softcap = 0.0;         // > 0: z = softcap * tanh(z / softcap) (Gemma-style)
   double temperature = 1.0;     // z = z / temperature, applied last
   LogProbBackend backend = LogProbBackend::kAuto;
-  bool check_labels = true;     // verify labels lie in [0, V) or equal ignore_index
+  bool check_labels = true;  // verify labels lie in [0, V) or equal ignore_index
   // Optional per-token outputs, each computed only when asked.
   bool return_lse = false;         // log-sum-exp of z, no gradient
   bool return_entropy = false;     // -sum p log p, differentiable
@@ -62,6 +63,33 @@ struct FusedForward {
   torch::Tensor logprob, lse, entropy, log_sum_p2, mean_logit, is_argmax;
 };
 
+// The outputs a fused forward writes, allocated on `device` (only those asked for).
+inline FusedForward allocate_fused_outputs(int64_t rows, const TokenLogProbOptions& o,
+                                           bool need_lse, const torch::Device& device) {
+  auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(device);
+  FusedForward r;
+  r.logprob = torch::empty({rows}, f32);
+  if (need_lse || o.return_lse) r.lse = torch::empty({rows}, f32);
+  if (o.return_entropy) r.entropy = torch::empty({rows}, f32);
+  if (o.return_log_sum_p2) r.log_sum_p2 = torch::empty({rows}, f32);
+  if (o.return_mean_logit) r.mean_logit = torch::empty({rows}, f32);
+  if (o.return_is_argmax) r.is_argmax = torch::empty({rows}, f32.dtype(torch::kBool));
+  return r;
+}
+
+// The raw-pointer view of those outputs that the kernels take (nullptr: not asked for).
+inline core::ForwardOutputs output_pointers(FusedForward& r) {
+  auto ptr = [](torch::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
+  core::ForwardOutputs out;
+  out.logprob = ptr(r.logprob);
+  out.lse = ptr(r.lse);
+  out.entropy = ptr(r.entropy);
+  out.log_sum_p2 = ptr(r.log_sum_p2);
+  out.mean_logit = ptr(r.mean_logit);
+  out.is_argmax = r.is_argmax.defined() ? r.is_argmax.data_ptr<bool>() : nullptr;
+  return out;
+}
+
 inline core::LogitTransform make_transform(const TokenLogProbOptions& o) {
   core::LogitTransform t;
   t.scale = static_cast<float>(o.logit_scale);
@@ -71,9 +99,8 @@ inline core::LogitTransform make_transform(const TokenLogProbOptions& o) {
 }
 
 inline void check_options(const TokenLogProbOptions& o, std::string_view fn) {
-  HAFRM_CHECK_ARG(std::isfinite(o.logit_scale) && o.logit_scale != 0.0, fn,
-                  "options.logit_scale", "expected a finite non-zero value, got ",
-                  o.logit_scale);
+  HAFRM_CHECK_ARG(std::isfinite(o.logit_scale) && o.logit_scale != 0.0, fn, "options.logit_scale",
+                  "expected a finite non-zero value, got ", o.logit_scale);
   check_nonnegative(o.softcap, fn, "options.softcap");
   check_positive(o.temperature, fn, "options.temperature");
   HAFRM_CHECK_ARG(o.linear_chunk_tokens >= 0, fn, "options.linear_chunk_tokens",

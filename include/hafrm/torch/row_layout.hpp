@@ -40,7 +40,8 @@ inline std::pair<torch::Tensor, core::RowLayout> row_layout(const torch::Tensor&
   } else if (sizes.size() == 1) {
     L.outer = 1, L.inner = sizes[0], L.stride_outer = 0, L.stride_inner = strides[0];
   } else {
-    L.outer = sizes[0], L.inner = sizes[1], L.stride_outer = strides[0], L.stride_inner = strides[1];
+    L.outer = sizes[0], L.inner = sizes[1], L.stride_outer = strides[0],
+    L.stride_inner = strides[1];
   }
   return {logits, L};
 }

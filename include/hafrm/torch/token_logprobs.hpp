@@ -32,7 +32,8 @@ inline ShiftedLogits shift_for_causal_lm(const torch::Tensor& logits, const torc
   HAFRM_CHECK_ARG(logits.size(1) >= 2, fn, "logits", "expected at least 2 positions, got ",
                   logits.size(1));
   using torch::indexing::Slice;
-  return {logits.index({Slice(), Slice(0, -1)}), labels.index({Slice(), Slice(1, torch::indexing::None)})};
+  return {logits.index({Slice(), Slice(0, -1)}),
+          labels.index({Slice(), Slice(1, torch::indexing::None)})};
 }
 
 namespace detail {
@@ -81,10 +82,10 @@ inline torch::Tensor token_logprobs(const torch::Tensor& logits, const torch::Te
 
 // Per-sequence reductions over the last dimension of the labels.
 struct SequenceLogProbs {
-  torch::Tensor sum;    // [B] summed log-probs of scored tokens (differentiable)
-  torch::Tensor mean;   // [B] sum / count; 0 for a row with no scored token
-  torch::Tensor count;  // [B] int64 number of scored tokens
-  TokenLogProbs tokens; // the per-token outputs they were reduced from
+  torch::Tensor sum;     // [B] summed log-probs of scored tokens (differentiable)
+  torch::Tensor mean;    // [B] sum / count; 0 for a row with no scored token
+  torch::Tensor count;   // [B] int64 number of scored tokens
+  TokenLogProbs tokens;  // the per-token outputs they were reduced from
 };
 
 inline SequenceLogProbs reduce_sequences(TokenLogProbs t) {

@@ -19,7 +19,8 @@ int main() {
   hafrm::HybridLoss<hafrm::BradleyTerry, hafrm::Dpo> haf;
   auto out = haf(rewards, policy, /*step=*/0);
   out.loss.backward();
-  const bool ok = std::isfinite(out.loss.item<double>()) && logits.grad().abs().sum().item<double>() > 0;
+  const bool ok =
+      std::isfinite(out.loss.item<double>()) && logits.grad().abs().sum().item<double>() > 0;
   std::cout << "hybrid loss " << out.loss.item<double>() << (ok ? "" : " (FAILED)") << "\n";
   return ok ? 0 : 1;
 }

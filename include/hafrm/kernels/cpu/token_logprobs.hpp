@@ -59,7 +59,8 @@ HAFRM_INLINE void narrow(const float* src, int64_t n, Eigen::bfloat16* dst) {
 }
 template <class T>
 HAFRM_INLINE void widen(const T* src, int64_t n, float* dst) {
-  MapF(dst, n) = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(src, n).template cast<float>();
+  MapF(dst, n) =
+      Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(src, n).template cast<float>();
 }
 template <class T>
 HAFRM_INLINE void narrow(const float* src, int64_t n, T* dst) {
@@ -116,8 +117,8 @@ HAFRM_INLINE void merge(RowStats& a, float bm, float bs, float bsz, float bs2) {
 }
 
 template <class T>
-void forward_row(const T* row, int64_t V, const Params& p, bool want_entropy,
-                 bool want_p2, bool want_mean, RowStats& st) {
+void forward_row(const T* row, int64_t V, const Params& p, bool want_entropy, bool want_p2,
+                 bool want_mean, RowStats& st) {
   alignas(64) float buf[KernelPolicy::kBlock];
   alignas(64) float ebuf[KernelPolicy::kBlock];
   const bool identity = p.transform.identity();
@@ -147,7 +148,8 @@ void forward_row(const T* row, int64_t V, const Params& p, bool want_entropy,
 // grain, fn) splits rows over threads (the torch adapter passes at::parallel_for).
 template <class T, class ParallelFor>
 void token_logprobs_forward(const T* logits, const RowLayout& layout, const int64_t* labels,
-                            const Params& p, const ForwardOutputs& out, ParallelFor&& parallel_for) {
+                            const Params& p, const ForwardOutputs& out,
+                            ParallelFor&& parallel_for) {
   const int64_t V = layout.vocab;
   const bool want_entropy = out.entropy != nullptr;
   const bool want_p2 = out.log_sum_p2 != nullptr;

@@ -276,7 +276,8 @@ bool vec_aligned(const T* base, const core::RowLayout& L) {
 
 inline unsigned grid_for(int64_t rows, int rows_per_block) {
   const int64_t blocks = (rows + rows_per_block - 1) / rows_per_block;
-  return static_cast<unsigned>(blocks < (int64_t{1} << 30) ? (blocks > 0 ? blocks : 1) : (int64_t{1} << 30));
+  return static_cast<unsigned>(blocks < (int64_t{1} << 30) ? (blocks > 0 ? blocks : 1)
+                                                           : (int64_t{1} << 30));
 }
 
 // Runtime V -> compile-time group width: 32 threads for short rows, 256 (one row per block) for
@@ -326,11 +327,13 @@ cudaError_t launch_token_logprobs_backward(const T* logits, T* grad, const core:
     constexpr int kTpr = decltype(tpr)::value;
     const unsigned grid = detail::grid_for(rows, KernelPolicy::kBlockThreads / kTpr);
     if (vec) {
-      token_logprobs_backward_kernel<T, kTpr, true><<<grid, KernelPolicy::kBlockThreads, 0, stream>>>(
-          logits, grad, layout, grad_layout, labels, p, in);
+      token_logprobs_backward_kernel<T, kTpr, true>
+          <<<grid, KernelPolicy::kBlockThreads, 0, stream>>>(logits, grad, layout, grad_layout,
+                                                             labels, p, in);
     } else {
-      token_logprobs_backward_kernel<T, kTpr, false><<<grid, KernelPolicy::kBlockThreads, 0, stream>>>(
-          logits, grad, layout, grad_layout, labels, p, in);
+      token_logprobs_backward_kernel<T, kTpr, false>
+          <<<grid, KernelPolicy::kBlockThreads, 0, stream>>>(logits, grad, layout, grad_layout,
+                                                             labels, p, in);
     }
     return cudaGetLastError();
   });
