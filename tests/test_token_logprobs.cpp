@@ -95,6 +95,64 @@ TEST_CASE("fused log-probs survive extreme logits and -inf entries", "[logprobs]
   CHECK(close(xf.grad(), xr.grad(), 1e-3, 2e-3));
 }
 
+TEST_CASE("the online max across vocabulary blocks: small and large jumps, every output set",
+          "[logprobs]") {
+  // The CPU kernel sweeps 2048-logit blocks against the running max and re-centres when a block
+  // tops it; a block that tops it by more than 8 is redone against its own max. Offsets per block
+  // exercise both paths, rising and falling, with and without -inf entries.
+  const double jump = GENERATE(0.0, 3.0, 7.9, 8.1, 40.0, 300.0);
+  const int64_t blocks = 4, V = blocks * 2048 + 37, N = 6;
+  INFO("jump " << jump);
+  auto x = randn({N, V}, torch::kDouble, 2.0);
+  for (int64_t b = 0; b < blocks + 1; ++b) {
+    const double off = (b % 2 == 1 ? jump : -0.5 * jump) * (b + 1);
+    x.slice(1, b * 2048, std::min(V, (b + 1) * 2048)).add_(off);
+  }
+  x[1] = x[1].flip(0);  // falling instead of rising
+  x[2].index_put_({torch::rand({V}) < 0.5}, -std::numeric_limits<double>::infinity());
+  auto y = torch::randint(0, V, {N}, torch::kLong);
+  x[2][y[2].item<int64_t>()] = 0.0;
+  auto xf = x.to(torch::kFloat);
+  const double mag = x.masked_fill(x.isinf(), 0).abs().max().item<double>();
+  for (int set = 0; set < 3; ++set) {
+    hafrm::TokenLogProbOptions o;
+    o.return_lse = true;
+    o.return_entropy = set >= 1;
+    o.return_log_sum_p2 = o.return_mean_logit = set == 2;
+    auto f = hafrm::compute_token_logprobs(xf, y, o);
+    o.backend = hafrm::LogProbBackend::kReference;
+    auto r = hafrm::compute_token_logprobs(xf.to(torch::kDouble), y, o);
+    INFO("output set " << set << " max lse diff " << max_abs_diff(f.lse, r.lse));
+    CHECK(close(f.logprobs, r.logprobs, 1e-6, 2e-6 * std::max(1.0, mag)));
+    CHECK(close(f.lse, r.lse, 1e-6, 2e-6 * std::max(1.0, mag)));
+    if (set >= 1) CHECK(close(f.entropy, r.entropy, 1e-5, 2e-6 * std::max(1.0, mag)));
+    if (set == 2) {
+      CHECK(close(f.log_sum_p2, r.log_sum_p2, 1e-5, 2e-6 * std::max(1.0, mag)));
+      // The -inf row's mean logit is -inf on both paths.
+      CHECK(torch::equal(f.mean_logit.isinf(), r.mean_logit.isinf()));
+    }
+  }
+}
+
+TEST_CASE("a NaN or +inf logit makes its row NaN, never a finite value, and only that row",
+          "[logprobs]") {
+  const int64_t N = 4, V = 5000;
+  auto x = randn({N, V}, torch::kFloat, 2.0);
+  x[1][3000] = std::numeric_limits<float>::quiet_NaN();  // in a later block
+  x[2][7] = std::numeric_limits<float>::quiet_NaN();     // in the first block
+  x[3][4500] = std::numeric_limits<float>::infinity();
+  auto y = torch::tensor({1, 2, 3, 4}, torch::kLong);
+  auto o = all_outputs(hafrm::LogProbBackend::kFused);
+  auto f = hafrm::compute_token_logprobs(x, y, o);
+  CHECK(std::isfinite(f.logprobs[0].item<float>()));
+  CHECK(std::isfinite(f.lse[0].item<float>()));
+  for (int64_t i = 1; i < N; ++i) {
+    INFO("row " << i);
+    CHECK(std::isnan(f.logprobs[i].item<float>()));
+    CHECK(std::isnan(f.lse[i].item<float>()));
+  }
+}
+
 TEST_CASE("fused gradients match the reference's autograd", "[logprobs]") {
   const auto dt = GENERATE(torch::kFloat, torch::kBFloat16);
   const bool with_entropy = GENERATE(false, true);

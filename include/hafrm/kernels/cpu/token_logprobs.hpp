@@ -1,10 +1,11 @@
 // hafrm/kernels/cpu/token_logprobs.hpp: fused per-token log-prob kernels for the CPU, over raw
 // pointers and Eigen arrays; no torch, no [tokens, vocab] temporaries.
 //
-// Forward streams each row once in L1-sized blocks: block max, exp-sum (Eigen's vectorised exp,
-// AVX2/AVX-512/NEON as the compiler allows) and an online merge of the partial log-sum-exps;
-// only the per-row LSE (and the asked-for statistics) leave the kernel. Backward recomputes
-// p = exp(z - lse) block by block and writes g * (onehot(y) - p) [+ the entropy term] in one pass.
+// Forward streams each row once in L1-sized blocks, one sweep of Eigen packets per block (SSE /
+// AVX2 / AVX-512 / NEON as the compiler allows): exps against the running max, the block max
+// beside them, and a re-centring when the max grows (online log-sum-exp); only the per-row LSE
+// (and the asked-for statistics) leave the kernel. Backward recomputes p = exp(z - lse) block by
+// block and writes g * (onehot(y) - p) [+ the entropy term] in one pass. exp.hpp has the exp.
 //
 //   hafrm::kernels::cpu::RowLayout rows{n, 1, v, 0, v};        // n contiguous rows of v logits
 //   hafrm::kernels::cpu::ForwardOutputs out{.logprob = lp.data()};
@@ -21,6 +22,7 @@
 
 #include "hafrm/core/logprob_layout.hpp"
 #include "hafrm/core/math.hpp"
+#include "hafrm/kernels/cpu/exp.hpp"
 
 namespace hafrm::kernels::cpu {
 
@@ -99,47 +101,107 @@ struct RowStats {
                    // its precision when the logits are large
   float s2 = 0.f;  // sum exp(2 (z - m))   (log sum p^2)
   float zsum = 0.f;
+
+  // Moves the sums' centre from m up to a larger max bm.
+  HAFRM_INLINE void recentre(float bm) {
+    const float f = std::exp(m - bm);
+    sz = f * (sz + (m - bm) * s);
+    s *= f, s2 *= f * f, m = bm;
+  }
 };
 
-HAFRM_INLINE void merge(RowStats& a, float bm, float bs, float bsz, float bs2) {
-  if (bm == -std::numeric_limits<float>::infinity()) return;
-  if (a.m == -std::numeric_limits<float>::infinity()) {
-    a.m = bm, a.s = bs, a.sz = bsz, a.s2 = bs2;
-  } else if (bm > a.m) {
-    const float f = std::exp(a.m - bm);
-    a.sz = f * (a.sz + (a.m - bm) * a.s) + bsz;  // re-centre sum e (z - m) on the new max
-    a.s = a.s * f + bs, a.s2 = a.s2 * f * f + bs2, a.m = bm;
-  } else {
-    const float f = std::exp(bm - a.m);
-    a.sz += f * (bsz + (bm - a.m) * bs);
-    a.s += bs * f, a.s2 += bs2 * f * f;
+// Sums over one block, centred on `shift`: s = sum e, sz = sum e (z - shift), s2 = sum e^2 with
+// e = exp(z - shift), plus the block max and sum z. One sweep of Eigen packets (so the block is
+// read once, which is what keeps the forward at memory speed), then a scalar tail.
+template <bool kEntropy, bool kP2, bool kMean>
+HAFRM_INLINE void block_sums(const float* z, int64_t n, float shift, float& bm, float& s, float& sz,
+                             float& s2, float& zsum) {
+  namespace ei = Eigen::internal;
+  const PacketF c = ei::pset1<PacketF>(shift), zero = ei::pset1<PacketF>(0.f);
+  const PacketF lo = ei::pset1<PacketF>(-87.f);
+  PacketF mx = ei::pset1<PacketF>(-std::numeric_limits<float>::infinity());
+  PacketF ps = zero, psz = zero, ps2 = zero, pzs = zero;
+  int64_t i = 0;
+  for (; i + kPacketSize <= n; i += kPacketSize) {
+    const PacketF x = ei::ploadu<PacketF>(z + i);
+    const PacketF d = ei::psub(x, c);
+    const PacketF e = exp_nonpositive(d);
+    mx = ei::pmax(mx, x);
+    ps = ei::padd(ps, e);
+    // e == 0 where d < -87 (z == -inf included): the select keeps 0 * -inf from being NaN.
+    if constexpr (kEntropy)
+      psz = ei::padd(psz, ei::pselect(ei::pcmp_lt(d, lo), zero, ei::pmul(e, d)));
+    if constexpr (kP2) ps2 = ei::pmadd(e, e, ps2);
+    if constexpr (kMean) pzs = ei::padd(pzs, x);
+  }
+  bm = ei::predux_max(mx), s = ei::predux(ps);
+  sz = kEntropy ? ei::predux(psz) : 0.f;
+  s2 = kP2 ? ei::predux(ps2) : 0.f;
+  zsum = kMean ? ei::predux(pzs) : 0.f;
+  for (; i < n; ++i) {
+    const float d = z[i] - shift;
+    const float e = d < -87.f ? 0.f : std::exp(d);
+    bm = std::max(bm, z[i]);
+    s += e;
+    if (kEntropy && e > 0.f) sz += e * d;
+    if (kP2) s2 += e * e;
+    if (kMean) zsum += z[i];
+  }
+  if (bm != bm || s != s) bm = s = std::numeric_limits<float>::quiet_NaN();  // NaN logits
+}
+
+// Folds one block into the row's stats. The block's exps are taken against the running max m
+// (z - m may be positive): one sweep. A row's first block is swept twice (max, then sums), and so
+// is a block whose max tops m by more than kMaxJump: e^2 sums could overflow past ~44, and each
+// unit of jump costs the later re-centring a little precision, so a big jump is redone from L1
+// against the block's own max (rare: one extra L1 sweep).
+template <bool kEntropy, bool kP2, bool kMean>
+HAFRM_INLINE void fold_block(const float* z, int64_t n, RowStats& st) {
+  constexpr float kMaxJump = 8.f;
+  float bm, s, sz, s2, zsum;
+  const bool have_max = st.m != -std::numeric_limits<float>::infinity();
+  if (have_max) block_sums<kEntropy, kP2, kMean>(z, n, st.m, bm, s, sz, s2, zsum);
+  if (!have_max || bm > st.m + kMaxJump) {
+    if (!have_max) bm = CMapF(z, n).maxCoeff();
+    if (bm == -std::numeric_limits<float>::infinity()) {  // all -inf: no mass
+      if (kMean) st.zsum += -std::numeric_limits<float>::infinity();
+      return;
+    }
+    float bm2;
+    block_sums<kEntropy, kP2, kMean>(z, n, bm, bm2, s, sz, s2, zsum);
+    if (have_max)
+      st.recentre(bm);
+    else
+      st.m = bm;
+  } else if (bm > st.m) {
+    st.s += s, st.sz += sz, st.s2 += s2;
+    st.recentre(bm);
+    if (kMean) st.zsum += zsum;
+    return;
+  }
+  st.s += s, st.sz += sz, st.s2 += s2;
+  if (kMean) st.zsum += zsum;
+}
+
+template <bool kEntropy, bool kP2, bool kMean, class T>
+void forward_row_impl(const T* row, int64_t V, const Params& p, RowStats& st) {
+  alignas(64) float buf[KernelPolicy::kBlock];
+  const bool identity = p.transform.identity();
+  for (int64_t off = 0; off < V; off += KernelPolicy::kBlock) {
+    const int64_t n = std::min<int64_t>(KernelPolicy::kBlock, V - off);
+    fold_block<kEntropy, kP2, kMean>(load_block(row + off, n, buf, p.transform, identity), n, st);
   }
 }
 
 template <class T>
 void forward_row(const T* row, int64_t V, const Params& p, bool want_entropy, bool want_p2,
                  bool want_mean, RowStats& st) {
-  alignas(64) float buf[KernelPolicy::kBlock];
-  alignas(64) float ebuf[KernelPolicy::kBlock];
-  const bool identity = p.transform.identity();
-  for (int64_t off = 0; off < V; off += KernelPolicy::kBlock) {
-    const int64_t n = std::min<int64_t>(KernelPolicy::kBlock, V - off);
-    const float* z = load_block(row + off, n, buf, p.transform, identity);
-    CMapF zb(z, n);
-    const float bm = zb.maxCoeff();
-    if (want_mean) st.zsum += zb.sum();
-    if (bm == -std::numeric_limits<float>::infinity()) continue;
-    if (!want_entropy && !want_p2) {
-      merge(st, bm, (zb - bm).exp().sum(), 0.f, 0.f);
-      continue;
-    }
-    MapF e(ebuf, n);
-    e = (zb - bm).exp();
-    // e == 0 where z == -inf: select keeps 0 * -inf from turning into NaN.
-    const float bsz = want_entropy ? (e > 0.f).select(e * (zb - bm), 0.f).sum() : 0.f;
-    const float bs2 = want_p2 ? e.square().sum() : 0.f;
-    merge(st, bm, e.sum(), bsz, bs2);
-  }
+  // The common cases get their own instantiation; the rest share the all-on one.
+  if (!want_entropy && !want_p2 && !want_mean)
+    return forward_row_impl<false, false, false>(row, V, p, st);
+  if (want_entropy && !want_p2 && !want_mean)
+    return forward_row_impl<true, false, false>(row, V, p, st);
+  forward_row_impl<true, true, true>(row, V, p, st);
 }
 
 }  // namespace detail
@@ -214,10 +276,10 @@ void token_logprobs_backward(const T* logits, T* grad_logits, const RowLayout& l
         CMapF zb(z, n);
         MapF gb(gbuf, n);
         if (gh == 0.f) {
-          gb = (-g) * (zb - lse).exp();
+          detail::scaled_exp_shifted(z, n, lse, -g, gbuf);
         } else {
-          auto pz = (zb - lse).exp();
-          gb = (pz > 0.f).select(-g * pz - gh * pz * (zb + hshift), 0.f);
+          detail::scaled_exp_shifted(z, n, lse, 1.f, gbuf);  // p, exactly 0 where z = -inf
+          gb = (gb > 0.f).select(-g * gb - gh * gb * (zb + hshift), 0.f);
         }
         if (y >= off && y < off + n) gbuf[y - off] += g;
         if (!identity) {
