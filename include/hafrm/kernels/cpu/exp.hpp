@@ -53,6 +53,10 @@ HAFRM_INLINE Packet exp_nonpositive(const Packet& x) {
   return ei::pselect(ei::pcmp_lt(x, ei::pset1<Packet>(-87.f)), ei::pzero(x), ei::pmul(y, two_m));
 }
 
+// Without SIMD (EIGEN_DONT_VECTORIZE, or a target Eigen has no packets for) the "packet" is a
+// float: the same contract through std::exp.
+HAFRM_INLINE float exp_nonpositive(float x) { return x < -87.f ? 0.f : std::exp(x); }
+
 // sum_i exp(z[i] - shift).
 HAFRM_INLINE float sum_exp_shifted(const float* z, int64_t n, float shift) {
   namespace ei = Eigen::internal;
