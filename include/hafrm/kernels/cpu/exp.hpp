@@ -53,28 +53,9 @@ HAFRM_INLINE Packet exp_nonpositive(const Packet& x) {
   return ei::pselect(ei::pcmp_lt(x, ei::pset1<Packet>(-87.f)), ei::pzero(x), ei::pmul(y, two_m));
 }
 
-// Without SIMD (EIGEN_DONT_VECTORIZE, or a target Eigen has no packets for) the "packet" is a
-// float: the same contract through std::exp.
+// One float, the same contract through std::exp: the packet loops' tails, and the whole loop
+// where there is no SIMD (EIGEN_DONT_VECTORIZE, or a target Eigen has no packets for).
 HAFRM_INLINE float exp_nonpositive(float x) { return x < -87.f ? 0.f : std::exp(x); }
-
-// sum_i exp(z[i] - shift).
-HAFRM_INLINE float sum_exp_shifted(const float* z, int64_t n, float shift) {
-  namespace ei = Eigen::internal;
-  const PacketF sh = ei::pset1<PacketF>(shift);
-  PacketF s0 = ei::pset1<PacketF>(0.f), s1 = s0;  // two chains hide the add latency
-  int64_t i = 0;
-  for (; i + 2 * kPacketSize <= n; i += 2 * kPacketSize) {
-    s0 = ei::padd(s0, exp_nonpositive(ei::psub(ei::ploadu<PacketF>(z + i), sh)));
-    s1 = ei::padd(s1, exp_nonpositive(ei::psub(ei::ploadu<PacketF>(z + i + kPacketSize), sh)));
-  }
-  if (i + kPacketSize <= n) {
-    s0 = ei::padd(s0, exp_nonpositive(ei::psub(ei::ploadu<PacketF>(z + i), sh)));
-    i += kPacketSize;
-  }
-  float s = ei::predux(ei::padd(s0, s1));
-  for (; i < n; ++i) s += z[i] - shift < -87.f ? 0.f : std::exp(z[i] - shift);
-  return s;
-}
 
 // out[i] = scale * exp(z[i] - shift); out may alias z.
 HAFRM_INLINE void scaled_exp_shifted(const float* z, int64_t n, float shift, float scale,
@@ -84,7 +65,7 @@ HAFRM_INLINE void scaled_exp_shifted(const float* z, int64_t n, float shift, flo
   int64_t i = 0;
   for (; i + kPacketSize <= n; i += kPacketSize)
     ei::pstoreu(out + i, ei::pmul(sc, exp_nonpositive(ei::psub(ei::ploadu<PacketF>(z + i), sh))));
-  for (; i < n; ++i) out[i] = z[i] - shift < -87.f ? 0.f : scale * std::exp(z[i] - shift);
+  for (; i < n; ++i) out[i] = scale * exp_nonpositive(z[i] - shift);
 }
 
 }  // namespace hafrm::kernels::cpu::detail

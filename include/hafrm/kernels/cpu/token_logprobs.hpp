@@ -140,7 +140,7 @@ HAFRM_INLINE void block_sums(const float* z, int64_t n, float shift, float& bm, 
   zsum = kMean ? ei::predux(pzs) : 0.f;
   for (; i < n; ++i) {
     const float d = z[i] - shift;
-    const float e = d < -87.f ? 0.f : std::exp(d);
+    const float e = exp_nonpositive(d);
     bm = std::max(bm, z[i]);
     s += e;
     if (kEntropy && e > 0.f) sz += e * d;
@@ -161,7 +161,8 @@ HAFRM_INLINE void fold_block(const float* z, int64_t n, RowStats& st) {
   float bm, s, sz, s2, zsum;
   const bool have_max = st.m != -std::numeric_limits<float>::infinity();
   if (have_max) block_sums<kEntropy, kP2, kMean>(z, n, st.m, bm, s, sz, s2, zsum);
-  if (!have_max || bm > st.m + kMaxJump) {
+  const bool redo = !have_max || bm > st.m + kMaxJump;
+  if (redo) {  // sums against the block's own max, so the row's state moves there first
     if (!have_max) bm = CMapF(z, n).maxCoeff();
     if (bm == -std::numeric_limits<float>::infinity()) {  // all -inf: no mass
       if (kMean) st.zsum += -std::numeric_limits<float>::infinity();
@@ -173,14 +174,10 @@ HAFRM_INLINE void fold_block(const float* z, int64_t n, RowStats& st) {
       st.recentre(bm);
     else
       st.m = bm;
-  } else if (bm > st.m) {
-    st.s += s, st.sz += sz, st.s2 += s2;
-    st.recentre(bm);
-    if (kMean) st.zsum += zsum;
-    return;
   }
   st.s += s, st.sz += sz, st.s2 += s2;
   if (kMean) st.zsum += zsum;
+  if (!redo && bm > st.m) st.recentre(bm);  // sums were against the old max: move after adding
 }
 
 template <bool kEntropy, bool kP2, bool kMean, class T>
