@@ -6,7 +6,7 @@
 // the fused linear path (logits never stored) and the plain logits path give the same loss and
 // gradients, then trains a few steps and checks the loss went down.
 //
-//   gpt_integration [steps=60] [batch=16]
+//   gpt_integration [steps=60] [batch=16] [lr=1e-2]
 //
 // Also compiled by the packaging test as an outside consumer (tests/package/), in every CMake
 // order it supports.
@@ -115,16 +115,13 @@ void copy_frozen(GptRewardModel& from, GptRewardModel& to) {
   to->eval();
 }
 
-// Synthetic preference pairs (the "reverse the prompt" task): chosen = the prompt reversed,
-// rejected = the same with one token changed. Labels are aligned with input_ids: the token's own
-// id where it is scored (the response), -100 on the prompt (and on padding); hafrm shifts them.
+// Synthetic preference pairs: chosen = the prompt reversed, rejected = random tokens. Labels are
+// aligned with input_ids: the token's own id where it is scored (the response), -100 on the
+// prompt (and on padding); hafrm does the causal shift.
 hafrm::PreferenceBatch make_batch(int64_t B, int64_t vocab, int64_t prompt_len) {
   auto prompt = torch::randint(1, vocab, {B, prompt_len}, torch::kLong);
   auto chosen = prompt.flip({1});
-  auto rejected = chosen.clone();
-  auto where = torch::randint(0, prompt_len, {B, 1}, torch::kLong);
-  auto shift = torch::randint(1, vocab - 1, {B, 1}, torch::kLong);
-  rejected.scatter_(1, where, (rejected.gather(1, where) - 1 + shift) % (vocab - 1) + 1);
+  auto rejected = torch::randint(1, vocab, {B, prompt_len}, torch::kLong);
   auto side = [&](const torch::Tensor& response, torch::Tensor& ids, torch::Tensor& mask,
                   torch::Tensor& labels) {
     ids = torch::cat({prompt, response}, 1);
@@ -151,8 +148,9 @@ double scale_of(const torch::Tensor& t) {
 int main(int argc, char** argv) {
   const int64_t steps = argc > 1 ? std::atol(argv[1]) : 60;
   const int64_t batch = argc > 2 ? std::atol(argv[2]) : 16;
-  if (steps < 10 || batch < 2) {
-    std::fprintf(stderr, "usage: gpt_integration [steps >= 10] [batch >= 2]\n");
+  const double lr = argc > 3 ? std::atof(argv[3]) : 1e-2;
+  if (steps < 10 || batch < 2 || !(lr > 0)) {
+    std::fprintf(stderr, "usage: gpt_integration [steps >= 10] [batch >= 2] [lr > 0]\n");
     return 2;
   }
   torch::manual_seed(0);
@@ -160,7 +158,7 @@ int main(int argc, char** argv) {
   const int64_t prompt_len = cfg.block / 2 - 2;
   GptRewardModel model(cfg), reference(cfg);
   copy_frozen(model, reference);
-  torch::optim::AdamW opt(model->parameters(), torch::optim::AdamWOptions(3e-3).eps(1e-5));
+  torch::optim::AdamW opt(model->parameters(), torch::optim::AdamWOptions(lr).eps(1e-5));
   hafrm::HybridLoss<hafrm::BradleyTerry, hafrm::Dpo> haf;  // w_R 1, alpha 0.2, beta 0.1
 
   // Step 0: the logits path and the fused linear path on the same batch must agree (float32
@@ -229,8 +227,10 @@ int main(int argc, char** argv) {
       "held-out preference accuracy (256 pairs): %.3f -> %.3f; mean loss of the first / "
       "last 5 steps: %.4f -> %.4f\n",
       acc0, acc1, head, tail);
-  if (!finite || !(tail < head)) {
-    std::fprintf(stderr, "FAILED: the loss is not finite or did not decrease\n");
+  if (!finite || !(tail < head) || !(acc1 > acc0)) {
+    std::fprintf(stderr,
+                 "FAILED: the loss is not finite or did not decrease, or the accuracy "
+                 "did not move\n");
     return 1;
   }
   std::printf("gpt_integration OK\n");
