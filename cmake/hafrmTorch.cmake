@@ -1,6 +1,7 @@
 # hafrmTorch.cmake: finds LibTorch the way this project installs it (the PyPI `torch` wheel) and
 # applies the two fixes a wheel-based build needs. Used by the project and by the installed
 # package's hafrmConfig.cmake, so consumers get the same behaviour.
+set(_HAFRM_CMAKE_DIR "${CMAKE_CURRENT_LIST_DIR}")
 
 # 1. Locate the wheel when the caller gave no Torch_DIR / CMAKE_PREFIX_PATH: ask Python.
 function(hafrm_locate_torch)
@@ -61,12 +62,87 @@ function(hafrm_apply_link_fixups target)
   endforeach()
 endfunction()
 
-# The static library that carries hafrm's CUDA kernels into a program (see README, "CUDA").
-function(hafrm_add_cuda_ops target source)
-  add_library(${target} STATIC "${source}")
-  set_target_properties(${target} PROPERTIES CUDA_SEPARABLE_COMPILATION OFF
-                                             POSITION_INDEPENDENT_CODE ON)
-  target_compile_features(${target} PUBLIC cxx_std_20)
-  target_link_libraries(${target} PUBLIC torch)
-  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr>)
+# 4. The CUDA architectures hafrm's own kernels are compiled for, as a CMake CUDA_ARCHITECTURES
+#    list. Independent of the list torch's CMake chose (it may already have been found, by the
+#    consumer, with its autodetected list that nvcc 13 rejects). First of:
+#      HAFRM_CUDA_ARCHITECTURES (CMake style, e.g. "80-real;90"),
+#      TORCH_CUDA_ARCH_LIST (variable, else environment; torch style "8.0;9.0+PTX"),
+#      80-real;90-real (Ampere + Hopper, as hafrm_default_cuda_arch_list gives torch).
+function(hafrm_cuda_architectures out_var)
+  set(_how "")
+  if(HAFRM_CUDA_ARCHITECTURES)
+    set(_archs "${HAFRM_CUDA_ARCHITECTURES}")
+    set(_how "HAFRM_CUDA_ARCHITECTURES")
+  else()
+    if(DEFINED TORCH_CUDA_ARCH_LIST AND NOT TORCH_CUDA_ARCH_LIST STREQUAL "")
+      set(_torch_list "${TORCH_CUDA_ARCH_LIST}")
+      set(_how "TORCH_CUDA_ARCH_LIST")
+    elseif(DEFINED ENV{TORCH_CUDA_ARCH_LIST} AND NOT "$ENV{TORCH_CUDA_ARCH_LIST}" STREQUAL "")
+      set(_torch_list "$ENV{TORCH_CUDA_ARCH_LIST}")
+      set(_how "the environment's TORCH_CUDA_ARCH_LIST")
+    else()
+      set(_torch_list "8.0;9.0")
+      set(_how "hafrm's default")
+    endif()
+    string(REGEX REPLACE "[ \t]+" ";" _torch_list "${_torch_list}")
+    set(_archs "")
+    foreach(_a IN LISTS _torch_list)
+      if(_a STREQUAL "")
+        continue()
+      endif()
+      # "8.6" -> 86-real (machine code only, as torch does); "9.0+PTX" -> 90 (plus PTX);
+      # "9.0a" -> 90a-real. Names (Ampere, Auto, All, ...) have no fixed meaning here.
+      if(NOT _a MATCHES "^([0-9]+)\\.([0-9]+)([af]?)(\\+PTX)?$")
+        message(FATAL_ERROR
+          "hafrm: cannot turn '${_a}' (from ${_how} = '${_torch_list}') into a CUDA architecture "
+          "for hafrm's kernels. Set -DHAFRM_CUDA_ARCHITECTURES=\"80-real;90-real\" (CMake "
+          "CUDA_ARCHITECTURES syntax), or TORCH_CUDA_ARCH_LIST to numbers such as \"8.0;9.0\", "
+          "or -DHAFRM_WITH_CUDA=OFF for a CPU-only build.")
+      endif()
+      if(CMAKE_MATCH_4)
+        list(APPEND _archs "${CMAKE_MATCH_1}${CMAKE_MATCH_2}${CMAKE_MATCH_3}")
+      else()
+        list(APPEND _archs "${CMAKE_MATCH_1}${CMAKE_MATCH_2}${CMAKE_MATCH_3}-real")
+      endif()
+    endforeach()
+  endif()
+  # nvcc 13 compiles for sm_75 and newer only, nvcc 12 for sm_50 and newer: say what to set
+  # rather than let nvcc stop the build with "Unsupported gpu architecture".
+  set(_min 0)
+  if(CMAKE_CUDA_COMPILER_VERSION VERSION_GREATER_EQUAL 13)
+    set(_min 75)
+  elseif(CMAKE_CUDA_COMPILER_VERSION VERSION_GREATER_EQUAL 12)
+    set(_min 50)
+  endif()
+  foreach(_a IN LISTS _archs)
+    string(REGEX MATCH "^[0-9]+" _n "${_a}")
+    if(NOT _n OR _n LESS _min)
+      message(FATAL_ERROR
+        "hafrm: CUDA architecture '${_a}' (from ${_how}) is not supported by nvcc "
+        "${CMAKE_CUDA_COMPILER_VERSION} (oldest: sm_${_min}). Set "
+        "-DHAFRM_CUDA_ARCHITECTURES=\"80-real;90-real\" (or your GPUs, >= ${_min}), or "
+        "-DHAFRM_WITH_CUDA=OFF for a CPU-only build.")
+    endif()
+  endforeach()
+  if(NOT _archs)
+    message(FATAL_ERROR "hafrm: empty CUDA architecture list (from ${_how}); set "
+                        "-DHAFRM_CUDA_ARCHITECTURES=\"80-real;90-real\" or -DHAFRM_WITH_CUDA=OFF")
+  endif()
+  set(${out_var} "${_archs}" PARENT_SCOPE)
+endfunction()
+
+# The static library that carries hafrm's CUDA kernels into a program (see README, "CUDA"). It is
+# defined in a directory of its own (cuda_ops/CMakeLists.txt, next to this file) so that it can
+# drop the -gencode flags torch's CMake appended to the caller's CMAKE_CUDA_FLAGS without
+# changing them for the caller's own targets. The caller must have enabled CUDA.
+function(hafrm_add_cuda_ops target source include_dir binary_dir)
+  if(TARGET ${target})
+    return()
+  endif()
+  hafrm_cuda_architectures(HAFRM_CUDA_OPS_ARCHITECTURES)
+  set(HAFRM_CUDA_OPS_TARGET "${target}")
+  set(HAFRM_CUDA_OPS_SOURCE "${source}")
+  set(HAFRM_CUDA_OPS_INCLUDE_DIR "${include_dir}")
+  add_subdirectory("${_HAFRM_CMAKE_DIR}/cuda_ops" "${binary_dir}")
+  message(STATUS "hafrm: CUDA kernels (${target}) for architectures ${HAFRM_CUDA_OPS_ARCHITECTURES}")
 endfunction()

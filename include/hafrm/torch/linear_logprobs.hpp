@@ -37,10 +37,12 @@ inline LinearTiles linear_tiles(const TokenLogProbOptions& o, int64_t M, int64_t
   t.tokens = o.linear_chunk_tokens > 0 ? o.linear_chunk_tokens
                                        : std::clamp<int64_t>(M, 1, cuda ? 16384 : 4096);
   const int64_t budget = cuda ? (int64_t{256} << 20) : (int64_t{16} << 20);
+  // At least 256 vocabulary rows per block (keeps the matmuls wide), at most V (one block). Not
+  // std::clamp: its lower bound exceeds its upper one when V < 256, which is undefined behaviour.
+  const int64_t fit = budget / (4 * std::max<int64_t>(t.tokens, 1)) / 256 * 256;
   t.vocab = o.linear_chunk_vocab > 0
                 ? o.linear_chunk_vocab
-                : std::clamp<int64_t>(budget / (4 * std::max<int64_t>(t.tokens, 1)) / 256 * 256,
-                                      256, std::max<int64_t>(V, 1));
+                : std::min(std::max<int64_t>(fit, 256), std::max<int64_t>(V, 1));
   return t;
 }
 
