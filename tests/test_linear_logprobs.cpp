@@ -77,8 +77,9 @@ TEST_CASE("fused linear log-probs: every label ignored, and bad input", "[linear
         hafrm::linear_token_logprobs(h, w, torch::tensor({0, 1, 2, 3, 11}));
       },
       {"labels", "[0, 11)"});
-  require_error([&] { hafrm::linear_token_logprobs(h, w.to(torch::kDouble), yl); },
-                {"weight", "same dtype"});
+  // Mixed floating dtypes are accepted (test_bad_inputs_losses.cpp); a non-floating head is not.
+  require_error([&] { hafrm::linear_token_logprobs(h, w.to(torch::kLong), yl); },
+                {"weight", "floating-point"});
   hafrm::TokenLogProbOptions o;
   o.linear_chunk_tokens = -2;
   require_error([&] { hafrm::linear_token_logprobs(h, w, yl, o); }, {"linear_chunk_tokens"});

@@ -212,7 +212,7 @@ struct DiscoPop {
   static constexpr const char* kName = "discopop";
   void validate() const {
     detail::check_beta(beta, kName);
-    detail::check_positive(tau, kName, "tau");
+    detail::check_scale(tau, kName, "tau");
     f_divergence.validate(kName);
   }
   LossOutput operator()(const PolicyInputs& in) const {

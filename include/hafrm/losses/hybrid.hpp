@@ -24,6 +24,21 @@
 namespace hafrm {
 
 namespace detail {
+
+// total += w * term, except that a term whose weight is exactly 0 is left out of the total and of
+// its graph: 0 * inf would make the total NaN, and a backward through the unused term could still
+// meet inf * 0 inside it. (The term's inputs then get no gradient from it, as when it is absent.)
+inline void add_weighted(torch::Tensor& total, double w, const torch::Tensor& term) {
+  if (w == 0.0) return;
+  total = total.defined() ? total + w * term : w * term;
+}
+
+// The total when every weight is 0 (a warm-up's first step with reward weight 0): an exact 0 that
+// backward() still accepts, reaching no parameter.
+inline torch::Tensor zero_total(const torch::Tensor& like) {
+  return torch::zeros({}, like.options()).requires_grad_(like.requires_grad());
+}
+
 template <class In>
 inline constexpr const char* kAnyLossName = "loss";
 template <>
@@ -71,7 +86,7 @@ class PolicyLossList {
     for (auto& [w, l] : items) add(w, l);
   }
   PolicyLossList& add(double weight, AnyPolicyLoss loss) {
-    detail::check_nonnegative(weight, "PolicyLossList", "weight");
+    detail::check_weight(weight, "PolicyLossList", "weight");
     items_.emplace_back(weight, std::move(loss));
     return *this;
   }
@@ -81,14 +96,17 @@ class PolicyLossList {
   LossOutput operator()(const PolicyInputs& in) const {
     HAFRM_CHECK_ARG(!items_.empty(), "PolicyLossList", "items", "must hold at least one loss");
     LossOutput out;
+    torch::Tensor like;
     for (const auto& [w, l] : items_) {
       auto o = l(in);
       HAFRM_CHECK_ARG(o.loss.dim() == 0, "PolicyLossList", l.name(),
                       "must use a scalar reduction (kMean or kSum) inside a weighted list");
-      out.loss = out.loss.defined() ? out.loss + w * o.loss : w * o.loss;
+      detail::add_weighted(out.loss, w, o.loss);
       out.metrics[l.name() + "/loss"] = o.loss.detach();
       for (auto& [k, v] : o.metrics) out.metrics[l.name() + "/" + k] = v;
+      if (!like.defined()) like = o.loss;
     }
+    if (!out.loss.defined()) out.loss = detail::zero_total(like);
     return out;
   }
 
@@ -97,7 +115,7 @@ class PolicyLossList {
 };
 
 struct HybridOutput {
-  torch::Tensor loss;         // w_R * reward_loss + alpha * policy_loss
+  torch::Tensor loss;         // w_R * reward_loss + alpha * policy_loss (a 0-weight term omitted)
   torch::Tensor reward_loss;  // unweighted
   torch::Tensor policy_loss;  // unweighted
   HybridWeights weights;
@@ -117,14 +135,26 @@ struct HybridLoss {
     HybridOutput out;
     out.weights = weighting(step);
     // Both terms are always evaluated so that logs stay comparable across alternate blocks; a
-    // zero weight still removes the term's gradient exactly.
+    // term whose weight is 0 at this step is left out of the total (see add_weighted).
     auto r = reward(rewards);
     auto p = policy(policy_in);
     HAFRM_CHECK_ARG(r.loss.dim() == 0 && p.loss.dim() == 0, "HybridLoss", "reduction",
                     "the hybrid needs scalar reward and policy losses (kMean or kSum)");
+    // Both terms have checked their own inputs; the pairs they score must be the same pairs.
+    const auto batch = [](const torch::Tensor& t) {
+      return t.defined() && t.dim() == 1 ? t.size(0) : -1;
+    };
+    const int64_t b_reward = batch(rewards.chosen), b_policy = batch(policy_in.policy_chosen);
+    HAFRM_CHECK_ARG(b_reward < 0 || b_policy < 0 || b_reward == b_policy, "HybridLoss",
+                    "policy_inputs.policy_chosen",
+                    "expected the reward batch size (rewards.chosen: ", b_reward, " pairs), got ",
+                    b_policy, " pairs");
     out.reward_loss = r.loss;
     out.policy_loss = p.loss;
-    out.loss = out.weights.reward * r.loss + out.weights.policy * p.loss;
+    detail::add_weighted(out.loss, out.weights.reward, r.loss);
+    detail::add_weighted(out.loss, out.weights.policy, p.loss);
+    if (!out.loss.defined())
+      out.loss = detail::zero_total(r.loss.requires_grad() ? r.loss : p.loss);
     for (auto& [k, v] : r.metrics) out.metrics["reward/" + k] = v;
     for (auto& [k, v] : p.metrics) out.metrics["policy/" + k] = v;
     out.metrics["reward/loss"] = r.loss.detach();

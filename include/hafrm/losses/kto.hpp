@@ -35,8 +35,8 @@ inline LossOutput unpaired_loss(const KtoInputs& in, std::string_view fn, double
                                 double desirable_weight, double undesirable_weight, bool use_kl,
                                 Reduction reduction) {
   check_beta(beta, fn);
-  check_nonnegative(desirable_weight, fn, "desirable_weight");
-  check_nonnegative(undesirable_weight, fn, "undesirable_weight");
+  check_weight(desirable_weight, fn, "desirable_weight");
+  check_weight(undesirable_weight, fn, "undesirable_weight");
   auto pi = check_batch_vector(in.policy, fn, "inputs.policy");
   const int64_t n = pi.size(0);
   auto rho = in.reference.defined()
@@ -101,8 +101,8 @@ struct Kto {
   static constexpr const char* kName = "kto";
   void validate() const {
     detail::check_beta(beta, kName);
-    detail::check_nonnegative(desirable_weight, kName, "desirable_weight");
-    detail::check_nonnegative(undesirable_weight, kName, "undesirable_weight");
+    detail::check_weight(desirable_weight, kName, "desirable_weight");
+    detail::check_weight(undesirable_weight, kName, "undesirable_weight");
   }
   LossOutput operator()(const KtoInputs& in) const {
     return detail::unpaired_loss(in, kName, beta, desirable_weight, undesirable_weight, true,
@@ -130,8 +130,8 @@ struct ApoZeroUnpaired {
   static constexpr const char* kName = "apo_zero_unpaired";
   void validate() const {
     detail::check_beta(beta, kName);
-    detail::check_nonnegative(desirable_weight, kName, "desirable_weight");
-    detail::check_nonnegative(undesirable_weight, kName, "undesirable_weight");
+    detail::check_weight(desirable_weight, kName, "desirable_weight");
+    detail::check_weight(undesirable_weight, kName, "undesirable_weight");
   }
   LossOutput operator()(const KtoInputs& in) const {
     return detail::unpaired_loss(in, kName, beta, desirable_weight, undesirable_weight, false,

@@ -18,7 +18,7 @@
 namespace hafrm {
 
 namespace detail {
-inline void check_beta(double beta, std::string_view fn) { check_positive(beta, fn, "beta"); }
+inline void check_beta(double beta, std::string_view fn) { check_scale(beta, fn, "beta"); }
 
 // -(1-eps) logsigmoid(x) - eps logsigmoid(-x): smoothing-aware sigmoid loss.
 inline torch::Tensor smoothed_sigmoid_loss(const torch::Tensor& x, double eps) {
@@ -70,8 +70,7 @@ inline torch::Tensor alphapo_reward(const torch::Tensor& q, double a) {
   return -capped_expm1(-a * q) / a;
 }
 inline void check_alphapo(double a, std::string_view fn) {
-  HAFRM_CHECK_ARG(std::isfinite(a), fn, "alpha",
-                  "expected a finite AlphaPO coefficient (0 = plain log-prob rewards), got ", a);
+  check_coefficient(a, fn, "alpha");  // the AlphaPO coefficient; 0 = plain log-prob rewards
 }
 }  // namespace detail
 
@@ -202,7 +201,7 @@ struct SimPO {
   static constexpr const char* kName = "simpo";
   void validate() const {
     detail::check_beta(beta, kName);
-    detail::check_nonnegative(gamma, kName, "gamma");
+    detail::check_weight(gamma, kName, "gamma");
     detail::check_half_open(label_smoothing, 0.0, 0.5, kName, "label_smoothing");
     detail::check_alphapo(alpha, kName);
   }

@@ -35,6 +35,9 @@ struct PolicyInputs {
   torch::Tensor chosen_count, rejected_count;          // [B] scored tokens (n_c, n_r)
   std::optional<PolicyTokenInputs> tokens;             // per-token part, for LD-DPO and WPO
   torch::Tensor kl_estimate;  // scalar KTO KL estimate z (kto_kl_estimate); read only by Kto
+  // Optional [B]: summed log-probs (with grad) and scored-token counts of the chosen sequences'
+  // prompts; read only by Orpo with OrpoNll::kPromptAndResponse (TRL's NLL term).
+  torch::Tensor policy_chosen_prompt, chosen_prompt_count;
 };
 
 namespace detail {
@@ -48,15 +51,29 @@ struct PolicyTerms {
   torch::Tensor delta_r() const { return pi_r - rho_r; }
 };
 
+// Token counts [B] as like's dtype. allow_zero: a count may be 0 (a prompt with no scored token).
 inline torch::Tensor check_counts(const torch::Tensor& t, std::string_view fn, std::string_view arg,
-                                  const torch::Tensor& like) {
+                                  const torch::Tensor& like, bool allow_zero = false) {
   HAFRM_CHECK_ARG(t.defined(), fn, arg,
                   "is required by this loss (token counts for length normalisation)");
   HAFRM_CHECK_ARG(t.dim() == 1 && t.size(0) == like.size(0), fn, arg, "expected shape [",
                   like.size(0), "], got ", t.sizes());
   check_same_device(like, t, fn, "inputs.policy_chosen", arg);
-  HAFRM_CHECK_ARG((t > 0).all().item<bool>(), fn, arg,
-                  "every sequence needs at least one scored token for a mean, found a count <= 0");
+  if (allow_zero) {
+    HAFRM_CHECK_ARG((t >= 0).all().item<bool>(), fn, arg, "expected counts >= 0, found one < 0");
+  } else {
+    HAFRM_CHECK_ARG(
+        (t > 0).all().item<bool>(), fn, arg,
+        "every sequence needs at least one scored token for a mean, found a count <= 0");
+  }
+  if (t.is_floating_point()) {
+    // A count is a number of tokens: 2.5 (or inf) would silently rescale a mean.
+    auto bad = ~torch::isfinite(t) | (t != torch::round(t));
+    if (bad.any().item<bool>()) {
+      const double first = t.masked_select(bad)[0].item<double>();
+      HAFRM_CHECK_ARG(false, fn, arg, "expected whole token counts, found ", first);
+    }
+  }
   return t.to(like.scalar_type());
 }
 

@@ -5,6 +5,7 @@
 //   auto cpo = hafrm::Cpo{.beta = 0.1, .cpo_alpha = 1.0}(inputs);           // needs counts
 //   auto alphapo = hafrm::SimPO{.beta = 2.5, .gamma = 0.1, .alpha = 0.25}(inputs);
 //   auto orpo = hafrm::Orpo{.beta = 0.1}(inputs);                            // beta is lambda
+//   auto trl = hafrm::Orpo{.nll_scope = hafrm::OrpoNll::kPromptAndResponse}(inputs);  // TRL's NLL
 //
 // Any reference tensors in the inputs are ignored.
 #pragma once
@@ -42,9 +43,9 @@ struct Cpo {
   void validate() const {
     detail::check_beta(beta, kName);
     detail::check_half_open(label_smoothing, 0.0, 0.5, kName, "label_smoothing");
-    detail::check_nonnegative(gamma, kName, "gamma");
+    detail::check_weight(gamma, kName, "gamma");
     detail::check_alphapo(alpha, kName);
-    detail::check_nonnegative(cpo_alpha, kName, "cpo_alpha");
+    detail::check_weight(cpo_alpha, kName, "cpo_alpha");
   }
   LossOutput operator()(const PolicyInputs& in) const {
     validate();
@@ -91,11 +92,20 @@ inline torch::Tensor log1mexp(const torch::Tensor& q) {
 
 }  // namespace detail
 
+// Which tokens ORPO's NLL term averages over.
+enum class OrpoNll {
+  kResponse,           // the chosen responses' tokens (hafrm's default, as the paper's eq. 2)
+  kPromptAndResponse,  // prompt and response tokens of the chosen sequences (TRL's ORPOTrainer)
+};
+
 // ORPO (Hong et al. 2024), lambda = beta (TRL's name, default 0.1): with mean log-probs q = pi/n,
 // log_odds = (q_c - q_r) - (log(1 - e^q_c) - log(1 - e^q_r));
 // loss = NLL(chosen, per-token over the batch) - lambda * mean(logsigmoid(log_odds)).
+// nll_scope = kPromptAndResponse reads PolicyInputs::policy_chosen_prompt and chosen_prompt_count:
+// NLL = -(sum(pi_c) + sum(prompt_c)) / (sum(n_c) + sum(n_prompt_c)).
 struct Orpo {
   double beta = 0.1;  // lambda, the odds-ratio weight
+  OrpoNll nll_scope = OrpoNll::kResponse;
   Reduction reduction = Reduction::kMean;
 
   static constexpr const char* kName = "orpo";
@@ -106,7 +116,7 @@ struct Orpo {
     auto qc = t.pi_c / t.n_c, qr = t.pi_r / t.n_r;
     auto log_odds = (qc - qr) - (detail::log1mexp(qc) - detail::log1mexp(qr));
     auto ratio = torch::log_sigmoid(log_odds);
-    auto nll = detail::token_weighted_nll(t);
+    auto nll = nll_scope == OrpoNll::kResponse ? detail::token_weighted_nll(t) : prompt_nll(in, t);
     auto per = detail::expand_batch(nll, ratio) - beta * ratio;
     auto out = detail::finish(per, reduction, t, beta);
     torch::NoGradGuard ng;
@@ -114,6 +124,22 @@ struct Orpo {
     out.metrics["log_odds_ratio"] = ratio.mean();
     out.metrics["log_odds_chosen"] = log_odds.mean();
     return out;
+  }
+
+ private:
+  static torch::Tensor prompt_nll(const PolicyInputs& in, const detail::PolicyTerms& t) {
+    constexpr const char* why = "nll_scope = OrpoNll::kPromptAndResponse";
+    HAFRM_CHECK_ARG(in.policy_chosen_prompt.defined(), kName, "inputs.policy_chosen_prompt",
+                    "is required by this loss (", why,
+                    ": the summed log-probs of the chosen prompts' tokens)");
+    auto pp = detail::check_batch_vector(in.policy_chosen_prompt, kName,
+                                         "inputs.policy_chosen_prompt", t.pi_c.size(0))
+                  .to(t.pi_c.scalar_type());
+    detail::check_same_device(t.pi_c, pp, kName, "inputs.policy_chosen",
+                              "inputs.policy_chosen_prompt");
+    auto np = detail::check_counts(in.chosen_prompt_count, kName, "inputs.chosen_prompt_count",
+                                   t.pi_c, /*allow_zero=*/true);
+    return -(t.pi_c.sum() + pp.sum()) / (t.n_c.sum() + np.sum());
   }
 };
 

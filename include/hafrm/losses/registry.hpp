@@ -4,6 +4,7 @@
 //   auto policy = hafrm::make_policy_loss("sigmoid:beta=0.1,ipo:beta=0.5@0.2");  // weighted list
 //   auto reward = hafrm::make_reward_loss("bt:label_smoothing=0.1,center=0.01");
 //   auto weights = hafrm::make_weighting("cosine:steps=1000,start=0.2,end=0");
+//   auto kto = hafrm::make_unpaired_loss("kto:beta=0.1");   // over KtoInputs (unpaired data)
 //   hafrm::HybridLoss<hafrm::AnyRewardLoss, hafrm::AnyPolicyLoss, hafrm::AnyWeighting> haf{
 //       reward, policy, weights};
 //
@@ -35,6 +36,14 @@
 #include "hafrm/losses/reference_free.hpp"
 
 namespace hafrm {
+
+namespace detail {
+template <>
+inline constexpr const char* kAnyLossName<KtoInputs> = "unpaired_loss";
+}  // namespace detail
+
+// Type-erased unpaired loss: anything callable as LossOutput(const KtoInputs&).
+using AnyUnpairedLoss = AnyLoss<KtoInputs>;
 
 // Type-erased weighting schedule: anything callable as HybridWeights(int64_t step).
 class AnyWeighting {
@@ -336,6 +345,27 @@ Entry<AnyPolicyLoss> dpo_entry(std::string name, bool f_div, bool smoothing, L p
           f_div};
 }
 
+// The unpaired losses (Kto, ApoZeroUnpaired) share their parameters and builder, whether they
+// are built for pairs (AnyPolicyLoss) or for unpaired completions (AnyUnpairedLoss).
+inline const std::vector<ParamDecl>& unpaired_decls() {
+  static const std::vector<ParamDecl> d{{"beta", Kind::kNumber},
+                                        {"desirable_weight", Kind::kNumber},
+                                        {"undesirable_weight", Kind::kNumber}};
+  return d;
+}
+
+template <class Built, class L>
+std::function<Built(const Params&)> unpaired_builder(L proto) {
+  return [proto](const Params& p) {
+    L l = proto;
+    l.beta = p.number("beta", l.beta);
+    l.desirable_weight = p.number("desirable_weight", l.desirable_weight);
+    l.undesirable_weight = p.number("undesirable_weight", l.undesirable_weight);
+    l.validate();
+    return Built(l, p.label());
+  };
+}
+
 inline const std::vector<Entry<AnyPolicyLoss>>& policy_entries() {
   static const std::vector<Entry<AnyPolicyLoss>> entries = [] {
     std::vector<Entry<AnyPolicyLoss>> e;
@@ -420,27 +450,21 @@ inline const std::vector<Entry<AnyPolicyLoss>>& policy_entries() {
                                              {"alpha", Kind::kNumber}};
     e.push_back({"simpo", simpo_decls, simpo(0.0, false)});
     e.push_back({"alphapo", simpo_decls, simpo(0.25, true)});
-    e.push_back({"orpo", {{"beta", Kind::kNumber}}, [](const Params& p) {
+    e.push_back({"orpo",
+                 {{"beta", Kind::kNumber},
+                  {"nll_scope", Kind::kChoice, {"response", "prompt_and_response"}}},
+                 [](const Params& p) {
                    Orpo l;
                    l.beta = p.number("beta", l.beta);
+                   if (p.choice("nll_scope", "response") == "prompt_and_response")
+                     l.nll_scope = OrpoNll::kPromptAndResponse;
                    l.validate();
                    return AnyPolicyLoss(l, p.label());
                  }});
-    auto unpaired = [](auto proto) {
-      return [proto](const Params& p) {
-        auto l = proto;
-        l.beta = p.number("beta", l.beta);
-        l.desirable_weight = p.number("desirable_weight", l.desirable_weight);
-        l.undesirable_weight = p.number("undesirable_weight", l.undesirable_weight);
-        l.validate();
-        return AnyPolicyLoss(l, p.label());
-      };
-    };
-    const std::vector<ParamDecl> kto_decls{{"beta", Kind::kNumber},
-                                           {"desirable_weight", Kind::kNumber},
-                                           {"undesirable_weight", Kind::kNumber}};
-    e.push_back({"kto", kto_decls, unpaired(Kto{})});
-    e.push_back({"apo_zero_unpaired", kto_decls, unpaired(ApoZeroUnpaired{})});
+    // On pairs: each pair is a desirable (chosen) and an undesirable (rejected) completion.
+    e.push_back({"kto", unpaired_decls(), unpaired_builder<AnyPolicyLoss>(Kto{})});
+    e.push_back({"apo_zero_unpaired", unpaired_decls(),
+                 unpaired_builder<AnyPolicyLoss>(ApoZeroUnpaired{})});
     return e;
   }();
   return entries;
@@ -469,6 +493,18 @@ inline const std::vector<Entry<AnyRewardLoss>>& reward_entries() {
     e.push_back({"plackett_luce", {}, [](const Params& p) {
                    return AnyRewardLoss(PlackettLuce{}, p.loss());
                  }});
+    return e;
+  }();
+  return entries;
+}
+
+// The same names for unpaired completions (KtoInputs): desirable and undesirable on their own.
+inline const std::vector<Entry<AnyUnpairedLoss>>& unpaired_entries() {
+  static const std::vector<Entry<AnyUnpairedLoss>> entries = [] {
+    std::vector<Entry<AnyUnpairedLoss>> e;
+    e.push_back({"kto", unpaired_decls(), unpaired_builder<AnyUnpairedLoss>(Kto{})});
+    e.push_back({"apo_zero_unpaired", unpaired_decls(),
+                 unpaired_builder<AnyUnpairedLoss>(ApoZeroUnpaired{})});
     return e;
   }();
   return entries;
@@ -554,8 +590,7 @@ inline AnyPolicyLoss make_policy_loss(std::string_view spec) {
     const std::string label = n == 1 ? e.name : e.name + "_" + std::to_string(n);
     auto loss = e.build(r::Params(fn, e.name, label, e.params, item));
     const double w = item.weight.value_or(1.0);
-    HAFRM_CHECK_ARG(std::isfinite(w) && w >= 0.0, fn, item.name,
-                    "expected a finite weight >= 0 after '@', got ", w);
+    detail::check_weight(w, fn, item.name + "@weight");
     built.emplace_back(w, std::move(loss));
   }
   if (built.size() == 1 && built[0].first == 1.0) return built[0].second;
@@ -569,6 +604,15 @@ inline AnyRewardLoss make_reward_loss(std::string_view spec) {
   return r::make_single(spec, r::reward_entries(), "make_reward_loss", "reward loss");
 }
 
+// An unpaired loss (kto, apo_zero_unpaired) over KtoInputs: completions labelled desirable or
+// undesirable on their own, with the same names and parameters as the paired route.
+//   auto kto = hafrm::make_unpaired_loss("kto:beta=0.2,desirable_weight=1.33");
+//   auto out = kto(hafrm::KtoInputs{.policy = pi, .reference = rho, .desirable = d, .kl = z});
+inline AnyUnpairedLoss make_unpaired_loss(std::string_view spec) {
+  namespace r = detail::registry;
+  return r::make_single(spec, r::unpaired_entries(), "make_unpaired_loss", "unpaired loss");
+}
+
 inline AnyWeighting make_weighting(std::string_view spec) {
   namespace r = detail::registry;
   return r::make_single(spec, r::weighting_entries(), "make_weighting", "weighting");
@@ -579,6 +623,9 @@ inline std::vector<std::string> policy_loss_names() {
 }
 inline std::vector<std::string> reward_loss_names() {
   return detail::registry::names_of(detail::registry::reward_entries());
+}
+inline std::vector<std::string> unpaired_loss_names() {
+  return detail::registry::names_of(detail::registry::unpaired_entries());
 }
 inline std::vector<std::string> weighting_names() {
   return detail::registry::names_of(detail::registry::weighting_entries());

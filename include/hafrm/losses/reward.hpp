@@ -64,7 +64,7 @@ struct BradleyTerry {
 
   void validate() const {
     detail::check_half_open(label_smoothing, 0.0, 0.5, kName, "label_smoothing");
-    detail::check_nonnegative(center_coefficient, kName, "center_coefficient");
+    detail::check_weight(center_coefficient, kName, "center_coefficient");
   }
 
   LossOutput operator()(const RewardInputs& in) const {
@@ -89,11 +89,21 @@ struct RewardHinge {
 
   static constexpr const char* kName = "reward_hinge";
 
-  void validate() const { detail::check_nonnegative(margin, kName, "margin"); }
+  // Additive, so only bounded above: a tiny margin rounds to 0 in float32, which is harmless.
+  void validate() const { detail::check_closed(margin, 0.0, detail::kMaxScale, kName, "margin"); }
 
   LossOutput operator()(const RewardInputs& in) const {
     validate();
     auto c = detail::check_rewards(in, kName);
+    if (c.margin.defined()) {
+      // As the scalar margin: a negative one would reward pairs ranked the wrong way round.
+      auto bad = ~(c.margin >= 0);  // NaN fails too
+      if (bad.any().item<bool>()) {
+        const double first = c.margin.masked_select(bad)[0].item<double>();
+        HAFRM_CHECK_ARG(false, kName, "inputs.margin",
+                        "expected every per-pair margin >= 0, found ", first);
+      }
+    }
     auto m = c.margin.defined() ? c.margin : torch::full_like(c.chosen, margin);
     auto per = torch::relu(m - (c.chosen - c.rejected));
     LossOutput out{detail::reduce(per, reduction), {}};

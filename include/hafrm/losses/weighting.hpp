@@ -21,8 +21,8 @@ struct HybridWeights {
 
 namespace detail {
 inline void check_weights(double reward, double policy, std::string_view fn) {
-  check_nonnegative(reward, fn, "reward_weight");
-  check_nonnegative(policy, fn, "alpha");
+  check_weight(reward, fn, "reward_weight");
+  check_weight(policy, fn, "alpha");
 }
 inline void check_step(int64_t step, std::string_view fn) {
   HAFRM_CHECK_ARG(step >= 0, fn, "step", "expected a training step >= 0, got ", step);
@@ -86,7 +86,7 @@ struct CosineWeighting {
   double alpha_end = 0.0;
   void validate() const {
     detail::check_weights(reward_weight, alpha_start, "CosineWeighting");
-    detail::check_nonnegative(alpha_end, "CosineWeighting", "alpha_end");
+    detail::check_weight(alpha_end, "CosineWeighting", "alpha_end");
     HAFRM_CHECK_ARG(total_steps >= 1, "CosineWeighting", "total_steps", "expected >= 1, got ",
                     total_steps);
   }

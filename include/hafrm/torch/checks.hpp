@@ -6,6 +6,7 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <string_view>
 
 // HAFRM_CHECK_ARG(cond, fn, arg, expected...) -> "hafrm::fn: argument 'arg' expected ..."
@@ -64,6 +65,40 @@ inline void check_positive(double v, std::string_view fn, std::string_view arg) 
 
 inline void check_nonnegative(double v, std::string_view fn, std::string_view arg) {
   HAFRM_CHECK_ARG(v >= 0.0 && std::isfinite(v), fn, arg, "expected a finite value >= 0, got ", v);
+}
+
+// The range every scale, weight and coefficient of the loss catalogue, the weightings and the
+// logit temperature must lie in. Why: a finite double such as beta = 1e300 (or an IPO beta of
+// 1e-300, whose 1/(2 beta) is 5e299) overflows float32 inside the loss and silently gives inf or
+// NaN. Within [1e-6, 1e6] every parameter and every constant derived from them (1/(2 beta),
+// gamma/beta) is finite in float32 with room to spare, and every catalogue loss stays finite at
+// both ends for log-ratios up to 1e4 under the default score (tests/test_bad_inputs_losses.cpp).
+// Practical values are far inside.
+inline constexpr double kMinScale = 1e-6;
+inline constexpr double kMaxScale = 1e6;
+
+// A strictly positive scale (beta, tau, temperature): [kMinScale, kMaxScale].
+inline void check_scale(double v, std::string_view fn, std::string_view arg) {
+  HAFRM_CHECK_ARG(v >= kMinScale && v <= kMaxScale, fn, arg, "expected a finite value > 0 in [",
+                  kMinScale, ", ", kMaxScale, "] (wider values overflow float32), got ", v);
+}
+
+// A non-negative weight or coefficient (0 switches its term off): 0 or [kMinScale, kMaxScale].
+// Why the gap below kMinScale: a weight of 1e-300 is 0 in float32 but would not switch the term
+// off, so it is an error rather than a silent zero.
+inline void check_weight(double v, std::string_view fn, std::string_view arg) {
+  HAFRM_CHECK_ARG(v == 0.0 || (v >= kMinScale && v <= kMaxScale), fn, arg,
+                  "expected a finite value >= 0: 0 or in [", kMinScale, ", ", kMaxScale,
+                  "] (wider values overflow float32), got ", v);
+}
+
+// A signed shape coefficient (AlphaPO's alpha, the alpha-divergence's a): 0 or |v| in
+// [kMinScale, kMaxScale].
+inline void check_coefficient(double v, std::string_view fn, std::string_view arg) {
+  const double a = std::abs(v);
+  HAFRM_CHECK_ARG(v == 0.0 || (a >= kMinScale && a <= kMaxScale), fn, arg,
+                  "expected a finite value: 0 or |", arg, "| in [", kMinScale, ", ", kMaxScale,
+                  "] (wider values overflow float32), got ", v);
 }
 
 // [lo, hi): label smoothing and robust-DPO epsilon live in [0, 0.5).

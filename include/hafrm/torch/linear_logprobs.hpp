@@ -62,6 +62,9 @@ struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogPro
                                                 const torch::Tensor& labels,
                                                 TokenLogProbOptions o) {
     const int64_t N = hidden.size(0), V = weight.size(0);
+    // Tiles are formed in the wider of the two dtypes (mixed float32 hidden / bfloat16 head):
+    // each block is converted as it is used, never the whole [V, H] weight.
+    const auto ct = torch::promote_types(hidden.scalar_type(), weight.scalar_type());
     auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(hidden.device());
     auto idx = (labels != o.ignore_index).nonzero().squeeze(1);
     const int64_t M = idx.size(0);
@@ -86,14 +89,14 @@ struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogPro
     for (int64_t s = 0; s < M; s += tiles.tokens) {
       const int64_t e = std::min(M, s + tiles.tokens);
       auto ic = idx.slice(0, s, e);
-      auto hc = hidden.index_select(0, ic);  // rows gathered per chunk: no [M, H] copy
+      auto hc = hidden.index_select(0, ic).to(ct);  // rows gathered per chunk: no [M, H] copy
       auto yc = labels.index_select(0, ic);
       auto dummy = torch::zeros({e - s}, yc.options());
       std::vector<torch::Tensor> lses, ents, p2s, means, maxs;
       auto zt_c = torch::zeros({e - s}, f32);
       for (int64_t v0 = 0; v0 < V; v0 += tiles.vocab) {
         const int64_t v1 = std::min(V, v0 + tiles.vocab);
-        auto z = torch::mm(hc, weight.slice(0, v0, v1).t());
+        auto z = torch::mm(hc, weight.slice(0, v0, v1).to(ct).t());
         auto st = fused_forward_any(z, dummy, tile_opts, true);
         lses.push_back(st.lse);
         if (want_h) ents.push_back(st.entropy);
@@ -181,34 +184,33 @@ struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogPro
     auto lse = lse_full.index_select(0, idx);
     auto ent = g_h.defined() ? ent_full.index_select(0, idx) : torch::Tensor();
 
-    const bool low =
-        weight.scalar_type() != torch::kFloat && weight.scalar_type() != torch::kDouble;
-    const auto acc = low ? torch::kFloat : weight.scalar_type();
+    // Recompute in the forward's dtype; accumulate in float32 (float64 for float64 tiles).
+    const auto ct = torch::promote_types(hidden.scalar_type(), weight.scalar_type());
+    const auto acc = ct == torch::kDouble ? torch::kDouble : torch::kFloat;
     torch::Tensor grad_w =
         need_w ? torch::zeros(weight.sizes(), weight.options().dtype(acc)) : torch::Tensor();
     torch::Tensor grad_hidden = need_h ? torch::zeros_like(hidden) : torch::Tensor();
     for (int64_t s = 0; s < M; s += Ct) {
       const int64_t e = std::min(M, s + Ct);
       auto ic = idx.slice(0, s, e);
-      auto hc = hidden.index_select(0, ic);
+      auto hc = hidden.index_select(0, ic).to(ct);
       auto yc = labels.index_select(0, ic);
       auto sl = [&](const torch::Tensor& t) { return t.defined() ? t.slice(0, s, e) : t; };
       auto grad_hc = need_h ? torch::zeros({e - s, hidden.size(1)}, hidden.options().dtype(acc))
                             : torch::Tensor();
-      auto hc_acc = low && need_w ? hc.to(torch::kFloat) : hc;
+      auto hc_acc = need_w ? hc.to(acc) : hc;
       for (int64_t v0 = 0; v0 < V; v0 += Vb) {
         const int64_t v1 = std::min(V, v0 + Vb);
-        auto wb = weight.slice(0, v0, v1);
+        auto wb = weight.slice(0, v0, v1).to(ct);
         auto z = torch::mm(hc, wb.t());
         auto dz =
             fused_backward_any(z, block_labels(yc, v0, v1), sl(g_lp), sl(g_h), sl(lse), sl(ent), o);
-        if (need_h)
-          grad_hc.addmm_(low ? dz.to(torch::kFloat) : dz, low ? wb.to(torch::kFloat) : wb);
-        if (need_w) grad_w.slice(0, v0, v1).addmm_(low ? dz.t().to(torch::kFloat) : dz.t(), hc_acc);
+        if (need_h) grad_hc.addmm_(dz.to(acc), wb.to(acc));
+        if (need_w) grad_w.slice(0, v0, v1).addmm_(dz.t().to(acc), hc_acc);
       }
       if (need_h) grad_hidden.index_copy_(0, ic, grad_hc.to(hidden.scalar_type()));
     }
-    if (need_w && low) grad_w = grad_w.to(weight.scalar_type());
+    if (need_w) grad_w = grad_w.to(weight.scalar_type());
     return {grad_hidden, grad_w, torch::Tensor(), torch::Tensor()};
   }
 
@@ -224,7 +226,10 @@ struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogPro
 }  // namespace detail
 
 // hidden [..., H] (the LM head's input), weight [V, H], labels [...]; same options and outputs
-// as compute_token_logprobs. The reference backend materialises logits = hidden W^T.
+// as compute_token_logprobs. The reference backend materialises logits = hidden W^T. hidden and
+// weight may differ in dtype (float32 hidden with a bfloat16 head): the logits are computed in the
+// wider dtype, statistics and gradients accumulate in float32, and each gradient comes back in
+// its input's dtype.
 inline TokenLogProbs compute_linear_token_logprobs(const torch::Tensor& hidden,
                                                    const torch::Tensor& weight,
                                                    const torch::Tensor& labels,
@@ -240,9 +245,8 @@ inline TokenLogProbs compute_linear_token_logprobs(const torch::Tensor& hidden,
   HAFRM_CHECK_ARG(labels.sizes() == hidden.sizes().slice(0, hidden.dim() - 1), fn, "labels",
                   "expected shape ", hidden.sizes().slice(0, hidden.dim() - 1), ", got ",
                   labels.sizes());
-  HAFRM_CHECK_ARG(hidden.scalar_type() == weight.scalar_type(), fn, "weight",
-                  "expected the same dtype as 'hidden' (", hidden.scalar_type(), "), got ",
-                  weight.scalar_type());
+  HAFRM_CHECK_ARG(weight.size(1) >= 1, fn, "weight",
+                  "expected a hidden size H = weight.size(1) >= 1, got shape ", weight.sizes());
   detail::check_same_device(hidden, weight, fn, "hidden", "weight");
   detail::check_same_device(hidden, labels, fn, "hidden", "labels");
   HAFRM_CHECK_ARG(weight.size(0) >= 1, fn, "weight", "expected V >= 1 rows, got ", weight.sizes());
@@ -253,8 +257,10 @@ inline TokenLogProbs compute_linear_token_logprobs(const torch::Tensor& hidden,
     HAFRM_CHECK_ARG(!bad.any().item<bool>(), fn, "labels", "expected values in [0, ", V,
                     ") or ignore_index (", o.ignore_index, ")");
   }
-  if (!detail::use_fused(hidden, o)) {
-    auto logits = torch::matmul(hidden, weight.t());
+  // Mixed dtypes (float32 hidden, bfloat16 head) compute in the wider one, as TRL does.
+  const auto ct = torch::promote_types(hidden.scalar_type(), weight.scalar_type());
+  if (!detail::use_fused(torch::empty({0}, hidden.options().dtype(ct)), o)) {
+    auto logits = torch::matmul(hidden.to(ct), weight.to(ct).t());
     auto ro = o;
     ro.check_labels = false;
     return detail::reference_token_logprobs(logits, labels, ro);

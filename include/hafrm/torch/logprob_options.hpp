@@ -33,7 +33,9 @@ struct TokenLogProbOptions {
   bool return_entropy = false;     // -sum p log p, differentiable
   bool return_log_sum_p2 = false;  // log sum_v p_v^2 (WPO weighting), no gradient
   bool return_mean_logit = false;  // mean of z over the vocabulary, no gradient
-  bool return_is_argmax = false;   // z[label] is the row maximum (token accuracy), no gradient
+  // z[label] equals the row maximum (token accuracy), no gradient. Ties: every maximum counts
+  // (TRL counts only the first argmax); README, "Deliberate differences".
+  bool return_is_argmax = false;
   // Fused kernels only: write d(logits) into the logits' own storage during backward. Saves one
   // [N, V] allocation; the caller must not read the logits after backward.
   bool inplace_backward = false;
@@ -102,7 +104,9 @@ inline void check_options(const TokenLogProbOptions& o, std::string_view fn) {
   HAFRM_CHECK_ARG(std::isfinite(o.logit_scale) && o.logit_scale != 0.0, fn, "options.logit_scale",
                   "expected a finite non-zero value, got ", o.logit_scale);
   check_nonnegative(o.softcap, fn, "options.softcap");
-  check_positive(o.temperature, fn, "options.temperature");
+  // Bounded both ways: a temperature of 1e-300 makes 1 / temperature inf in float32, and 0 * inf
+  // a NaN log-prob.
+  check_scale(o.temperature, fn, "options.temperature");
   HAFRM_CHECK_ARG(o.linear_chunk_tokens >= 0, fn, "options.linear_chunk_tokens",
                   "expected >= 0 (0 = automatic), got ", o.linear_chunk_tokens);
   HAFRM_CHECK_ARG(o.linear_chunk_vocab >= 0, fn, "options.linear_chunk_vocab",

@@ -24,27 +24,32 @@ inline TokenLogProbs reference_token_logprobs(const torch::Tensor& logits,
                                               const TokenLogProbOptions& o) {
   // float64 stays float64 so tests can use this path as a float64 oracle.
   auto compute_type = logits.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
-  auto z = apply_logit_transform(logits.to(compute_type), o);
   auto mask = labels != o.ignore_index;
+  auto zero = torch::zeros({}, logits.options().dtype(compute_type));
+  // Ignored rows become all-zero logits before anything is computed: a -inf or NaN logit in an
+  // ignored row would otherwise reach its outputs as -inf * 0 = NaN, and its gradient too. where()
+  // passes no gradient to the rows it replaces, so the logits' gradient there is exactly 0.
+  auto z =
+      apply_logit_transform(torch::where(mask.unsqueeze(-1), logits.to(compute_type), zero), o);
   auto safe = labels.to(torch::kLong).masked_fill(~mask, 0);
-  auto maskf = mask.to(compute_type);
   auto lsm = torch::log_softmax(z, -1);
+  // Every output is selected, not multiplied, by the mask: ignored positions hold exactly +0.
+  auto keep = [&](const torch::Tensor& t) { return torch::where(mask, t, zero); };
 
   TokenLogProbs out;
   out.mask = mask;
-  out.logprobs = lsm.gather(-1, safe.unsqueeze(-1)).squeeze(-1) * maskf;
-  // where(): exp(-inf) * -inf would be NaN for -inf logits; such entries carry no mass.
-  auto zero = torch::zeros({}, lsm.options());
-  if (o.return_lse) out.lse = (torch::logsumexp(z, -1) * maskf).detach();
+  out.logprobs = keep(lsm.gather(-1, safe.unsqueeze(-1)).squeeze(-1));
+  if (o.return_lse) out.lse = keep(torch::logsumexp(z, -1)).detach();
   if (o.return_entropy) {
     auto p = lsm.exp();
     // Zero the -inf entries before the product: where() alone would still back-propagate
     // 0 * -inf = NaN through the unselected branch.
-    out.entropy = -(p * torch::where(p > 0, lsm, zero)).sum(-1) * maskf;
+    out.entropy = keep(-(p * torch::where(p > 0, lsm, zero)).sum(-1));
   }
-  if (o.return_log_sum_p2) out.log_sum_p2 = (torch::logsumexp(2 * lsm, -1) * maskf).detach();
-  if (o.return_mean_logit) out.mean_logit = (z.mean(-1) * maskf).detach();
+  if (o.return_log_sum_p2) out.log_sum_p2 = keep(torch::logsumexp(2 * lsm, -1)).detach();
+  if (o.return_mean_logit) out.mean_logit = keep(z.mean(-1)).detach();
   if (o.return_is_argmax) {
+    // Ties: the target counts when it equals the row maximum, whichever index holds it.
     auto target = z.gather(-1, safe.unsqueeze(-1)).squeeze(-1);
     out.is_argmax = ((target >= std::get<0>(z.max(-1))) & mask).detach();
   }
