@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "hafrm/core/logprob_layout.hpp"
 #include "hafrm/core/math.hpp"
@@ -267,6 +268,20 @@ __global__ void __launch_bounds__(KernelPolicy::kBlockThreads)
 
 namespace detail {
 
+// Every launch goes through here. Host compilers see this header only through the CPU emulator
+// in tests/cuda_emu, whose cuda_runtime.h stand-in supplies hafrm_cuda_emu_launch (one host
+// thread per CUDA thread), so the kernels' text is the same on both paths.
+template <class... P, class... A>
+cudaError_t launch_kernel(void (*kernel)(P...), unsigned grid, unsigned block, cudaStream_t stream,
+                          A... args) {
+#if defined(__CUDACC__)
+  kernel<<<grid, block, 0, stream>>>(args...);
+  return cudaGetLastError();
+#else
+  return hafrm_cuda_emu_launch(kernel, dim3(grid), dim3(block), 0, stream, args...);
+#endif
+}
+
 template <class T>
 bool vec_aligned(const T* base, const core::RowLayout& L) {
   constexpr int64_t kN = VecTraits<T>::kN;
@@ -303,8 +318,8 @@ cudaError_t launch_token_logprobs_forward(const T* logits, const core::RowLayout
     constexpr int kTpr = decltype(tpr)::value;
     const unsigned grid = detail::grid_for(rows, KernelPolicy::kBlockThreads / kTpr);
     auto launch = [&](auto kernel) {
-      kernel<<<grid, KernelPolicy::kBlockThreads, 0, stream>>>(logits, layout, labels, p, out);
-      return cudaGetLastError();
+      return detail::launch_kernel(kernel, grid, KernelPolicy::kBlockThreads, stream, logits,
+                                   layout, labels, p, out);
     };
     if (extra) {
       return vec ? launch(token_logprobs_forward_kernel<T, kTpr, true, true>)
@@ -326,16 +341,10 @@ cudaError_t launch_token_logprobs_backward(const T* logits, T* grad, const core:
   return detail::dispatch_threads_per_row(layout.vocab, [&](auto tpr) -> cudaError_t {
     constexpr int kTpr = decltype(tpr)::value;
     const unsigned grid = detail::grid_for(rows, KernelPolicy::kBlockThreads / kTpr);
-    if (vec) {
-      token_logprobs_backward_kernel<T, kTpr, true>
-          <<<grid, KernelPolicy::kBlockThreads, 0, stream>>>(logits, grad, layout, grad_layout,
-                                                             labels, p, in);
-    } else {
-      token_logprobs_backward_kernel<T, kTpr, false>
-          <<<grid, KernelPolicy::kBlockThreads, 0, stream>>>(logits, grad, layout, grad_layout,
-                                                             labels, p, in);
-    }
-    return cudaGetLastError();
+    auto kernel = vec ? token_logprobs_backward_kernel<T, kTpr, true>
+                      : token_logprobs_backward_kernel<T, kTpr, false>;
+    return detail::launch_kernel(kernel, grid, KernelPolicy::kBlockThreads, stream, logits, grad,
+                                 layout, grad_layout, labels, p, in);
   });
 }
 
