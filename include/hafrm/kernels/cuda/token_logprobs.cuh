@@ -12,6 +12,19 @@
 //   hafrm::core::ForwardOutputs out{.logprob = d_lp, .lse = d_lse};
 //   cudaError_t e = hafrm::kernels::cuda::launch_token_logprobs_forward(
 //       d_logits, rows, d_labels, hafrm::core::LogProbParams{}, out, stream);
+//
+// Bad rows: one contract for the CPU and CUDA kernels (z = the transformed logits of a row that
+// is not ignored):
+//   - any z NaN, or any z = +inf: logprob, lse, entropy and log sum p^2 are NaN, is_argmax is
+//     false, and every gradient element of the row is NaN (the entropy gradient included), never
+//     a silent 0. mean_logit is the plain float sum of z over V, so it is NaN or +inf.
+//   - every z = -inf (no probability mass): lse = -inf, logprob / entropy / log sum p^2 NaN,
+//     is_argmax false, gradients NaN. A -inf logit in an otherwise finite row is fine: its p is 0.
+//   - a label outside [0, V) that is not ignore_index (only possible with check_labels = false):
+//     never read; logprob NaN, is_argmax false, the row's gradients NaN. The other statistics
+//     do not depend on the label and stay valid.
+//   - ignored rows, and in backward rows whose upstream gradients are both exactly 0, give 0
+//     outputs and 0 gradients without reading their logits, whatever those hold.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -65,6 +78,7 @@ __device__ __forceinline__ __half from_float<__half>(float x) {
 }
 
 constexpr float kNegInf = -__builtin_huge_valf();  // constexpr on host and device
+constexpr float kNaN = __builtin_nanf("");
 
 // Online softmax statistics of one thread's (or group's) share of a row; sz is centred on m.
 struct Stats {
@@ -202,14 +216,17 @@ __global__ void __launch_bounds__(KernelPolicy::kBlockThreads)
         if (out.is_argmax) out.is_argmax[r] = false;
       } else {
         const T* row = logits + layout.offset(r);
-        const float lse = st.m == kNegInf ? kNegInf : st.m + logf(st.s);
-        const float zt = load_z(row, y, p.transform, identity);
-        if (out.logprob) out.logprob[r] = zt - lse;
+        // st.s = 0 only for an all -inf row: lse -inf, the rest NaN (see the contract above).
+        const bool mass = st.s > 0.f || st.s != st.s;
+        const float lse = mass ? st.m + logf(st.s) : kNegInf;
+        const bool in_range = y >= 0 && y < V;  // never read outside the row
+        const float zt = in_range ? load_z(row, y, p.transform, identity) : kNaN;
+        if (out.logprob) out.logprob[r] = mass ? zt - lse : kNaN;
         if (out.lse) out.lse[r] = lse;
-        if (out.entropy) out.entropy[r] = logf(st.s) - st.sz / st.s;
-        if (out.log_sum_p2) out.log_sum_p2[r] = logf(st.s2) - 2.f * logf(st.s);
+        if (out.entropy) out.entropy[r] = mass ? logf(st.s) - st.sz / st.s : kNaN;
+        if (out.log_sum_p2) out.log_sum_p2[r] = mass ? logf(st.s2) - 2.f * logf(st.s) : kNaN;
         if (out.mean_logit) out.mean_logit[r] = st.zsum / static_cast<float>(V);
-        if (out.is_argmax) out.is_argmax[r] = zt >= st.m;
+        if (out.is_argmax) out.is_argmax[r] = mass && zt >= st.m && lse == lse;  // not NaN
       }
     }
   }
@@ -237,7 +254,8 @@ __global__ void __launch_bounds__(KernelPolicy::kBlockThreads)
     const float g = in.grad_logprob ? in.grad_logprob[r] : 0.f;
     const float gh = in.grad_entropy ? in.grad_entropy[r] : 0.f;
     const bool zero = y == p.ignore_index || (g == 0.f && gh == 0.f);
-    const float lse = zero ? 0.f : in.lse[r];
+    // An out-of-range label poisons the row (NaN lse -> NaN p -> NaN gradient), per the contract.
+    const float lse = zero ? 0.f : (y >= 0 && y < V ? in.lse[r] : kNaN);
     const float hshift = (!zero && gh != 0.f) ? in.entropy[r] - lse : 0.f;
     auto grad_at = [&](float x, int64_t i) -> float {
       if (zero) return 0.f;
