@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <random>
 #include <string>
@@ -82,6 +83,20 @@ struct Logits {
     REQUIRE(map != MAP_FAILED);
     base = static_cast<T*>(map);
   }
+  // Revokes all access to row r (rows must start on pages: see page_stride) so that any read
+  // of it faults.
+  void protect_row(int64_t r) {
+    const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+    const auto b = reinterpret_cast<uintptr_t>(row(r));
+    const auto e = (reinterpret_cast<uintptr_t>(row(r) + layout.vocab) + page - 1) / page * page;
+    REQUIRE(b % page == 0);
+    REQUIRE(mprotect(reinterpret_cast<void*>(b), e - b, PROT_NONE) == 0);
+  }
+  // A row stride (in elements) that starts every row on a fresh page.
+  static int64_t page_stride(int64_t V) {
+    const int64_t page = sysconf(_SC_PAGESIZE), bytes = V * static_cast<int64_t>(sizeof(T));
+    return (bytes + page - 1) / page * page / static_cast<int64_t>(sizeof(T));
+  }
   ~Logits() {
     if (map) munmap(map, map_bytes);
   }
@@ -108,6 +123,8 @@ struct Options {
   double zero_grad_frac = 0.1;
   bool compare_cpu = true;  // also check parity with the CPU kernel
   bool backward = true;
+  std::vector<int64_t> zero_grad_rows;    // rows forced to zero upstream gradients
+  std::function<void()> before_backward;  // e.g. revoke access to rows backward must not read
 };
 
 struct RefRow {
@@ -223,6 +240,7 @@ int64_t check_case(Logits<T>& X, const std::vector<int64_t>& labels, const Optio
     g[r] = zero ? 0.f : nd(rng);
     gh[r] = zero || !o.entropy_grad ? 0.f : nd(rng);
   }
+  for (int64_t r : o.zero_grad_rows) g[r] = gh[r] = 0.f;
   std::vector<RefRow> ref(N);
   for (int64_t r = 0; r < N; ++r) ref[r] = reference_row(X.row(r), V, labels[r], o.p, g[r], gh[r]);
 
@@ -301,6 +319,7 @@ int64_t check_case(Logits<T>& X, const std::vector<int64_t>& labels, const Optio
   Logits<T> G(o.inplace ? core::RowLayout{} : GL, grad_misalign);
   T* gbase = o.inplace ? X.base : G.base;
   if (o.inplace) GL = L;
+  if (o.before_backward) o.before_backward();
   REQUIRE(cu::launch_token_logprobs_backward(X.base, gbase, L, GL, labels.data(), o.p, in,
                                              cudaStream_t{}) == cudaSuccess);
   const double grt = std::is_same_v<T, float> ? 1e-4 : std::is_same_v<T, __half> ? 2e-3 : 8e-3;

@@ -32,7 +32,7 @@ Options option_set(int k) {
 }
 
 // Rows per case: enough for several rows per block and a partial last block.
-int64_t rows_for(int64_t V) { return V <= 512 ? 19 : V <= 4096 ? 5 : 3; }
+int64_t rows_for(int64_t V) { return V <= 2048 ? 19 : V <= 4096 ? 5 : 3; }
 
 template <class T>
 void every_v_and_option(int64_t V, int k) {
@@ -95,7 +95,7 @@ TEMPLATE_TEST_CASE("emulated CUDA kernels on sliced [:, :-1, :] views", "[emu]",
 TEMPLATE_TEST_CASE("emulated CUDA kernels: several rows per block and grid-stride loops", "[emu]",
                    float, __half) {
   for (int64_t V : {7, 37, 513, 1001, 9001}) {
-    const int64_t N = V <= 512 ? 77 : V <= 4096 ? 9 : 4;
+    const int64_t N = V <= 2048 ? 77 : 4;
     Logits<TestType> X(core::RowLayout{1, N, 0, V, V}, 0);
     Options o = option_set(V % 2 ? 2 : 1);
     auto labels = fill(X, o.p.ignore_index, 0.2, static_cast<uint32_t>(V));
@@ -131,5 +131,60 @@ TEMPLATE_TEST_CASE("emulated CUDA kernels on all-ignored rows write zeros", "[em
     Options o = option_set(1);
     auto labels = fill(X, o.p.ignore_index, 1.0, static_cast<uint32_t>(V));
     check_case(X, labels, o, 3);
+  }
+}
+
+TEMPLATE_TEST_CASE("emulated CUDA kernels: the split-vocabulary path for few rows and a long V",
+                   "[emu]", float, __nv_bfloat16) {
+  for (int64_t V : {16411, 32001})
+    for (int64_t misalign : {0, 1})
+      for (int k : {0, 1, 2}) {
+        const int64_t N = 3;
+        Logits<TestType> X(core::RowLayout{1, N, 0, V + misalign, V}, misalign);
+        Options o = option_set(k);
+        auto labels = fill(X, o.p.ignore_index, 0.2, static_cast<uint32_t>(V + k));
+        labels[0] = V - 1;  // the label in the last chunk
+        check_case(X, labels, o, static_cast<uint32_t>(V) + 11);
+        CHECK(hafrm_cuda_emu::last_grid.y > 1u);  // the backward split too
+        CHECK(hafrm_cuda_emu::live_allocations == 0);
+      }
+}
+
+TEST_CASE("emulated CUDA kernels: split path, quick", "[emu][quick]") {
+  Logits<float> X(core::RowLayout{1, 2, 0, 16411, 16411}, 1);
+  Options o = option_set(1);
+  o.inplace = false;
+  auto labels = fill(X, o.p.ignore_index, 0.0, 5);
+  check_case(X, labels, o, 6);
+  CHECK(hafrm_cuda_emu::last_grid.y > 1u);
+}
+
+TEMPLATE_TEST_CASE(
+    "emulated CUDA kernels never read ignored rows, nor in backward rows with zero "
+    "upstream gradients (the fused causal shift)",
+    "[emu][quick]", float, __nv_bfloat16, __half) {
+  // The torch adapter does the causal shift on the labels: full [B, T, V] logits, label[b, t] =
+  // input[b, t + 1] and ignore_index at t = T - 1. Each row sits on its own pages and the rows
+  // that must not be read lose all access, so a read faults.
+  for (int64_t V : {37, 4097, 16411}) {
+    const int64_t B = 2, T = 5;
+    const int64_t stride = Logits<TestType>::page_stride(V);
+    Logits<TestType> X(core::RowLayout{B, T, T * stride, stride, V},
+                       typename Logits<TestType>::Sparse{});
+    for (int k : {0, 2}) {
+      Options o = option_set(k);
+      auto labels = fill(X, o.p.ignore_index, 0.0, static_cast<uint32_t>(V + k));
+      for (int64_t b = 0; b < B; ++b) labels[b * T + T - 1] = o.p.ignore_index;
+      labels[2] = o.p.ignore_index;
+      o.zero_grad_rows = {1, 6};
+      for (int64_t r = 0; r < B * T; ++r)
+        if (labels[r] == o.p.ignore_index) X.protect_row(r);
+      o.before_backward = [&] {
+        for (int64_t r : o.zero_grad_rows) X.protect_row(r);
+      };
+      check_case(X, labels, o, static_cast<uint32_t>(V) + 13);
+      for (int64_t r = 0; r < B * T; ++r)  // restore for the next option set
+        REQUIRE(mprotect(X.row(r), V * sizeof(TestType), PROT_READ | PROT_WRITE) == 0);
+    }
   }
 }

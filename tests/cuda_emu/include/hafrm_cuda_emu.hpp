@@ -190,6 +190,23 @@ inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {
   return cudaSuccess;
 }
 
+// Stream-ordered allocation: launches are synchronous here, so plain malloc / free. Counted so
+// tests can see that every workspace is returned.
+namespace hafrm_cuda_emu {
+inline int64_t live_allocations = 0;
+}
+inline cudaError_t cudaMallocAsync(void** p, std::size_t bytes, cudaStream_t) {
+  *p = std::malloc(bytes ? bytes : 1);
+  if (!*p) return cudaErrorInvalidValue;
+  ++hafrm_cuda_emu::live_allocations;
+  return cudaSuccess;
+}
+inline cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
+  std::free(p);
+  --hafrm_cuda_emu::live_allocations;
+  return cudaSuccess;
+}
+
 // ---- device intrinsics -----------------------------------------------------------------------
 inline void __syncthreads() { hafrm_cuda_emu::ctx->block.arrive_and_wait(); }
 template <class T>
@@ -230,6 +247,16 @@ inline float __int_as_float(int i) {
   float f;
   std::memcpy(&f, &i, 4);
   return f;
+}
+inline float __uint_as_float(unsigned i) {
+  float f;
+  std::memcpy(&f, &i, 4);
+  return f;
+}
+inline unsigned __float_as_uint(float f) {
+  unsigned i;
+  std::memcpy(&i, &f, 4);
+  return i;
 }
 inline int __float_as_int(float f) {
   int i;
