@@ -243,6 +243,7 @@ inline float __expf(float x) { return std::exp2f(x * 1.4426950408889634f); }
 inline float __logf(float x) { return std::log(x); }
 inline float __fdividef(float a, float b) { return a / b; }
 inline float __frcp_rn(float a) { return 1.f / a; }
+
 inline float __int_as_float(int i) {
   float f;
   std::memcpy(&f, &i, 4);

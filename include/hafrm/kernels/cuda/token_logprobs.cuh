@@ -258,8 +258,39 @@ __device__ __forceinline__ void warp_reduce(Stats& a, float c) {
 }
 
 // u of one raw logit: x itself on the linear path, the full transform on the general one.
+// tanh(x) = 1 - 2 / (e^2x + 1): one MUFU.EX2 and a fast division, no subroutine (tanhf's and
+// IEEE division's slow paths are calls whose saved registers ptxas reports as spills).
+// Absolute error ~1e-7.
+__device__ __forceinline__ float tanh_fast(float x) {
+  // __fdividef: no IEEE-division slow path (a subroutine call); e = inf gives 2 * 0 -> tanh 1.
+  return 1.f - __fdividef(2.f, exp2_fast(2.f * kLog2e * x) + 1.f);
+}
+
+// core::LogitTransform with its divisions done once per kernel, evaluated with tanh_fast.
+struct Transform {
+  float scale, softcap, inv_softcap, inv_temperature;
+  __device__ explicit Transform(const core::LogitTransform& t)
+      : scale(t.scale),
+        softcap(t.softcap),
+        inv_softcap(t.softcap > 0.f ? __fdividef(1.f, t.softcap) : 0.f),
+        inv_temperature(t.inv_temperature) {}
+  __device__ __forceinline__ float apply(float x) const {
+    float z = scale * x;
+    if (softcap > 0.f) z = softcap * tanh_fast(z * inv_softcap);
+    return z * inv_temperature;
+  }
+  __device__ __forceinline__ float derivative(float x) const {
+    float d = scale * inv_temperature;
+    if (softcap > 0.f) {
+      const float t = tanh_fast(scale * x * inv_softcap);
+      d *= 1.f - t * t;
+    }
+    return d;
+  }
+};
+
 template <bool kGeneral>
-__device__ __forceinline__ float to_u(float x, const core::LogitTransform& tf) {
+__device__ __forceinline__ float to_u(float x, const Transform& tf) {
   if constexpr (kGeneral) return tf.apply(x);
   return x;
 }
@@ -280,11 +311,10 @@ __device__ __forceinline__ int64_t head_elems(const T* p, int64_t n) {
 
 // Runs the group's share of elements [0, n) of src: scalar(i, x) for the prologue and the tail,
 // vec(i, f) for 16-byte vectors, kUnroll of them loaded before any is processed.
-template <class T, int kTpr, class Scalar, class Vec>
+template <class T, int kTpr, int kU, class Scalar, class Vec>
 __device__ __forceinline__ void for_row(const T* src, int64_t n, int lane, Scalar&& scalar,
                                         Vec&& vec) {
   constexpr int kN = VecTraits<T>::kN;
-  constexpr int kU = KernelPolicy::kUnroll;
   const int64_t head = head_elems(src, n);
   const int64_t nvec = (n - head) / kN;
   for (int64_t i = lane; i < head; i += kTpr) scalar(i, to_float(src[i]));
@@ -320,13 +350,39 @@ __device__ __forceinline__ void finish_row(int64_t r, int64_t y, bool active, co
   const float ls = logf(st.s);
   const float lse = mass ? a * st.m + ls : kNegInf;
   const bool in_range = y >= 0 && y < V;  // never read outside the row
-  const float uy = in_range ? to_u<kGeneral>(to_float(row[y]), p.transform) : kNaN;
+  const float uy = in_range ? to_u<kGeneral>(to_float(row[y]), Transform(p.transform)) : kNaN;
   if (out.logprob) out.logprob[r] = mass ? a * uy - lse : kNaN;
   if (out.lse) out.lse[r] = lse;
-  if (out.entropy) out.entropy[r] = mass ? ls - a * st.sz / st.s : kNaN;
+  // __fdividef (no division subroutine): 1 <= s <= V here, far from its 2^126 limit.
+  if (out.entropy) out.entropy[r] = mass ? ls - a * __fdividef(st.sz, st.s) : kNaN;
   if (out.log_sum_p2) out.log_sum_p2[r] = mass ? logf(st.s2) - 2.f * ls : kNaN;
-  if (out.mean_logit) out.mean_logit[r] = a * st.zsum / static_cast<float>(V);
+  if (out.mean_logit) out.mean_logit[r] = a * __fdividef(st.zsum, static_cast<float>(V));
   if (out.is_argmax) out.is_argmax[r] = mass && uy >= st.m && lse == lse;  // lse not NaN
+}
+
+// layout.offset(r) without a 64-bit division (a subroutine call on the GPU, like float64
+// reciprocals): one of the two levels trivial, or indices that fit 32 bits, or else the
+// quotient from the host-computed 1 / inner (exact to +-1 for r < 2^53) and one correction.
+__device__ __forceinline__ int64_t row_offset(const core::RowLayout& L, int64_t r,
+                                              double inv_inner) {
+  if (L.inner == 1) return r * L.stride_outer;
+  if (L.outer == 1) return r * L.stride_inner;
+  int64_t q;
+  if (r <= 0x7fffffff && L.inner <= 0x7fffffff) {
+    q = static_cast<uint32_t>(r) / static_cast<uint32_t>(L.inner);
+  } else {
+    q = static_cast<int64_t>(static_cast<double>(r) * inv_inner);
+  }
+  int64_t i = r - q * L.inner;
+  if (i < 0) {
+    --q, i += L.inner;
+  } else if (i >= L.inner) {
+    ++q, i -= L.inner;
+  }
+  return q * L.stride_outer + i * L.stride_inner;
+}
+inline double inv_inner(const core::RowLayout& L) {
+  return 1.0 / static_cast<double>(L.inner > 0 ? L.inner : 1);
 }
 
 // Linear transforms with a positive factor run in raw-logit units (kGeneral = false).
@@ -347,18 +403,20 @@ __global__ void __launch_bounds__(KernelPolicy::kBlockThreads)
     token_logprobs_forward_kernel(const T* __restrict__ logits, core::RowLayout layout,
                                   const int64_t* __restrict__ labels, core::LogProbParams p,
                                   core::ForwardOutputs out, int64_t chunk,
-                                  detail::Stats* __restrict__ partial) {
+                                  detail::Stats* __restrict__ partial, double inv) {
   using namespace detail;
   constexpr int kTpr = kThreadsPerRow;
   constexpr int kRowsPerBlock = KernelPolicy::kBlockThreads / kTpr;
   constexpr int kWarpsPerRow = kTpr > 32 ? kTpr / 32 : 1;
   constexpr int kN = VecTraits<T>::kN;
+  // The soft-cap path's tanh needs registers of its own: fewer loads in flight there.
+  constexpr int kUnroll = kGeneral ? 2 : KernelPolicy::kUnroll;
   __shared__ Stats smem[kRowsPerBlock * kWarpsPerRow];
   const int group = threadIdx.x / kTpr;
   const int lane = threadIdx.x % kTpr;
   const int64_t V = layout.vocab, rows = layout.rows();
-  const auto& tf = p.transform;
-  const float a = linear_factor(tf, kGeneral);
+  const Transform tf(p.transform);  // a value: a reference would pin the param in memory
+  const float a = linear_factor(p.transform, kGeneral);
   const float c = a * kLog2e;
   const int64_t lo = static_cast<int64_t>(blockIdx.y) * chunk;
   const int64_t n = (V - lo < chunk ? V - lo : chunk);
@@ -371,8 +429,8 @@ __global__ void __launch_bounds__(KernelPolicy::kBlockThreads)
     const bool active = valid && y != p.ignore_index;
     Stats st = empty_stats();
     if (active) {
-      const T* src = logits + layout.offset(r) + lo;
-      for_row<T, kTpr>(
+      const T* src = logits + row_offset(layout, r, inv) + lo;
+      for_row<T, kTpr, kUnroll>(
           src, n, lane,
           [&](int64_t, float x) {
             const float u[1] = {to_u<kGeneral>(x, tf)};
@@ -401,7 +459,8 @@ __global__ void __launch_bounds__(KernelPolicy::kBlockThreads)
       if (partial) {
         if (active) partial[r * gridDim.y + blockIdx.y] = st;
       } else {
-        finish_row<T, kGeneral>(r, y, active, st, logits + layout.offset(r), V, p, a, out);
+        finish_row<T, kGeneral>(r, y, active, st, logits + row_offset(layout, r, inv), V, p, a,
+                                out);
       }
     }
   }
@@ -413,7 +472,7 @@ __global__ void __launch_bounds__(KernelPolicy::kBlockThreads)
     token_logprobs_merge_kernel(const T* __restrict__ logits, core::RowLayout layout,
                                 const int64_t* __restrict__ labels, core::LogProbParams p,
                                 core::ForwardOutputs out, int splits,
-                                const detail::Stats* __restrict__ partial) {
+                                const detail::Stats* __restrict__ partial, double inv) {
   using namespace detail;
   const int64_t rows = layout.rows();
   const float a = linear_factor(p.transform, kGeneral);
@@ -424,7 +483,8 @@ __global__ void __launch_bounds__(KernelPolicy::kBlockThreads)
     Stats st = empty_stats();
     if (active)
       for (int k = 0; k < splits; ++k) merge<kMode>(st, partial[r * splits + k], a * kLog2e);
-    finish_row<T, kGeneral>(r, y, active, st, logits + layout.offset(r), layout.vocab, p, a, out);
+    finish_row<T, kGeneral>(r, y, active, st, logits + row_offset(layout, r, inv), layout.vocab, p,
+                            a, out);
   }
 }
 
@@ -435,22 +495,24 @@ template <class T, int kThreadsPerRow, bool kEntropyGrad, bool kGeneral>
 __global__ void __launch_bounds__(KernelPolicy::kBlockThreads)
     token_logprobs_backward_kernel(const T* logits, T* grad, core::RowLayout layout,
                                    core::RowLayout grad_layout, const int64_t* __restrict__ labels,
-                                   core::LogProbParams p, core::BackwardInputs in, int64_t chunk) {
+                                   core::LogProbParams p, core::BackwardInputs in, int64_t chunk,
+                                   double inv, double ginv) {
   using namespace detail;
   constexpr int kTpr = kThreadsPerRow;
   constexpr int kRowsPerBlock = KernelPolicy::kBlockThreads / kTpr;
   constexpr int kN = VecTraits<T>::kN;
+  constexpr int kUnroll = kGeneral ? 2 : KernelPolicy::kUnroll;  // see the forward kernel
   const int group = threadIdx.x / kTpr;
   const int lane = threadIdx.x % kTpr;
   const int64_t V = layout.vocab, rows = layout.rows();
-  const auto& tf = p.transform;
-  const float a = linear_factor(tf, kGeneral);
+  const Transform tf(p.transform);  // a value: a reference would pin the param in memory
+  const float a = linear_factor(p.transform, kGeneral);
   const int64_t lo = static_cast<int64_t>(blockIdx.y) * chunk;
   const int64_t n = (V - lo < chunk ? V - lo : chunk);
   for (int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + group; r < rows;
        r += static_cast<int64_t>(gridDim.x) * kRowsPerBlock) {
-    const T* src = logits + layout.offset(r) + lo;
-    T* dst = grad + grad_layout.offset(r) + lo;
+    const T* src = logits + row_offset(layout, r, inv) + lo;
+    T* dst = grad + row_offset(grad_layout, r, ginv) + lo;
     const int64_t y = labels[r];
     const float g = in.grad_logprob ? in.grad_logprob[r] : 0.f;
     const float gh = kEntropyGrad ? in.grad_entropy[r] : 0.f;
@@ -505,7 +567,7 @@ __global__ void __launch_bounds__(KernelPolicy::kBlockThreads)
       }
       *reinterpret_cast<uint4*>(dst + i) = pack<T>(d);
     };
-    for_row<T, kTpr>(src, n, lane, scalar, vec);
+    for_row<T, kTpr, kUnroll>(src, n, lane, scalar, vec);
   }
 }
 
@@ -611,15 +673,16 @@ cudaError_t launch_token_logprobs_forward(const T* logits, const core::RowLayout
         constexpr bool kGen = decltype(gen)::value;
         cudaError_t err = detail::launch_kernel(
             token_logprobs_forward_kernel<T, kTpr, kMode, kGen>, dim3(sh.grid_x, sh.splits),
-            KernelPolicy::kBlockThreads, stream, logits, layout, labels, p, out, sh.chunk, partial);
+            KernelPolicy::kBlockThreads, stream, logits, layout, labels, p, out, sh.chunk, partial,
+            detail::inv_inner(layout));
         if (err != cudaSuccess || !partial) return err;
         if constexpr (kTpr == KernelPolicy::kBlockThreads) {
           const int64_t mb = (rows + KernelPolicy::kBlockThreads - 1) / KernelPolicy::kBlockThreads;
-          err = detail::launch_kernel(token_logprobs_merge_kernel<T, kMode, kGen>,
-                                      dim3(static_cast<unsigned>(mb < 65535 ? mb : 65535)),
-                                      KernelPolicy::kBlockThreads, stream, logits, layout, labels,
-                                      p, out, static_cast<int>(sh.splits),
-                                      static_cast<const detail::Stats*>(partial));
+          err = detail::launch_kernel(
+              token_logprobs_merge_kernel<T, kMode, kGen>,
+              dim3(static_cast<unsigned>(mb < 65535 ? mb : 65535)), KernelPolicy::kBlockThreads,
+              stream, logits, layout, labels, p, out, static_cast<int>(sh.splits),
+              static_cast<const detail::Stats*>(partial), detail::inv_inner(layout));
         }
         return err;
       });
@@ -646,10 +709,10 @@ cudaError_t launch_token_logprobs_backward(const T* logits, T* grad, const core:
       return detail::dispatch_bool(general, [&](auto gen) -> cudaError_t {
         constexpr int kTpr = decltype(tpr)::value;
         constexpr bool kHg = decltype(hg)::value, kGen = decltype(gen)::value;
-        return detail::launch_kernel(token_logprobs_backward_kernel<T, kTpr, kHg, kGen>,
-                                     dim3(sh.grid_x, sh.splits), KernelPolicy::kBlockThreads,
-                                     stream, logits, grad, layout, grad_layout, labels, p, in,
-                                     sh.chunk);
+        return detail::launch_kernel(
+            token_logprobs_backward_kernel<T, kTpr, kHg, kGen>, dim3(sh.grid_x, sh.splits),
+            KernelPolicy::kBlockThreads, stream, logits, grad, layout, grad_layout, labels, p, in,
+            sh.chunk, detail::inv_inner(layout), detail::inv_inner(grad_layout));
       });
     });
   });
