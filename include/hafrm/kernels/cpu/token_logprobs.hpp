@@ -27,8 +27,10 @@
 // Bad rows (the contract the CUDA kernels share):
 //   - a label equal to ignore_index: every output 0 (is_argmax false) and a zero gradient row;
 //     the row's logits are never read;
-//   - a label outside [0, V) (reachable only with check_labels = false): NaN outputs and a NaN
-//     gradient row, never an out-of-bounds read;
+//   - a label outside [0, V) (reachable only with check_labels = false): the forward never reads
+//     it and gives NaN outputs (LSE included); the backward adds no one-hot term for it (vocabulary
+//     tiles of the linear path pass labels of other tiles so), so with the forward's NaN LSE the
+//     row's gradient is NaN;
 //   - a NaN logit anywhere in the row, a +inf logit, or a row of only -inf: NaN log-prob, LSE and
 //     entropy (as log_softmax gives), and a NaN gradient row; never a silent finite value.
 //   - -inf entries in an otherwise finite row are fine: p = 0 there, no NaN from 0 * -inf.
