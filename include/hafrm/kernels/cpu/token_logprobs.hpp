@@ -63,7 +63,7 @@ using Params = core::LogProbParams;
 // kGrainElements: the fewest logits a thread chunk gets (see bench/README.md, "Grain size").
 struct KernelPolicy {
   static constexpr int64_t kBlock = 2048;
-  static constexpr int64_t kGrainElements = int64_t{1} << 20;
+  static constexpr int64_t kGrainElements = int64_t{1} << 22;
 };
 
 namespace detail {
