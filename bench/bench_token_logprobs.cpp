@@ -101,6 +101,42 @@ void BM_FusedInPlace_ForwardBackward(benchmark::State& s) {
   run_logprobs(s, hafrm::LogProbBackend::kFused, true, /*inplace=*/true);
 }
 
+// Causal LM shapes [B, T, V]: the shifted view (shift_for_causal_lm + sequence_logprobs, whose
+// slice backward zero-fills a fresh [B, T, V] gradient and copies into it) against the causal
+// entry (labels shifted, the kernel writes the full-size gradient itself).
+void run_causal(benchmark::State& state, bool causal) {
+  const int64_t B = state.range(0), T = state.range(1), V = state.range(2);
+  auto logits = make_logits(B * T, V, torch::kFloat).view({B, T, V});
+  auto ids = make_labels(B * T, V).view({B, T});
+  hafrm::TokenLogProbOptions o;
+  o.check_labels = false;
+  double peak = 0;
+  for (auto _ : state) {
+    PeakDeviceMemory tmem(torch::kCPU);
+    tmem.start();
+    auto x = logits.detach().requires_grad_();
+    torch::Tensor sum;
+    if (causal) {
+      sum = hafrm::causal_sequence_logprobs(x, ids, o).sum;
+    } else {
+      auto s = hafrm::shift_for_causal_lm(x, ids);
+      sum = hafrm::sequence_logprobs(s.logits, s.labels, o).sum;
+    }
+    sum.sum().backward();
+    benchmark::DoNotOptimize(x.grad().data_ptr());
+    peak = std::max(peak, tmem.extra_bytes());
+  }
+  state.SetBytesProcessed(state.iterations() * B * T * V * 4 * 3);
+  state.counters["peak_extra_MB"] = peak / 1e6;
+}
+void BM_ShiftedView_ForwardBackward(benchmark::State& s) { run_causal(s, false); }
+void BM_CausalEntry_ForwardBackward(benchmark::State& s) { run_causal(s, true); }
+void causal_sizes(benchmark::internal::Benchmark* b) {
+  b->Args({8, 1024, 32000})->ArgNames({"B", "T", "V"})->Unit(benchmark::kMillisecond);
+  b->UseRealTime();
+  add_min_statistic(b);
+}
+
 // {N, V, dtype (0 = float32, 1 = bfloat16)}
 void sizes(benchmark::internal::Benchmark* b) {
   b->Args({8192, 32000, 0})->Args({2048, 32000, 0})->Args({1024, 128256, 0});
@@ -144,4 +180,6 @@ BENCHMARK(BM_Fused_Forward)->Apply(sizes);
 BENCHMARK(BM_Naive_ForwardBackward)->Apply(sizes);
 BENCHMARK(BM_Fused_ForwardBackward)->Apply(sizes);
 BENCHMARK(BM_FusedInPlace_ForwardBackward)->Apply(sizes);
+BENCHMARK(BM_ShiftedView_ForwardBackward)->Apply(causal_sizes);
+BENCHMARK(BM_CausalEntry_ForwardBackward)->Apply(causal_sizes);
 BENCHMARK_MAIN();

@@ -90,9 +90,11 @@ TEST_CASE("fused log-probs survive extreme logits and -inf entries", "[logprobs]
   (f.logprobs.sum() + f.entropy.sum()).backward();
   (r.logprobs.sum() + r.entropy.sum()).backward();
   CHECK(all_finite(xf.grad()));
-  // float32 holds a logit of 1e4 to ~1e-3 absolute, so p = exp(z - lse) carries that error.
+  // float32 holds a logit of 1e4 to ~1e-3 absolute, so p = exp(z - lse) carries that error, and
+  // the entropy term p (z - lse + H) carries the LSE's and H's roundings at 1e4 (half an ulp,
+  // 4.9e-4, each, plus their propagation through p): ~3e-3 is reachable (seen 1 in ~70 runs).
   INFO("max grad diff " << max_abs_diff(xf.grad(), xr.grad()));
-  CHECK(close(xf.grad(), xr.grad(), 1e-3, 2e-3));
+  CHECK(close(xf.grad(), xr.grad(), 1e-3, 5e-3));
 }
 
 TEST_CASE("the online max across vocabulary blocks: small and large jumps, every output set",

@@ -12,7 +12,7 @@
 // logprobs.return_log_sum_p2 is set) that LD-DPO and WPO need, from the same single pass.
 //
 // Labels are aligned with input_ids (the token's own id where it is scored, -100 on prompt and
-// padding); the causal shift happens here.
+// padding); the causal shift happens here, on the labels (causal_sequence_logprobs).
 #pragma once
 
 #include <torch/torch.h>
@@ -100,10 +100,9 @@ inline SequenceLogProbs model_sequence_logprobs(const ModelOutputs& out,
   using torch::indexing::None;
   using torch::indexing::Slice;
   auto shifted_labels = labels.index({Slice(), Slice(1, None)});
-  if (out.logits.defined()) {
-    auto s = shift_for_causal_lm(out.logits, labels);
-    return sequence_logprobs(s.logits, s.labels, o);
-  }
+  // Full logits: the shift happens on the labels inside the fused kernel's entry, so the
+  // logits' gradient is written full-size in one pass (no slice-backward copy).
+  if (out.logits.defined()) return causal_sequence_logprobs(out.logits, labels, o);
   HAFRM_CHECK_ARG(out.lm_hidden.defined() && out.lm_head_weight.defined(), "forward_pair",
                   "model outputs",
                   "must hold logits, or lm_hidden and lm_head_weight for the fused linear path");

@@ -4,6 +4,10 @@
 //   auto [lg, lb] = hafrm::shift_for_causal_lm(logits, labels);  // logits[:, :-1] vs ids[:, 1:]
 //   torch::Tensor lp = hafrm::token_logprobs(lg, lb);            // [B, T-1] float32, 0 if ignored
 //   hafrm::SequenceLogProbs s = hafrm::sequence_logprobs(lg, lb); // .sum, .mean, .count per row
+//
+// Causal LMs, faster: causal_sequence_logprobs(logits, labels) takes the unshifted [B, T, V]
+// logits and labels aligned with the input ids, and gives the same results as the two lines
+// above without the [B, T, V] gradient copy that the shifted view's backward costs.
 #pragma once
 
 #include <torch/torch.h>
@@ -103,6 +107,77 @@ inline SequenceLogProbs sequence_logprobs(const torch::Tensor& logits, const tor
   HAFRM_CHECK_ARG(labels.dim() >= 1, "sequence_logprobs", "labels",
                   "expected shape [B, T] (at least one dimension), got a scalar");
   return reduce_sequences(compute_token_logprobs(logits, labels, o));
+}
+
+// ---- the causal shift inside the kernel ---------------------------------------------------------
+// shift_for_causal_lm slices the logits; the backward of that slice zero-fills a fresh [B, T, V]
+// gradient and copies the kernel's [B, T-1, V] one into it: two more passes over the largest
+// tensor of a training step. Shifting the labels instead (labels_s[b, t] = labels[b, t + 1], and
+// ignore_index at t = T - 1) lets the fused kernel run over the full logits and write the
+// full-size gradient itself in one pass: the last position, and every ignored one, is zeroed
+// without its logits being read. Outputs are then sliced to [B, T-1] ([B*T] floats, not logits).
+
+namespace detail {
+inline void check_causal(const torch::Tensor& logits, const torch::Tensor& labels,
+                         std::string_view fn) {
+  check_floating(logits, fn, "logits");
+  check_integral(labels, fn, "labels");
+  check_dim(logits, 3, fn, "logits");
+  check_dim(labels, 2, fn, "labels");
+  HAFRM_CHECK_ARG(labels.size(0) == logits.size(0) && labels.size(1) == logits.size(1), fn,
+                  "labels", "expected shape [", logits.size(0), ", ", logits.size(1),
+                  "] to match logits [B, T, V], got ", labels.sizes());
+  HAFRM_CHECK_ARG(logits.size(1) >= 2, fn, "logits", "expected at least 2 positions, got ",
+                  logits.size(1));
+}
+
+// labels_s[b, t] = labels[b, t + 1]; ignore_index at t = T - 1. int64, [B, T].
+inline torch::Tensor shift_labels_left(const torch::Tensor& labels, int64_t ignore_index) {
+  using torch::indexing::None;
+  using torch::indexing::Slice;
+  return torch::constant_pad_nd(labels.index({Slice(), Slice(1, None)}).to(torch::kLong), {0, 1},
+                                ignore_index);
+}
+
+inline TokenLogProbs slice_positions(TokenLogProbs t, int64_t T) {
+  auto cut = [T](torch::Tensor& x) {
+    if (x.defined()) x = x.slice(1, 0, T - 1);
+  };
+  cut(t.logprobs), cut(t.lse), cut(t.entropy), cut(t.log_sum_p2), cut(t.mean_logit);
+  cut(t.is_argmax), cut(t.mask);
+  return t;
+}
+}  // namespace detail
+
+// Per-token outputs of a causal LM: logits [B, T, V] (unshifted, as the model returns them),
+// labels [B, T] aligned with the input ids (the token's own id where it is scored, ignore_index
+// elsewhere). Returns [B, T-1] outputs equal to compute_token_logprobs on shift_for_causal_lm's
+// views; on the fused paths the logits' gradient is written full-size by the kernel itself.
+inline TokenLogProbs compute_causal_token_logprobs(const torch::Tensor& logits,
+                                                   const torch::Tensor& labels,
+                                                   const TokenLogProbOptions& o = {}) {
+  constexpr const char* fn = "causal_token_logprobs";
+  detail::check_causal(logits, labels, fn);
+  if (!detail::use_fused(logits, o)) {
+    auto s = shift_for_causal_lm(logits, labels);
+    return compute_token_logprobs(s.logits, s.labels, o);
+  }
+  const int64_t T = logits.size(1);
+  auto shifted = detail::shift_labels_left(labels, o.ignore_index);
+  detail::check_logits_labels(logits, shifted, o, fn);
+  auto flat = shifted.reshape({-1});
+  auto outs = detail::FusedTokenLogProbsFunction::apply(logits, flat, o);
+  return detail::slice_positions(
+      detail::unpack_outputs(outs, o, shifted.sizes(), shifted != o.ignore_index), T);
+}
+
+// Per-sequence sums of a causal LM's response log-probs from unshifted logits and labels aligned
+// with the input ids (see compute_causal_token_logprobs); the same numbers as
+// sequence_logprobs(shift_for_causal_lm(logits, labels)), one [B, T, V] gradient copy fewer.
+inline SequenceLogProbs causal_sequence_logprobs(const torch::Tensor& logits,
+                                                 const torch::Tensor& labels,
+                                                 const TokenLogProbOptions& o = {}) {
+  return reduce_sequences(compute_causal_token_logprobs(logits, labels, o));
 }
 
 }  // namespace hafrm
