@@ -1,161 +1,329 @@
 // cli.hpp: the haf_rm command line (main.cpp is one call to run_cli; tests call it too).
 //
+// Every option is declared once, in make_app(), with its type, range or choices and help text;
+// CLI11 parses (both "--name value" and "--name=value") and generates --help from the same
+// declarations. Numbers go through validators of our own before CLI11 converts them: CLI11
+// 2.1's conversion reads "-1" as 2^64-1 for unsigned options, "010" as octal and saturates on
+// overflow, so the validators accept plain decimal only, check the range and hand CLI11 the
+// canonical digits.
+//
 //   std::vector<std::string> args = {"--objective", "bt", "--steps", "100"};
 //   int rc = hafrm::examples::rm::run_cli(args);
 #pragma once
 
+#include <CLI/CLI.hpp>
+
+#include <charconv>
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <exception>
-#include <functional>
-#include <iostream>
-#include <map>
+#include <limits>
+#include <memory>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <system_error>
+#include <type_traits>
 #include <vector>
 
 #include "trainer.hpp"
 
 namespace hafrm::examples::rm {
 
-inline const char* usage() {
-  return R"(haf_rm: train a reward model the HaF-RM way (shared backbone, reward head + LM head).
+namespace cli_detail {
 
-usage: haf_rm [options]          (every option also accepts --name=value)
+inline constexpr int64_t kMaxI64 = std::numeric_limits<int64_t>::max();
 
-objective
-  --objective bt|haf|dpo      bt: reward loss only (alpha 0); haf: hybrid, w_R 1, alpha 0.2,
-                              beta 0.1 (default); dpo: policy loss only, scored by the implicit
-                              reward beta * (logp - logp_ref)
-  --reward-loss SPEC          default "bt"              (e.g. "bt:center=0.01", "hinge:margin=1")
-  --policy-loss SPEC          default "sigmoid:beta=0.1" (e.g. "ipo:beta=0.5", "simpo", "nll")
-  --weighting SPEC            default from --objective  (e.g. "constant:reward=1,alpha=0.2",
-                              "alternate:period=10", "warmup:steps=200")
-  --readout last-token|last-position   reward read-out (default last-token; last-position is
-                              what the HaF reference code reads)
-  --reference precompute|model   reference log-probs computed once from the frozen initial
-                              weights (default) or by a frozen model on every step
-data
-  --train PATH --eval PATH --ood PATH   JSONL preference files, text {"prompt","chosen",
-                              "rejected"} or pre-tokenized {"prompt_ids","chosen_ids",
-                              "rejected_ids"} (defaults: data/synthetic/*.jsonl; "" = no split)
-  --skip-bad                  skip (and count) bad records instead of stopping at the first
-  --tokenizer byte|FILE.model byte-level (default) or a SentencePiece model
-  --template phi|mistral|raw  prompt template (default phi: "Instruct: {x}\nOutput:" + " {y}")
-  --max-length N              prompt + response + EOS tokens (default 128)
-  --max-prompt-length N       prompt tokens kept, from its end (default 64)
-model
-  --layers N --d-model N --heads N --d-ff N --dropout P   (defaults 2, 64, 4, 256, 0)
-  --positions rope|alibi      (default rope)
-  --logits                    return full logits (default: LM-head input + weight, so the
-                              library's fused linear -> log-prob path never stores the logits)
-optimisation
-  --steps N                   optimizer steps (default 2000)
-  --batch-size N              pairs per micro-batch (default 32)
-  --grad-accum N              micro-batches per step (default 1)
-  --lr X --weight-decay X --adam-eps X   AdamW (defaults 2e-3, 0.1, 1e-5)
-  --clip X                    gradient-norm clip, <= 0 off (default 1)
-  --warmup-steps N --schedule cosine|constant --min-lr-ratio X   (defaults 50, cosine, 0.1)
-  --seed N                    initial weights, data order, dropout (default 0)
-  --threads N                 LibTorch CPU threads (default: LibTorch's choice)
-  --device cpu|cuda[:N]       (default cpu)
-output
-  --out DIR                   checkpoint.pt, metrics.jsonl, summary.json (default runs/haf_rm)
-  --metrics FILE              metrics file; a .csv name writes CSV (default DIR/metrics.jsonl)
-  --checkpoint-every K        also checkpoint every K steps, 0 = only at the end (default 500);
-                              SIGINT/SIGTERM always checkpoint before exiting
-  --resume FILE               continue from a checkpoint (refused if the model, tokenizer,
-                              objective, data or optimiser settings differ)
-  --eval-every N              evaluate eval/OOD every N steps, 0 = only at the end (default 250)
-  --eval-batch N              pairs per evaluation batch (default 256)
-  --log-every N               metrics/plain-log interval in steps (default 25)
-  --progress auto|bar|plain|none   bar on a terminal, plain lines otherwise (default auto)
-  -h, --help
-)";
+// A decimal integer in [lo, hi]; rewrites the value to its canonical digits for CLI11.
+template <class Int>
+CLI::Validator integer_in(Int lo, Int hi) {
+  const std::string range = "[" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+  return CLI::Validator(
+      [lo, hi, range](std::string& s) -> std::string {
+        Int v{};
+        const char* end = s.data() + s.size();
+        const auto [ptr, ec] = std::from_chars(s.data(), end, v);
+        // A negative number for an unsigned option is out of range, not malformed.
+        const bool negative = std::is_unsigned_v<Int> && s.size() > 1 && s[0] == '-' &&
+                              s.find_first_not_of("0123456789", 1) == std::string::npos;
+        if (!negative && (s.empty() || ptr != end ||
+                          (ec != std::errc() && ec != std::errc::result_out_of_range)))
+          return "expected an integer, got \"" + s + "\"";
+        if (negative || ec == std::errc::result_out_of_range || v < lo || v > hi)
+          return "must be in " + range + ", got " + s;
+        s = std::to_string(v);
+        return {};
+      },
+      range);
 }
+
+// A finite decimal number in [lo, hi] (exclusive bounds when open_lo / open_hi).
+inline CLI::Validator real_in(double lo, double hi, bool open_lo = false, bool open_hi = false) {
+  const auto num = [](double x) {
+    if (std::isinf(x)) return std::string(x > 0 ? "inf" : "-inf");
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", x);
+    return std::string(buf);
+  };
+  const std::string range =
+      (open_lo ? "(" : "[") + num(lo) + ", " + num(hi) + (open_hi ? ")" : "]");
+  return CLI::Validator(
+      [=](std::string& s) -> std::string {
+        double v = 0;
+        const char* end = s.data() + s.size();
+        const auto [ptr, ec] = std::from_chars(s.data(), end, v);
+        if (s.empty() || ptr != end || (ec != std::errc() && ec != std::errc::result_out_of_range))
+          return "expected a number, got \"" + s + "\"";
+        if (ec == std::errc::result_out_of_range || !std::isfinite(v))
+          return "must be a finite number, got " + s;
+        if (v < lo || v > hi || (open_lo && v == lo) || (open_hi && v == hi))
+          return "must be in " + range + ", got " + s;
+        return {};
+      },
+      range);
+}
+
+}  // namespace cli_detail
+
+// The command line, bound to `c`: parsing writes straight into it.
+inline std::unique_ptr<CLI::App> make_app(TrainConfig& c) {
+  using cli_detail::integer_in;
+  using cli_detail::kMaxI64;
+  using cli_detail::real_in;
+  auto app = std::make_unique<CLI::App>(
+      "haf_rm: train a reward model the HaF-RM way (shared backbone, reward head + LM head).\n"
+      "Every option also accepts --name=value.",
+      "haf_rm");
+  // Later occurrences win (a script may append an override), as before CLI11.
+  app->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app->get_formatter()->column_width(36);
+  const auto choice = [](std::vector<std::string> names) { return CLI::IsMember(names); };
+
+  app->add_option("--objective", c.objective,
+                  "bt: reward loss only (alpha 0); haf: hybrid, w_R 1, alpha 0.2, beta 0.1; "
+                  "dpo: policy loss only, scored by the implicit reward beta*(logp - logp_ref)")
+      ->check(choice({"bt", "haf", "dpo"}))
+      ->capture_default_str()
+      ->group("objective");
+  app->add_option("--reward-loss", c.reward_loss,
+                  "SPEC, default \"bt\" (e.g. \"bt:center=0.01\", \"hinge:margin=1\")")
+      ->group("objective");
+  app->add_option("--policy-loss", c.policy_loss,
+                  "SPEC, default \"sigmoid:beta=0.1\" (e.g. \"ipo:beta=0.5\", \"simpo\", \"nll\")")
+      ->group("objective");
+  app->add_option("--weighting", c.weighting,
+                  "SPEC, default from --objective (e.g. \"constant:reward=1,alpha=0.2\", "
+                  "\"alternate:period=10\", \"warmup:steps=200\")")
+      ->group("objective");
+  app->add_option("--readout", c.readout,
+                  "reward read-out; last-position is what the HaF reference code reads")
+      ->check(choice({"last-token", "last-position"}))
+      ->capture_default_str()
+      ->group("objective");
+  app->add_option("--reference", c.reference,
+                  "reference log-probs computed once from the frozen initial weights "
+                  "(precompute) or by a frozen model on every step (model)")
+      ->check(choice({"precompute", "model"}))
+      ->capture_default_str()
+      ->group("objective");
+
+  const char* split_help =
+      "JSONL preference file: text {\"prompt\",\"chosen\",\"rejected\"} or pre-tokenized "
+      "{\"prompt_ids\",\"chosen_ids\",\"rejected_ids\"}; \"\" = no such split";
+  app->add_option("--train", c.train_path, split_help)->capture_default_str()->group("data");
+  app->add_option("--eval", c.eval_path, split_help)->capture_default_str()->group("data");
+  app->add_option("--ood", c.ood_path, split_help)->capture_default_str()->group("data");
+  app->add_flag("--skip-bad", c.skip_bad,
+                "skip (and count) bad records instead of stopping at the first")
+      ->group("data");
+  app->add_option("--tokenizer", c.tokenizer, "byte (byte-level) or a SentencePiece FILE.model")
+      ->capture_default_str()
+      ->group("data");
+  app->add_option("--template", c.prompt_template,
+                  "prompt template; phi: \"Instruct: {x}\\nOutput:\" + \" {y}\"")
+      ->check(choice({"phi", "mistral", "raw"}))
+      ->capture_default_str()
+      ->group("data");
+  app->add_option("--max-length", c.max_length, "prompt + response + EOS tokens")
+      ->transform(integer_in<int64_t>(2, 1 << 20))
+      ->capture_default_str()
+      ->group("data");
+  app->add_option("--max-prompt-length", c.max_prompt_length,
+                  "prompt tokens kept, from its end (< --max-length)")
+      ->transform(integer_in<int64_t>(1, 1 << 20))
+      ->capture_default_str()
+      ->group("data");
+
+  app->add_option("--layers", c.model.n_layers, "transformer blocks")
+      ->transform(integer_in<int64_t>(1, 1024))
+      ->capture_default_str()
+      ->group("model");
+  app->add_option("--d-model", c.model.d_model, "width (divisible by --heads)")
+      ->transform(integer_in<int64_t>(1, 1 << 16))
+      ->capture_default_str()
+      ->group("model");
+  app->add_option("--heads", c.model.n_heads, "attention heads")
+      ->transform(integer_in<int64_t>(1, 1024))
+      ->capture_default_str()
+      ->group("model");
+  app->add_option("--d-ff", c.model.d_ff, "feed-forward width")
+      ->transform(integer_in<int64_t>(1, 1 << 20))
+      ->capture_default_str()
+      ->group("model");
+  app->add_option("--dropout", c.model.dropout, "dropout probability")
+      ->transform(real_in(0.0, 1.0, false, true))
+      ->capture_default_str()
+      ->group("model");
+  app->add_option("--positions", c.model.positions, "position encoding")
+      ->check(choice({"rope", "alibi"}))
+      ->capture_default_str()
+      ->group("model");
+  // --logits turns the fused LM head off.
+  app->add_flag_callback(
+         "--logits", [&c] { c.model.fused_lm_head = false; },
+         "return full logits (default: LM-head input + weight, so the library's fused linear -> "
+         "log-prob path never stores the logits)")
+      ->group("model");
+
+  app->add_option("--steps", c.steps, "optimizer steps")
+      ->transform(integer_in<int64_t>(0, kMaxI64))
+      ->capture_default_str()
+      ->group("optimisation");
+  app->add_option("--batch-size", c.batch_size, "pairs per micro-batch")
+      ->transform(integer_in<int64_t>(1, 1 << 24))
+      ->capture_default_str()
+      ->group("optimisation");
+  app->add_option("--grad-accum", c.grad_accum, "micro-batches per step")
+      ->transform(integer_in<int64_t>(1, 1 << 24))
+      ->capture_default_str()
+      ->group("optimisation");
+  const double inf = std::numeric_limits<double>::infinity();
+  app->add_option("--lr", c.lr, "AdamW learning rate")
+      ->transform(real_in(0.0, inf, true))
+      ->capture_default_str()
+      ->group("optimisation");
+  app->add_option("--weight-decay", c.weight_decay, "AdamW weight decay")
+      ->transform(real_in(0.0, inf))
+      ->capture_default_str()
+      ->group("optimisation");
+  app->add_option("--adam-eps", c.adam_eps, "AdamW epsilon")
+      ->transform(real_in(0.0, inf, true))
+      ->capture_default_str()
+      ->group("optimisation");
+  app->add_option("--clip", c.clip, "gradient-norm clip, <= 0 off")
+      ->transform(real_in(-inf, inf))
+      ->capture_default_str()
+      ->group("optimisation");
+  app->add_option("--warmup-steps", c.warmup_steps, "linear learning-rate warm-up")
+      ->transform(integer_in<int64_t>(0, kMaxI64))
+      ->capture_default_str()
+      ->group("optimisation");
+  app->add_option("--schedule", c.schedule, "learning-rate schedule after warm-up")
+      ->check(choice({"cosine", "constant"}))
+      ->capture_default_str()
+      ->group("optimisation");
+  app->add_option("--min-lr-ratio", c.min_lr_ratio, "cosine floor, as a fraction of --lr")
+      ->transform(real_in(0.0, 1.0))
+      ->capture_default_str()
+      ->group("optimisation");
+  app->add_option("--seed", c.seed, "initial weights, data order, dropout")
+      ->transform(integer_in<uint64_t>(0, std::numeric_limits<uint64_t>::max()))
+      ->capture_default_str()
+      ->group("optimisation");
+  app->add_option("--threads", c.threads, "LibTorch CPU threads (default: LibTorch's choice)")
+      ->transform(integer_in<int>(1, 4096))
+      ->group("optimisation");
+  app->add_option("--device", c.device, "cpu or cuda[:N]")
+      ->capture_default_str()
+      ->group("optimisation");
+
+  app->add_option("--out", c.out_dir, "directory for checkpoint.pt, metrics.jsonl, summary.json")
+      ->capture_default_str()
+      ->group("output");
+  app->add_option("--metrics", c.metrics_path,
+                  "metrics file; a .csv name writes CSV (default DIR/metrics.jsonl)")
+      ->group("output");
+  app->add_option("--checkpoint-every", c.checkpoint_every,
+                  "also checkpoint every K steps, 0 = only at the end; SIGINT/SIGTERM always "
+                  "checkpoint before exiting")
+      ->transform(integer_in<int64_t>(0, kMaxI64))
+      ->capture_default_str()
+      ->group("output");
+  app->add_option("--resume", c.resume,
+                  "continue from a checkpoint (refused if the model, tokenizer, objective, data "
+                  "or optimiser settings differ)")
+      ->group("output");
+  app->add_option("--eval-every", c.eval_every, "evaluate eval/OOD every N steps, 0 = at the end")
+      ->transform(integer_in<int64_t>(0, kMaxI64))
+      ->capture_default_str()
+      ->group("output");
+  app->add_option("--eval-batch", c.eval_batch, "pairs per evaluation batch")
+      ->transform(integer_in<int64_t>(1, 1 << 24))
+      ->capture_default_str()
+      ->group("output");
+  app->add_option("--log-every", c.log_every, "metrics/plain-log interval in steps")
+      ->transform(integer_in<int64_t>(1, kMaxI64))
+      ->capture_default_str()
+      ->group("output");
+  app->add_option("--progress", c.progress, "bar on a terminal, plain lines otherwise (auto)")
+      ->check(choice({"auto", "bar", "plain", "none"}))
+      ->capture_default_str()
+      ->group("output");
+  return app;
+}
+
+// The --help text, generated from make_app()'s declarations.
+inline std::string usage() {
+  TrainConfig defaults;
+  return make_app(defaults)->help();
+}
+
+namespace cli_detail {
+
+// CLI11 2.1 drops an empty argument ("--ood ''") and lets "--ood=" take the NEXT argument as its
+// value, but an empty path is meaningful here ("" = no such split). Empty values travel through
+// CLI11 as this placeholder and are turned back into "" afterwards (and in error messages).
+inline constexpr std::string_view kEmptyValue = "\x1e(empty)";
+
+inline std::string restore_empty(std::string s) {
+  for (auto at = s.find(kEmptyValue); at != std::string::npos; at = s.find(kEmptyValue, at))
+    s.replace(at, kEmptyValue.size(), "\"\"");
+  return s;
+}
+
+}  // namespace cli_detail
 
 // Parses the command line into a TrainConfig; throws std::invalid_argument naming the option.
 inline TrainConfig parse_args(const std::vector<std::string>& args, bool* help = nullptr) {
+  using cli_detail::kEmptyValue;
   TrainConfig c;
-  using Setter = std::function<void(const std::string&)>;
-  auto str = [](std::string& f) -> Setter { return [&f](const std::string& v) { f = v; }; };
-  auto i64 = [](int64_t& f) -> Setter { return [&f](const std::string& v) { f = std::stoll(v); }; };
-  auto u64 = [](uint64_t& f) -> Setter {
-    return [&f](const std::string& v) { f = std::stoull(v); };
-  };
-  auto dbl = [](double& f) -> Setter { return [&f](const std::string& v) { f = std::stod(v); }; };
-  auto int_ = [](int& f) -> Setter { return [&f](const std::string& v) { f = std::stoi(v); }; };
-  const std::map<std::string, Setter> valued = {{"objective", str(c.objective)},
-                                                {"reward-loss", str(c.reward_loss)},
-                                                {"policy-loss", str(c.policy_loss)},
-                                                {"weighting", str(c.weighting)},
-                                                {"readout", str(c.readout)},
-                                                {"reference", str(c.reference)},
-                                                {"train", str(c.train_path)},
-                                                {"eval", str(c.eval_path)},
-                                                {"ood", str(c.ood_path)},
-                                                {"tokenizer", str(c.tokenizer)},
-                                                {"template", str(c.prompt_template)},
-                                                {"max-length", i64(c.max_length)},
-                                                {"max-prompt-length", i64(c.max_prompt_length)},
-                                                {"layers", i64(c.model.n_layers)},
-                                                {"d-model", i64(c.model.d_model)},
-                                                {"heads", i64(c.model.n_heads)},
-                                                {"d-ff", i64(c.model.d_ff)},
-                                                {"dropout", dbl(c.model.dropout)},
-                                                {"positions", str(c.model.positions)},
-                                                {"steps", i64(c.steps)},
-                                                {"batch-size", i64(c.batch_size)},
-                                                {"grad-accum", i64(c.grad_accum)},
-                                                {"lr", dbl(c.lr)},
-                                                {"weight-decay", dbl(c.weight_decay)},
-                                                {"adam-eps", dbl(c.adam_eps)},
-                                                {"clip", dbl(c.clip)},
-                                                {"warmup-steps", i64(c.warmup_steps)},
-                                                {"schedule", str(c.schedule)},
-                                                {"min-lr-ratio", dbl(c.min_lr_ratio)},
-                                                {"seed", u64(c.seed)},
-                                                {"threads", int_(c.threads)},
-                                                {"device", str(c.device)},
-                                                {"out", str(c.out_dir)},
-                                                {"metrics", str(c.metrics_path)},
-                                                {"checkpoint-every", i64(c.checkpoint_every)},
-                                                {"resume", str(c.resume)},
-                                                {"eval-every", i64(c.eval_every)},
-                                                {"eval-batch", i64(c.eval_batch)},
-                                                {"log-every", i64(c.log_every)},
-                                                {"progress", str(c.progress)}};
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "-h" || a == "--help") {
-      if (help) *help = true;
-      return c;
-    }
-    if (!a.starts_with("--")) throw std::invalid_argument("unexpected argument \"" + a + "\"");
-    std::string name = a.substr(2), value;
-    const auto eq = name.find('=');
-    const bool inline_value = eq != std::string::npos;
-    if (inline_value) value = name.substr(eq + 1), name = name.substr(0, eq);
-    if (name == "skip-bad" || name == "logits") {
-      if (inline_value) throw std::invalid_argument("--" + name + " takes no value");
-      if (name == "skip-bad")
-        c.skip_bad = true;
-      else
-        c.model.fused_lm_head = false;
-      continue;
-    }
-    const auto it = valued.find(name);
-    if (it == valued.end())
-      throw std::invalid_argument("unknown option --" + name + " (see --help)");
-    if (!inline_value) {
-      if (i + 1 >= args.size()) throw std::invalid_argument("--" + name + " needs a value");
-      value = args[++i];
-    }
-    try {
-      it->second(value);
-    } catch (const std::logic_error&) {  // std::stoll & co: invalid_argument / out_of_range
-      throw std::invalid_argument("--" + name + ": cannot read \"" + value + "\" as a number");
+  auto app = make_app(c);
+  std::vector<std::string> prepared;
+  for (const auto& a : args) {
+    if (a.empty()) {
+      prepared.emplace_back(kEmptyValue);
+    } else if (a.starts_with("--") && a.find('=') == a.size() - 1) {  // "--name="
+      prepared.push_back(a.substr(0, a.size() - 1));
+      prepared.emplace_back(kEmptyValue);
+    } else {
+      prepared.push_back(a);
     }
   }
+  std::vector<std::string> reversed(prepared.rbegin(), prepared.rend());  // CLI11 pops the back
+  try {
+    app->parse(reversed);
+  } catch (const CLI::CallForHelp&) {
+    if (help) *help = true;
+    return TrainConfig{};
+  } catch (const CLI::ParseError& e) {
+    throw std::invalid_argument(cli_detail::restore_empty(e.what()) + " (see --help)");
+  }
+  for (std::string* f :
+       {&c.objective, &c.reward_loss, &c.policy_loss, &c.weighting, &c.readout, &c.reference,
+        &c.train_path, &c.eval_path, &c.ood_path, &c.tokenizer, &c.prompt_template,
+        &c.model.positions, &c.device, &c.out_dir, &c.metrics_path, &c.resume, &c.progress})
+    if (*f == kEmptyValue) f->clear();
   return c;
 }
 
@@ -167,7 +335,7 @@ inline int run_cli(const std::vector<std::string>& args) {
     bool help = false;
     cfg = parse_args(args, &help);
     if (help) {
-      std::fputs(usage(), stdout);
+      std::fputs(usage().c_str(), stdout);
       return 0;
     }
   } catch (const std::exception& e) {

@@ -460,6 +460,8 @@ class Trainer {
     const std::filesystem::path out(cfg_.out_dir);
     const auto ckpt = out / "checkpoint.pt";
     std::filesystem::create_directories(out);
+    for (const auto& stale : remove_stale_checkpoint_temporaries(ckpt))
+      notes_.push_back("note: removed " + stale.string() + ", left by a killed checkpoint write");
     MetricsLog metrics(cfg_.metrics_path.empty() ? out / "metrics.jsonl"
                                                  : std::filesystem::path(cfg_.metrics_path),
                        resumed_from_);

@@ -136,11 +136,17 @@ TEST_CASE("a bad text record names file, line and field", "[records]") {
        "chosen", "empty response"},
       {R"({"prompt_ids":[1],"chosen_ids":[2],"rejected_ids":[3]})", "prompt_ids",
        "pre-tokenized record in a file of text records"},
+      // Beyond double's range: nlohmann's out_of_range.406, which used to escape without a line.
+      {R"({"prompt":"p","chosen":"c","rejected":"r","score":1e999})", "record", "number overflow"},
+      {R"({"prompt":"p","chosen":"c","rejected":"r","x":[[[[[[[[[[1]]]]]]]]]]})", "x",
+       "nested deeper than"},  // with max_depth 8 below
   }));
   TempDir dir;
+  hx::LoadOptions o;
+  o.max_depth = 8;
   // A good record and a blank line first, so the bad one sits on line 3.
   const auto e = expect_record_error(
-      dir, "{\"prompt\":\"p\",\"chosen\":\"c\",\"rejected\":\"r\"}\n\n" + c.line + "\n");
+      dir, "{\"prompt\":\"p\",\"chosen\":\"c\",\"rejected\":\"r\"}\n\n" + c.line + "\n", o);
   INFO(e.what());
   CHECK(e.line() == 3);
   CHECK(e.field() == c.field);
@@ -179,6 +185,71 @@ TEST_CASE("a bad pre-tokenized record names file, line and field", "[records]") 
   CHECK(e.field() == c.field);
   CHECK_THAT(e.what(), Contains(":3: field '" + c.field + "'"));
   CHECK_THAT(e.what(), Contains(c.reason));
+}
+
+TEST_CASE("deep nesting is refused with file and line before anything recurses", "[records]") {
+  // The hostile lines of the bad-input sweep: each overflowed the stack (SIGSEGV) before the
+  // depth check, in the replacement-character pass and in e.dump() respectively.
+  const auto nested = [](std::size_t n, const std::string& inner) {
+    return std::string(n, '[') + inner + std::string(n, ']');
+  };
+  struct Case {
+    std::string name, line, field;
+    int64_t vocab;
+  };
+  const auto c = GENERATE_COPY(values<Case>({
+      {"50k arrays in a field with invalid UTF-8",
+       "{\"prompt\":\"p\",\"chosen\":\"c\",\"rejected\":\"r\",\"extra\":" +
+           nested(50000, "\"\xFF\"") + "}",
+       "extra", 0},
+      {"100k arrays in prompt_ids",
+       "{\"prompt_ids\":" + nested(100000, "1") + ",\"chosen_ids\":[2],\"rejected_ids\":[3]}",
+       "prompt_ids", 257},
+      {"100k objects at the top level", std::string(100000, '{') + std::string(100000, '}'),
+       "record", 0},
+      {"deep and unterminated", "{\"prompt\":" + std::string(200000, '['), "prompt", 0},
+  }));
+  CAPTURE(c.name);
+  TempDir dir;
+  const std::string good = c.vocab > 0 ? R"({"prompt_ids":[1],"chosen_ids":[2],"rejected_ids":[3]})"
+                                       : R"({"prompt":"p","chosen":"c","rejected":"r"})";
+  hx::LoadOptions o;
+  o.vocab_size = c.vocab;
+  SECTION("without skip_bad: an error naming file, line and field") {
+    const auto e = expect_record_error(dir, good + "\n" + c.line + "\n", o);
+    CHECK(e.line() == 2);
+    CHECK(e.field() == c.field);
+    CHECK_THAT(e.what(), Contains(":2: ") && Contains("nested deeper than 64"));
+  }
+  SECTION("with skip_bad: skipped and counted") {
+    o.skip_bad = true;
+    const auto d = hx::load_preference_records(dir.write("deep.jsonl", good + "\n" + c.line), o);
+    CHECK(d.report.loaded == 1);
+    CHECK(d.report.skipped == 1);
+    REQUIRE(d.report.first_errors.size() == 1);
+    CHECK_THAT(d.report.first_errors[0], Contains(":2: ") && Contains("nested deeper"));
+  }
+}
+
+TEST_CASE("nesting up to the limit loads; brackets inside strings do not count", "[records]") {
+  TempDir dir;
+  hx::LoadOptions o;
+  o.max_depth = 4;
+  // Depth 4 exactly (record, extra, two arrays), and 100 brackets inside a string with an
+  // escaped quote before them.
+  const auto file =
+      dir.write("ok.jsonl", R"({"prompt":"\"[[[[","chosen":"c","rejected":"r","extra":[[[1]]]})"
+                            "\n" +
+                                std::string(R"({"prompt":")") + std::string(100, '[') +
+                                R"(","chosen":"c","rejected":"r"})" + "\n");
+  const auto d = hx::load_preference_records(file, o);
+  CHECK(d.records.size() == 2);
+  CHECK(text_at(d, 0).prompt == "\"[[[[");
+  o.max_depth = 3;
+  CHECK_THROWS_WITH(hx::load_preference_records(file, o),
+                    Contains(":1: field 'extra'") && Contains("deeper than 3"));
+  o.max_depth = 0;
+  CHECK_THROWS_AS(hx::load_preference_records(file, o), std::invalid_argument);
 }
 
 TEST_CASE("an explicit format rejects records of the other form", "[records]") {

@@ -3,7 +3,9 @@
 #include <catch2/catch.hpp>
 
 #include <dlfcn.h>
+#include <sys/wait.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -152,6 +154,33 @@ TEST_CASE("a corrupt checkpoint is refused with a clear message", "[haf_rm][chec
     auto c = cfg;
     c.resume = (dir / "nope.pt").string();
     CHECK_THAT(checkpoint_error([&] { rm::Trainer t(c); }), Contains("cannot open checkpoint"));
+  }
+  SECTION("header sizes that do not fit the file are corrupt, never an allocation") {
+    // -1 and 1e15 gave std::length_error (basic_string::_M_create) and std::bad_alloc.
+    const std::string payload = bytes.substr(bytes.find('\n') + 1);
+    const std::string hash = rm::detail::hex64(rm::detail::fnv1a(payload.data(), payload.size()));
+    for (const std::string size : {"-1", "1e15", "1000000000000000", "18446744073709551615",
+                                   "99999999999999999999999", "0x10", "", "12 34"}) {
+      CAPTURE(size);
+      CHECK_THAT(
+          load(std::string(rm::kCheckpointMagic) + " 1 " + size + " " + hash + "\n" + payload),
+          Contains("is corrupt"));
+    }
+  }
+  SECTION("a damaged header is corrupt") {
+    const std::string payload = bytes.substr(bytes.find('\n') + 1);
+    const std::string size = std::to_string(payload.size());
+    const std::string magic = rm::kCheckpointMagic;
+    CHECK_THAT(load(magic + " 1 " + size + " XYZ\n" + payload),
+               Contains("corrupt") && Contains("hex"));
+    CHECK_THAT(load(magic + " 1 " + size + "\n" + payload),
+               Contains("corrupt") && Contains("fields"));
+    CHECK_THAT(load(magic + " x " + size + " 0\n"), Contains("corrupt") && Contains("format"));
+    CHECK_THAT(load(magic + " 1 " + std::string(200, '7')),
+               Contains("corrupt") && Contains("header"));
+    CHECK_THAT(load(magic + " 2 1 0000000000000000\nx"), Contains("has format 2"));
+    CHECK_THAT(load(magic + "X 1 1 0000000000000000\nx"),
+               Contains("not a hafrm example checkpoint"));
   }
   SECTION("valid header, payload that is not a torch archive") {
     const std::string payload = "definitely not a zip archive";
@@ -389,7 +418,10 @@ TEST_CASE("the command line trains, evaluates and writes its files on tiny data"
     CHECK(rm::run_cli({"--steps", "many"}) == 2);
     CHECK(rm::run_cli({"--help"}) == 0);
     auto bad = args;
-    bad.insert(bad.end(), {"--objective", "ppo"});
+    bad.insert(bad.end(), {"--objective", "ppo"});  // a choice CLI11 checks: a usage error
+    CHECK(rm::run_cli(bad) == 2);
+    bad = args;
+    bad.insert(bad.end(), {"--device", "tpu"});  // checked by the trainer: an error
     CHECK(rm::run_cli(bad) == 1);
   }
   SECTION("bad records: an error naming file and line, or skipped and counted") {
@@ -401,6 +433,189 @@ TEST_CASE("the command line trains, evaluates and writes its files on tiny data"
     rm::Trainer t(c);
     CHECK(t.train_split().pairs.size() == 24);
     CHECK(t.train_split().report.skipped == 1);
+  }
+}
+
+TEST_CASE("the command line rejects bad values with the option's name", "[haf_rm][cli]") {
+  // Each was accepted by the hand-written parser: "10x" read as 10, -1 as 2^64-1, 0 and -3
+  // threads, octal, saturation, NaN.
+  struct Case {
+    std::vector<std::string> args;
+    std::string option, reason;
+  };
+  const auto c = GENERATE(values<Case>({
+      {{"--steps", "10x"}, "--steps", "expected an integer"},
+      {{"--steps=10x"}, "--steps", "expected an integer"},
+      {{"--steps", "many"}, "--steps", "expected an integer"},
+      {{"--steps", "-1"}, "--steps", "must be in [0, "},
+      {{"--steps", "99999999999999999999"}, "--steps", "must be in [0, "},
+      {{"--seed", "-1"}, "--seed", "must be in [0, 18446744073709551615], got -1"},
+      {{"--seed", "18446744073709551616"}, "--seed", "must be in [0, 18446744073709551615]"},
+      {{"--threads", "0"}, "--threads", "must be in [1, 4096], got 0"},
+      {{"--threads", "-3"}, "--threads", "must be in [1, 4096], got -3"},
+      {{"--threads=0"}, "--threads", "must be in [1, 4096]"},
+      {{"--batch-size", "0"}, "--batch-size", "must be in [1, "},
+      {{"--batch-size", "1.5"}, "--batch-size", "expected an integer"},
+      {{"--lr", "0"}, "--lr", "must be in (0, inf]"},
+      {{"--lr", "nan"}, "--lr", "finite"},
+      {{"--lr", "1e999"}, "--lr", "finite"},
+      {{"--lr", "2e-3x"}, "--lr", "expected a number"},
+      {{"--dropout", "1"}, "--dropout", "must be in [0, 1)"},
+      {{"--min-lr-ratio", "-0.5"}, "--min-lr-ratio", "must be in [0, 1]"},
+      {{"--log-every", "0"}, "--log-every", "must be in [1, "},
+      {{"--objective", "ppo"}, "--objective", "ppo"},
+      {{"--progress", "fancy"}, "--progress", "fancy"},
+      {{"--steps"}, "--steps", ""},
+      {{"--no-such-option"}, "--no-such-option", ""},
+      {{"stray"}, "stray", ""},
+  }));
+  CAPTURE(c.args);
+  try {
+    rm::parse_args(c.args);
+    FAIL("accepted");
+  } catch (const std::invalid_argument& e) {
+    CHECK_THAT(e.what(), Contains(c.option) && Contains(c.reason));
+  }
+}
+
+TEST_CASE("the command line keeps its option names, defaults and both value forms",
+          "[haf_rm][cli]") {
+  const rm::TrainConfig d;
+  const auto p = rm::parse_args({});
+  CHECK(p.steps == d.steps);
+  CHECK(p.seed == d.seed);
+  CHECK(p.threads == 0);  // LibTorch's choice unless --threads is given
+  CHECK(p.lr == d.lr);
+  CHECK(p.train_path == d.train_path);
+  CHECK(p.objective == "haf");
+  CHECK(p.model.fused_lm_head);
+  CHECK_FALSE(p.skip_bad);
+
+  const auto q = rm::parse_args({"--steps", "010", "--seed=18446744073709551615", "--threads", "3",
+                                 "--lr=5e-3", "--clip", "-1", "--ood=", "--eval", "", "--skip-bad",
+                                 "--logits", "--d-model=32", "--steps", "12"});
+  CHECK(q.steps == 12);  // the last occurrence wins; and 010 was read as ten, not octal eight
+  CHECK(rm::parse_args({"--steps", "010"}).steps == 10);
+  CHECK(q.seed == 18446744073709551615ull);
+  CHECK(q.threads == 3);
+  CHECK(q.lr == 5e-3);
+  CHECK(q.clip == -1.0);
+  CHECK(q.ood_path.empty());
+  CHECK(q.eval_path.empty());
+  // "--name=" is an empty value, not a request to take the next argument as the value.
+  const auto e = rm::parse_args({"--ood=", "--eval", "x.jsonl", "--train", ""});
+  CHECK(e.ood_path.empty());
+  CHECK(e.eval_path == "x.jsonl");
+  CHECK(e.train_path.empty());
+  CHECK_THROWS_WITH(rm::parse_args({"--steps="}), Contains("--steps") && Contains("got \"\""));
+  CHECK(q.skip_bad);
+  CHECK_FALSE(q.model.fused_lm_head);
+  CHECK(q.model.d_model == 32);
+
+  bool help = false;
+  rm::parse_args({"--steps", "5", "-h"}, &help);
+  CHECK(help);
+  // --help is generated from the declarations: every option, with its range or choices.
+  const std::string usage = rm::usage();
+  for (const char* name : {"--objective",
+                           "--reward-loss",
+                           "--policy-loss",
+                           "--weighting",
+                           "--readout",
+                           "--reference",
+                           "--train",
+                           "--eval",
+                           "--ood",
+                           "--skip-bad",
+                           "--tokenizer",
+                           "--template",
+                           "--max-length",
+                           "--max-prompt-length",
+                           "--layers",
+                           "--d-model",
+                           "--heads",
+                           "--d-ff",
+                           "--dropout",
+                           "--positions",
+                           "--logits",
+                           "--steps",
+                           "--batch-size",
+                           "--grad-accum",
+                           "--lr",
+                           "--weight-decay",
+                           "--adam-eps",
+                           "--clip",
+                           "--warmup-steps",
+                           "--schedule",
+                           "--min-lr-ratio",
+                           "--seed",
+                           "--threads",
+                           "--device",
+                           "--out",
+                           "--metrics",
+                           "--checkpoint-every",
+                           "--resume",
+                           "--eval-every",
+                           "--eval-batch",
+                           "--log-every",
+                           "--progress",
+                           "--help"}) {
+    CAPTURE(name);
+    CHECK_THAT(usage, Contains(name));
+  }
+  CHECK_THAT(usage, Contains("INT:[1, 4096]") && Contains("{bt,haf,dpo}"));
+}
+
+TEST_CASE("stale checkpoint temporaries of dead writers are removed at start, nothing else",
+          "[haf_rm][checkpoint]") {
+  namespace fs = std::filesystem;
+  TempDir dir;
+  auto cfg = rm::test::tiny_config(dir);
+  const fs::path run = cfg.out_dir;
+  fs::create_directories(run);
+  // Pids that are certainly dead: children we started and reaped.
+  const auto dead_pid = [] {
+    const pid_t child = ::fork();
+    if (child == 0) ::_exit(0);
+    REQUIRE(child > 0);
+    ::waitpid(child, nullptr, 0);
+    return std::to_string(child);
+  };
+  const std::string dead = dead_pid(), dead_dir = dead_pid();
+  const std::string live = std::to_string(::getppid()), own = std::to_string(::getpid());
+  const std::string tmp = "checkpoint.pt.tmp-";
+  // Only the first is a stale temporary of this run's checkpoint.
+  // (The run's own pid is kept by the function; a training run then writes through that name.)
+  const std::vector<std::string> kept = {
+      tmp + live, tmp + dead + ".bak",    tmp + "x" + dead,
+      tmp,        "other.pt.tmp-" + dead, tmp + "99999999999"};  // too long to be a pid
+  rm::test::write_file(run / (tmp + dead), "partial");
+  for (const auto& name : kept) rm::test::write_file(run / name, "partial");
+  fs::create_directory(run / (tmp + dead_dir));  // a directory, not a file we wrote: kept
+  const auto expect_kept = [&] {
+    for (const auto& name : kept) {
+      CAPTURE(name);
+      CHECK(fs::exists(run / name));
+    }
+    CHECK(fs::is_directory(run / (tmp + dead_dir)));
+  };
+  SECTION("the function") {
+    const auto removed = rm::remove_stale_checkpoint_temporaries(run / "checkpoint.pt");
+    REQUIRE(removed.size() == 1);
+    CHECK(removed[0].filename() == "checkpoint.pt.tmp-" + dead);
+    CHECK_FALSE(fs::exists(run / ("checkpoint.pt.tmp-" + dead)));
+    expect_kept();
+    rm::test::write_file(run / (tmp + own), "partial");
+    CHECK(rm::remove_stale_checkpoint_temporaries(run / "checkpoint.pt").empty());
+    CHECK(fs::exists(run / (tmp + own)));
+  }
+  SECTION("a training run") {
+    REQUIRE(rm::Trainer(cfg).run() == 0);
+    CHECK_FALSE(fs::exists(run / ("checkpoint.pt.tmp-" + dead)));
+    expect_kept();
+  }
+  SECTION("no directory yet") {
+    CHECK(rm::remove_stale_checkpoint_temporaries(dir / "absent" / "checkpoint.pt").empty());
   }
 }
 

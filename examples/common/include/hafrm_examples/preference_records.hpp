@@ -11,7 +11,8 @@
 //               without EOS (assembly appends it); needs LoadOptions::vocab_size
 // A file holds one form; by default the first good record decides which.
 //
-// A bad record (malformed JSON, missing field, wrong type, empty response, invalid UTF-8, empty
+// A bad record (malformed JSON, a number outside double's range, nesting deeper than
+// LoadOptions::max_depth, missing field, wrong type, empty response, invalid UTF-8, empty
 // prompt_ids, an id outside [0, vocab_size)) throws RecordError naming file, 1-based line and
 // field. With LoadOptions::skip_bad it is skipped instead and counted in the LoadReport, together
 // with the first few messages; nothing is dropped silently. Blank lines are not records.
@@ -97,6 +98,10 @@ struct LoadOptions {
   int64_t vocab_size = 0;
   /// Accept HH-RLHF records (no "prompt"; the prompt is split off "chosen").
   bool accept_hh_rlhf = true;
+  /// Deepest nesting of arrays/objects a record may have (the record object itself is level 1;
+  /// an UltraFeedback message list reaches 3). Deeper lines are refused before parsing: the
+  /// checks below walk values recursively, and 50k levels overflow the stack.
+  std::size_t max_depth = 64;
 };
 
 struct LoadReport {
@@ -139,6 +144,75 @@ struct Fail {
     throw RecordError(file, line, field, reason);
   }
 };
+
+/// The deepest point of a line, when it exceeds the limit: its byte offset and the top-level key
+/// it is under ("record" when it is not under a key of the top-level object).
+struct TooDeep {
+  std::size_t offset = 0;
+  std::string field;
+};
+
+/// Finds the first '[' or '{' (outside strings) that goes deeper than `max_depth`, without
+/// parsing: one pass, constant stack, so hostile nesting never reaches a recursive walk.
+inline std::optional<TooDeep> find_too_deep(std::string_view text, std::size_t max_depth) {
+  std::size_t depth = 0;
+  bool in_string = false, escaped = false;
+  std::size_t string_start = 0;
+  std::string_view last_string;  // the most recent string closed at depth 1 (a key candidate)
+  std::string_view key;          // the top-level key whose value is being scanned
+  bool top_is_object = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+        if (depth == 1) last_string = text.substr(string_start, i - string_start);
+      }
+      continue;
+    }
+    switch (c) {
+      case '"':
+        in_string = true;
+        string_start = i + 1;
+        break;
+      case ':':
+        if (depth == 1) key = last_string;
+        break;
+      case ',':
+        if (depth == 1) key = {};
+        break;
+      case '[':
+      case '{':
+        if (depth == 0) top_is_object = c == '{';
+        if (++depth > max_depth) {
+          // Name the key only when it is short, plain text; otherwise the line as a whole.
+          const bool plain_key = top_is_object && !key.empty() && key.size() <= 64 &&
+                                 key.find('\\') == std::string_view::npos &&
+                                 !first_invalid_utf8(key).has_value();
+          return TooDeep{i, plain_key ? std::string(key) : std::string("record")};
+        }
+        break;
+      case ']':
+      case '}':
+        if (depth > 0) --depth;
+        break;
+      default:
+        break;
+    }
+  }
+  return std::nullopt;
+}
+
+/// A JSON value for an error message, cut to `max_chars` so a huge value cannot flood the log.
+inline std::string short_dump(const json& v, std::size_t max_chars = 40) {
+  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
+  if (s.size() > max_chars) s = s.substr(0, max_chars) + "...";
+  return s;
+}
 
 inline bool is_id_record(const json& obj) {
   return obj.contains("prompt_ids") || obj.contains("chosen_ids") || obj.contains("rejected_ids");
@@ -192,13 +266,13 @@ inline std::vector<int64_t> get_ids(const json& obj, const std::string& field, i
   for (std::size_t i = 0; i < v.size(); ++i) {
     const json& e = v[i];
     if (!e.is_number_integer()) {
-      fail(field, "element " + std::to_string(i) + " is not an integer (" + e.dump() + ")");
+      fail(field, "element " + std::to_string(i) + " is not an integer (" + short_dump(e) + ")");
     }
     // Unsigned values above int64 max are out of any vocabulary; compare before converting.
     const bool too_big = e.is_number_unsigned() && e.get<uint64_t>() >= uint64_t(vocab_size);
     const int64_t id = too_big ? vocab_size : e.get<int64_t>();
     if (too_big || id < 0 || id >= vocab_size) {
-      fail(field, "id " + e.dump() + " at index " + std::to_string(i) + " outside [0, " +
+      fail(field, "id " + short_dump(e) + " at index " + std::to_string(i) + " outside [0, " +
                       std::to_string(vocab_size) + ")");
     }
     ids.push_back(id);
@@ -238,6 +312,15 @@ inline PreferenceRecord parse_preference_record(std::string_view text, const std
   using detail::json;
   const detail::Fail fail{file, line};
 
+  // Before anything walks the value (the UTF-8 pass below, dump(), the destructor of older
+  // nlohmann versions): every one of those recurses once per level.
+  if (options.max_depth == 0) throw std::invalid_argument("LoadOptions::max_depth must be >= 1");
+  if (const auto deep = detail::find_too_deep(text, options.max_depth)) {
+    fail(deep->field, "nested deeper than " + std::to_string(options.max_depth) +
+                          " arrays/objects (byte " + std::to_string(deep->offset + 1) +
+                          " of the line)");
+  }
+
   // The JSON parser rejects invalid UTF-8 without saying where; find the field ourselves by
   // parsing a copy whose bad bytes are U+FFFD.
   if (const auto bad = first_invalid_utf8(text)) {
@@ -250,7 +333,8 @@ inline PreferenceRecord parse_preference_record(std::string_view text, const std
   json obj;
   try {
     obj = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
+    // parse_error, and out_of_range.406 for a number beyond double's range such as 1e999.
     fail("record", std::string("malformed JSON: ") + e.what());
   }
   if (!obj.is_object()) {
