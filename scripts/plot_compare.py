@@ -17,6 +17,7 @@ accuracy vs step) and <root>/comparison.png (accuracy per objective, one dot per
 hybrid's alpha sweep, a second panel of accuracy vs alpha).
 
   .venv/bin/python scripts/plot_compare.py runs/compare [--table runs/compare/table.md]
+      [--task rules] [--complete-seeds]
 
 Also reads CSV metrics (a run trained with --metrics run/metrics.csv).
 """
@@ -200,7 +201,8 @@ def paired(by_obj, measures):
              "every seed):", ""]
     lines.append("| A | B | seeds | " + " | ".join(f"{n} A - B" for n, _ in measures) + " |")
     lines.append("|" + "---|" * (3 + len(measures)))
-    for a, b in itertools.combinations(list(by_obj), 2):
+    # B is the earlier objective in the table (bt first), so A - B > 0 reads "A beats B".
+    for b, a in itertools.combinations(list(by_obj), 2):
         sa = {r["seed"]: r["summary"] for r in by_obj[a]}
         sb = {r["seed"]: r["summary"] for r in by_obj[b]}
         seeds = sorted(set(sa) & set(sb))
@@ -342,11 +344,22 @@ def main():
     p.add_argument("--table", type=Path, help="also write the tables to this file")
     p.add_argument("--note", default="", help="a sentence appended under the first table")
     p.add_argument("--task", default="", help="task name for the chart titles")
+    p.add_argument("--complete-seeds", action="store_true",
+                   help="use only the seeds every objective has finished (a stopped comparison)")
     p.add_argument("--no-plots", action="store_true")
     a = p.parse_args()
     runs = load_runs(a.root)
     if not runs:
         sys.exit(f"plot_compare: no <objective>-s<seed>/summary.json under {a.root}")
+    if a.complete_seeds:
+        seeds = set.intersection(*({r["seed"] for r in rs} for rs in by_objective(runs).values()))
+        dropped = sorted({r["dir"].name for r in runs if r["seed"] not in seeds})
+        runs = [r for r in runs if r["seed"] in seeds]
+        if not runs:
+            sys.exit("plot_compare: no seed has finished for every objective")
+        if dropped:
+            print(f"plot_compare: left out runs of incomplete seeds: {', '.join(dropped)}",
+                  file=sys.stderr)
     text = table(runs, a.note)
     print(text)
     if a.table:
