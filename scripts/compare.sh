@@ -48,7 +48,7 @@ while (($#)); do
     --threads) THREADS="$2"; shift 2 ;;
     --reuse) REUSE=1; shift ;;
     --) shift; EXTRA=("$@"); break ;;
-    -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -56,7 +56,10 @@ done
 DATA="$ROOT/data/$TASK"
 for split in train eval ood; do
   [[ -f "$DATA/$split.jsonl" ]] || {
-    echo "compare.sh: task '$TASK' has no $DATA/$split.jsonl (tasks: $(ls "$ROOT/data" | tr '\n' ' '))" >&2
+    tasks=$(cd "$ROOT/data" && for d in */; do
+      if [[ -f "$d/train.jsonl" ]]; then printf '%s ' "${d%/}"; fi
+    done)
+    echo "compare.sh: task '$TASK' has no $DATA/$split.jsonl (tasks: $tasks)" >&2
     exit 2
   }
 done
