@@ -328,7 +328,7 @@ def plot(runs, root: Path, task: str):
         ax2.set_xlabel("alpha (policy-loss weight of the hybrid)")
         ax2.set_ylabel("preference accuracy (reward head)")
         ax2.grid(alpha=0.3)
-        ax2.legend(fontsize=8)
+        ax2.legend(fontsize=8, loc="center right")
         ax2.set_title("alpha sweep (dotted: dpo's implicit reward)", fontsize=10)
     fig.suptitle(f"haf_rm on {title}", fontsize=11)
     fig.tight_layout()
