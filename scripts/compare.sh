@@ -1,36 +1,91 @@
 #!/usr/bin/env bash
-# The comparison of examples/haf_rm/README.md: trains the plain reward model (bt), the HaF hybrid
-# (haf) and DPO's implicit reward (dpo) over several seeds on the shipped synthetic data, then
-# prints a table (mean and spread of eval and OOD preference accuracy, and time) and draws the
-# training curves and the comparison as PNG (scripts/plot_compare.py).
+# The comparisons of examples/haf_rm/README.md: trains the plain reward model (bt), the HaF hybrid
+# (haf, alpha 0.2) and its alpha sweep, and DPO's implicit reward (dpo) over several seeds on one
+# shipped task (data/<TASK>/{train,eval,ood}.jsonl), then prints a table (mean and spread of eval
+# and OOD preference accuracy against the labels and, where the data has one, against the hidden
+# gold ordering; a paired comparison across seeds; time) and draws PNGs (scripts/plot_compare.py).
 #
-#   bash scripts/compare.sh                        # 5 seeds x {bt, haf, dpo}, runs/compare/
-#   bash scripts/compare.sh --seeds "0 1 2" --out runs/quick -- --steps 1000
+#   bash scripts/compare.sh                  # synthetic task: 5 seeds x {bt, haf, dpo}
+#   bash scripts/compare.sh rules            # rules task: 5 seeds x {bt, dpo, haf alpha sweep}
+#   bash scripts/compare.sh rules --seeds "0 1" --steps 200 --out runs/quick
 #
-# Options: --seeds "LIST" (default "0 1 2 3 4"), --objectives "LIST" (default "bt haf dpo"),
-# --out DIR (default runs/compare), --jobs N (runs at once, default: the number of cores, each
-# with cores/jobs LibTorch threads), --reuse (keep runs that already have a summary.json).
-# Everything after "--" goes to every haf_rm run. Each run gets a fresh output directory.
+# TASK (first argument, default synthetic): a folder of data/. Per-task defaults (the same for
+# every objective; nothing is tuned on eval or OOD):
+#   synthetic  objectives "bt haf dpo", trainer defaults (2000 steps x 32 pairs, d 64, 2 layers)
+#   rules      objectives "bt haf-a0.05 haf-a0.1 haf haf-a0.5 haf-a1 dpo", --steps 600, other
+#              trainer defaults
+# Objectives: bt, haf, dpo (the trainer's --objective), or haf-aX = the hybrid with
+# --weighting constant:reward=1,alpha=X (haf itself is alpha 0.2).
+# Options: --seeds "LIST" (default "0 1 2 3 4"), --objectives "LIST", --steps N, --out DIR
+# (default runs/compare-TASK; runs/compare for synthetic), --jobs N (runs at once, default: the
+# number of cores), --threads N (LibTorch threads per run, default 1: fixed so a run's result does
+# not depend on the machine), --reuse (keep runs that already have a summary.json).
+# Everything after "--" goes to every haf_rm run (do not repeat --steps or the data paths there).
+# Each run gets a fresh output directory. To leave a shared machine's other work first, run it as
+# `nice -n 19 bash scripts/compare.sh ...` (the runs inherit the niceness).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TASK=synthetic
+if (($#)) && [[ "$1" != -* ]]; then
+  TASK="$1"
+  shift
+fi
 SEEDS="0 1 2 3 4"
-OBJECTIVES="bt haf dpo"
-OUT="$ROOT/runs/compare"
+OBJECTIVES=""
+STEPS=""
+OUT=""
 JOBS="$(nproc)"
+THREADS=1
 REUSE=0
 EXTRA=()
 while (($#)); do
   case "$1" in
     --seeds) SEEDS="$2"; shift 2 ;;
     --objectives) OBJECTIVES="$2"; shift 2 ;;
+    --steps) STEPS="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --jobs) JOBS="$2"; shift 2 ;;
+    --threads) THREADS="$2"; shift 2 ;;
     --reuse) REUSE=1; shift ;;
     --) shift; EXTRA=("$@"); break ;;
-    -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+
+DATA="$ROOT/data/$TASK"
+for split in train eval ood; do
+  [[ -f "$DATA/$split.jsonl" ]] || {
+    tasks=$(cd "$ROOT/data" && for d in */; do
+      if [[ -f "$d/train.jsonl" ]]; then printf '%s ' "${d%/}"; fi
+    done)
+    echo "compare.sh: task '$TASK' has no $DATA/$split.jsonl (tasks: $tasks)" >&2
+    exit 2
+  }
+done
+case "$TASK" in
+  synthetic) DEFAULT_OBJECTIVES="bt haf dpo"; DEFAULT_STEPS="" ;;
+  rules) DEFAULT_OBJECTIVES="bt haf-a0.05 haf-a0.1 haf haf-a0.5 haf-a1 dpo"; DEFAULT_STEPS=600 ;;
+  *) DEFAULT_OBJECTIVES="bt haf dpo"; DEFAULT_STEPS="" ;;
+esac
+OBJECTIVES="${OBJECTIVES:-$DEFAULT_OBJECTIVES}"
+STEPS="${STEPS:-$DEFAULT_STEPS}"
+if [[ -z "$OUT" ]]; then
+  if [[ "$TASK" == synthetic ]]; then OUT="$ROOT/runs/compare"; else OUT="$ROOT/runs/compare-$TASK"; fi
+fi
+
+# objective name -> trainer arguments
+objective_args() {
+  case "$1" in
+    bt|haf|dpo) echo "--objective $1" ;;
+    haf-a*)
+      local alpha="${1#haf-a}"
+      [[ "$alpha" =~ ^[0-9]*\.?[0-9]+$ ]] || { echo "compare.sh: bad objective $1" >&2; return 2; }
+      echo "--objective haf --weighting constant:reward=1,alpha=$alpha" ;;
+    *) echo "compare.sh: unknown objective $1 (bt, haf, dpo or haf-aX)" >&2; return 2 ;;
+  esac
+}
+for obj in $OBJECTIVES; do objective_args "$obj" > /dev/null; done
 
 bash "$ROOT/scripts/setup.sh"
 VENV="${HAFRM_VENV:-$ROOT/.venv}"
@@ -40,13 +95,18 @@ cmake --preset release -DHAFRM_PYTHON="$VENV/bin/python" > /dev/null
 cmake --build --preset release -j"$(nproc)" --target haf_rm
 TRAINER="$ROOT/build/release/examples/haf_rm/haf_rm"
 
-THREADS=$(( $(nproc) / JOBS )); ((THREADS >= 1)) || THREADS=1
+TASK_ARGS=(--train "$DATA/train.jsonl" --eval "$DATA/eval.jsonl" --ood "$DATA/ood.jsonl")
+[[ -n "$STEPS" ]] && TASK_ARGS+=(--steps "$STEPS")
 mkdir -p "$OUT"
-echo "[compare] objectives: $OBJECTIVES; seeds: $SEEDS; $JOBS run(s) at once, $THREADS thread(s) each"
+echo "[compare] task $TASK; objectives: $OBJECTIVES; seeds: $SEEDS; $JOBS run(s) at once," \
+  "$THREADS thread(s) each; per run: ${TASK_ARGS[*]} ${EXTRA[*]+${EXTRA[*]}}"
 t0=$(date +%s)
 running=0
-for obj in $OBJECTIVES; do
-  for seed in $SEEDS; do
+# Seed-major order: if the comparison is stopped early, every objective has the same seeds done,
+# so the paired comparison over those seeds is still valid.
+for seed in $SEEDS; do
+  for obj in $OBJECTIVES; do
+    read -r -a OBJ_ARGS <<< "$(objective_args "$obj")"
     dir="$OUT/$obj-s$seed"
     if ((REUSE)) && [[ -f "$dir/summary.json" ]]; then
       echo "[compare] $obj seed $seed: reusing $dir"
@@ -55,8 +115,8 @@ for obj in $OBJECTIVES; do
     rm -rf "$dir"
     mkdir -p "$dir"
     echo "[compare] $obj seed $seed -> $dir"
-    "$TRAINER" --objective "$obj" --seed "$seed" --threads "$THREADS" --out "$dir" \
-      --progress plain ${EXTRA[@]+"${EXTRA[@]}"} > "$dir/log.txt" 2>&1 &
+    "$TRAINER" "${OBJ_ARGS[@]}" --seed "$seed" --threads "$THREADS" --out "$dir" \
+      --progress plain "${TASK_ARGS[@]}" ${EXTRA[@]+"${EXTRA[@]}"} > "$dir/log.txt" 2>&1 &
     running=$((running + 1))
     if ((running >= JOBS)); then
       wait -n || { echo "[compare] a run failed; see $OUT/*/log.txt" >&2; exit 1; }
@@ -69,5 +129,5 @@ while ((running > 0)); do
   running=$((running - 1))
 done
 echo "[compare] all runs done in $(( $(date +%s) - t0 )) s"
-"$VENV/bin/python" "$ROOT/scripts/plot_compare.py" "$OUT" --table "$OUT/table.md" \
+"$VENV/bin/python" "$ROOT/scripts/plot_compare.py" "$OUT" --table "$OUT/table.md" --task "$TASK" \
   --note "$JOBS run(s) at once on $(nproc) cores, $THREADS LibTorch thread(s) each"

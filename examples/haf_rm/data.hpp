@@ -31,6 +31,9 @@ struct Split {
   // Optional per-pair category from the record's "corruption" field (the synthetic task's
   // "swap" / "substitute"), for accuracy broken down by kind; empty strings when absent.
   std::vector<std::string> kinds;
+  // Per pair, the record's optional "gold_agrees" (data/rules): 1 the label agrees with the
+  // hidden gold ordering, 0 it does not, -1 unknown. Evaluation scores against the gold too.
+  std::vector<int8_t> gold;
   LoadReport report;
   std::size_t skipped_in_assembly = 0;  // records the loader accepted but assembly could not use
 };
@@ -87,6 +90,8 @@ inline Split load_split(const std::string& name, const std::string& path,
     }
     const auto it = kinds.find(detail::record_line(r));
     s.kinds.push_back(it == kinds.end() ? std::string() : it->second);
+    const auto gold = std::visit([](const auto& x) { return x.gold_agrees; }, r);
+    s.gold.push_back(gold ? int8_t(*gold) : int8_t(-1));
   }
   if (s.pairs.empty()) throw std::runtime_error(path + ": no usable preference pairs");
   return s;

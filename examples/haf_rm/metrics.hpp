@@ -39,7 +39,10 @@ class MetricsLog {
                                                "reward_acc_swap",
                                                "reward_acc_substitute",
                                                "implicit_acc_swap",
-                                               "implicit_acc_substitute"};
+                                               "implicit_acc_substitute",
+                                               "gold_reward_acc",
+                                               "gold_implicit_acc",
+                                               "gold_score_acc"};
     return c;
   }
 

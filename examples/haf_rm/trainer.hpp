@@ -111,7 +111,36 @@ struct SplitEval {
   Accuracy all;
   std::map<std::string, Accuracy> by_kind;  // "swap" / "substitute" on the synthetic data
   double score = 0;                         // the objective's score: reward or implicit
+  // Accuracy against the hidden gold ordering (score(gold-better) > score(gold-worse)) over the
+  // pairs whose records carry "gold_agrees" (data/rules); absent when none does.
+  std::optional<Accuracy> gold;
+  double gold_score = 0;  // the objective's score against the gold ordering
 };
+
+// Accuracy against a hidden gold ordering: over the pairs whose gold is known (gold[i] 1: the
+// label agrees with it, 0: it does not, -1: unknown), the fraction the score ranks the gold way,
+// i.e. chosen_wins[i] (score(chosen) > score(rejected)) where the label agrees and
+// rejected_wins[i] where it does not; a tie is wrong either way. Returns {pairs, accuracy},
+// {0, 0} when no pair has a known gold ordering.
+inline std::pair<int64_t, double> gold_accuracy(const std::vector<int8_t>& gold,
+                                                const torch::Tensor& chosen_wins,
+                                                const torch::Tensor& rejected_wins) {
+  TORCH_CHECK(chosen_wins.numel() == static_cast<int64_t>(gold.size()) &&
+                  rejected_wins.numel() == chosen_wins.numel(),
+              "gold_accuracy: chosen_wins and rejected_wins need one entry per gold flag (",
+              gold.size(), "), got ", chosen_wins.numel(), " and ", rejected_wins.numel());
+  const auto c = chosen_wins.to(torch::kBool).cpu().contiguous(),
+             r = rejected_wins.to(torch::kBool).cpu().contiguous();
+  const bool* cw = c.data_ptr<bool>();
+  const bool* rw = r.data_ptr<bool>();
+  int64_t known = 0, right = 0;
+  for (std::size_t i = 0; i < gold.size(); ++i) {
+    if (gold[i] < 0) continue;
+    ++known;
+    right += gold[i] == 1 ? cw[i] : rw[i];
+  }
+  return {known, known ? static_cast<double>(right) / static_cast<double>(known) : 0.0};
+}
 
 namespace detail {
 
@@ -291,7 +320,7 @@ class Trainer {
     auto& refs = split_refs(split);
     torch::NoGradGuard ng;
     model_->eval();
-    std::vector<torch::Tensor> reward_ok, implicit_ok;
+    std::vector<torch::Tensor> reward_ok, implicit_ok, reward_rev, implicit_rev;
     const auto n = static_cast<int64_t>(split.pairs.size());
     for (int64_t s = 0; s < n; s += cfg_.eval_batch) {
       std::vector<int64_t> idx;
@@ -299,6 +328,8 @@ class Trainer {
       auto f = forward(split, refs, idx);
       reward_ok.push_back((f.rewards.chosen > f.rewards.rejected).cpu());
       implicit_ok.push_back((implicit_margin(f) > 0).cpu());
+      reward_rev.push_back((f.rewards.rejected > f.rewards.chosen).cpu());
+      implicit_rev.push_back((implicit_margin(f) < 0).cpu());
     }
     model_->train();
     auto r = torch::cat(reward_ok).to(torch::kDouble),
@@ -317,6 +348,14 @@ class Trainer {
                          m.index_select(0, ix).mean().item<double>()};
     }
     e.score = spec_.score_is_implicit ? e.all.implicit : e.all.reward;
+    if (split.gold.size() == split.pairs.size()) {
+      const auto gr = gold_accuracy(split.gold, torch::cat(reward_ok), torch::cat(reward_rev));
+      const auto gm = gold_accuracy(split.gold, torch::cat(implicit_ok), torch::cat(implicit_rev));
+      if (gr.first > 0) {
+        e.gold = Accuracy{gr.first, gr.second, gm.second};
+        e.gold_score = spec_.score_is_implicit ? e.gold->implicit : e.gold->reward;
+      }
+    }
     return e;
   }
 
@@ -486,6 +525,11 @@ class Trainer {
         rec["reward_acc_" + k] = a.reward;
         rec["implicit_acc_" + k] = a.implicit;
       }
+      if (e.gold) {
+        rec["gold_reward_acc"] = e.gold->reward;
+        rec["gold_implicit_acc"] = e.gold->implicit;
+        rec["gold_score_acc"] = e.gold_score;
+      }
       metrics.write(rec);
     };
     auto evaluate_all = [&](bool verbose) {
@@ -588,12 +632,20 @@ class Trainer {
                                   {"score_acc", e.score}};
       for (const auto& [k, a] : e.by_kind)
         j["by_kind"][k] = {{"pairs", a.n}, {"reward_acc", a.reward}, {"implicit_acc", a.implicit}};
+      if (e.gold)
+        j["gold"] = {{"pairs", e.gold->n},
+                     {"reward_acc", e.gold->reward},
+                     {"implicit_acc", e.gold->implicit},
+                     {"score_acc", e.gold_score}};
       summary[e.split] = j;
     }
     std::ofstream(out / "summary.json") << summary.dump(2) << "\n";
     std::string final_line = "final " + spec_.objective + " (score: " +
                              (spec_.score_is_implicit ? "implicit reward" : "reward head") + ")";
-    for (const auto& e : results) final_line += "  " + e.split + " " + detail::fmt("%.3f", e.score);
+    for (const auto& e : results) {
+      final_line += "  " + e.split + " " + detail::fmt("%.3f", e.score);
+      if (e.gold) final_line += " (gold " + detail::fmt("%.3f", e.gold_score) + ")";
+    }
     final_line += "  train " + format_duration(train_seconds_) + ", wall " + format_duration(wall);
     progress.line(final_line);
     return 0;
@@ -635,7 +687,10 @@ class Trainer {
     };
     return e.split + " (" + std::to_string(e.all.n) + " pairs, " + s.path + "): reward head acc " +
            detail::fmt("%.3f", e.all.reward) + kinds(false) + " | implicit reward acc " +
-           detail::fmt("%.3f", e.all.implicit) + kinds(true);
+           detail::fmt("%.3f", e.all.implicit) + kinds(true) +
+           (e.gold ? " | vs gold ordering: reward head " + detail::fmt("%.3f", e.gold->reward) +
+                         ", implicit " + detail::fmt("%.3f", e.gold->implicit)
+                   : std::string());
   }
 
  private:

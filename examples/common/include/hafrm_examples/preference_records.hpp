@@ -10,6 +10,8 @@
 //   ids     {"prompt_ids": [int], "chosen_ids": [int], "rejected_ids": [int]}  pre-tokenized,
 //               without EOS (assembly appends it); needs LoadOptions::vocab_size
 // A file holds one form; by default the first good record decides which.
+// Optional in either form: "gold_agrees": bool, whether the label agrees with a hidden gold
+// ordering (data/rules); kept in the record so evaluation can also score against the gold.
 //
 // A bad record (malformed JSON, a number outside double's range, nesting deeper than
 // LoadOptions::max_depth, missing field, wrong type, empty response, invalid UTF-8, empty
@@ -48,6 +50,7 @@ struct TextRecord {
   std::string chosen;
   std::string rejected;
   std::size_t line = 0;
+  std::optional<bool> gold_agrees;  // the record's "gold_agrees", if any
 };
 
 /// Pre-tokenized prompt and responses (no EOS; assembly appends it).
@@ -56,6 +59,7 @@ struct TokenRecord {
   std::vector<int64_t> chosen_ids;
   std::vector<int64_t> rejected_ids;
   std::size_t line = 0;
+  std::optional<bool> gold_agrees;  // the record's "gold_agrees", if any
 };
 
 using PreferenceRecord = std::variant<TextRecord, TokenRecord>;
@@ -302,6 +306,14 @@ inline std::string field_with_replacement_char(const json& obj) {
   return "record";
 }
 
+inline std::optional<bool> get_gold_agrees(const json& obj, const Fail& fail) {
+  const auto it = obj.find("gold_agrees");
+  if (it == obj.end()) return std::nullopt;
+  if (!it->is_boolean())
+    fail("gold_agrees", std::string("expected a boolean, got ") + it->type_name());
+  return it->get<bool>();
+}
+
 }  // namespace detail
 
 /// Parses one JSONL line into a record. `format` must be kText or kTokenIds, or kAuto to decide
@@ -362,11 +374,13 @@ inline PreferenceRecord parse_preference_record(std::string_view text, const std
     r.chosen_ids = detail::get_ids(obj, "chosen_ids", options.vocab_size, false, fail);
     r.rejected_ids = detail::get_ids(obj, "rejected_ids", options.vocab_size, false, fail);
     r.line = line;
+    r.gold_agrees = detail::get_gold_agrees(obj, fail);
     return r;
   }
 
   TextRecord r;
   r.line = line;
+  r.gold_agrees = detail::get_gold_agrees(obj, fail);
   if (obj.contains("prompt") || !options.accept_hh_rlhf) {
     r.prompt = detail::get_string(obj, "prompt", fail);
     r.chosen = detail::get_response(obj, "chosen", fail);

@@ -1,0 +1,289 @@
+// The second shipped preference task ("follow the instructions"): the preference is a hidden
+// gold reward over the whole response, judged with Bradley-Terry noise, the shape of human
+// preference data (the first task, synthetic_task.hpp, is a property of the sequence likelihood).
+//
+// Prompt "<banned><n>:<source>", e.g. "k4:qwkerty": answer with n letters taken from the source
+// letters, never the banned letter (which always occurs in the source, so copying is tempting),
+// in ascending order, without the '!' style marker. Many responses are perfect ("eqrt", "eqry",
+// "erty", ...); none is "the" answer.
+//
+// Gold reward, in integer points (so it is exact on every platform), over a response y:
+//   +2 per letter of y that is in the source and not banned      (rule followed, partial credit)
+//   -2 per letter of y that is not in the source                 (rule broken)
+//   -4 per occurrence of the banned letter                       (forbidden token)
+//   -3 per letter of distance between |y| and n                  (length preference)
+//   +1 per adjacent pair of letters in strictly ascending order  (partial credit for the order)
+//   -3 if y ends with the marker '!'                             (a disliked style marker)
+// None of these is the probability of y under a simple model: they count and compare against
+// numbers and letters stated in the prompt, and reward every one of many different good answers.
+//
+// Pairs. Two responses to the same prompt come from a generator of varied quality (each draws
+// its own quality 0-100%, below); a pair whose responses are equal or have equal gold reward is
+// redrawn, so every pair has a gold ordering. The label is sampled Bradley-Terry style:
+// P(A preferred) = sigmoid((gold_A - gold_B) / kLabelTemperature); the preferred one is "chosen".
+// About a quarter of the labels then disagree with the gold ordering (measured fractions in
+// data/README.md); "gold_agrees" says which.
+//
+// Draws are reproducible on every platform: std::mt19937_64 with synthetic::uniform_below();
+// the label compares a 53-bit integer draw with sigmoid * 2^53, so a last-bit difference in
+// std::exp between C libraries flips a label only with probability ~2^-53 per pair.
+//
+//   namespace rt = hafrm::examples::rules;
+//   auto splits = rt::generate_default_splits();        // train, eval, ood
+//   const rt::Pair& p = splits[0].pairs[0];
+//   int g = rt::gold_reward(p.prompt, p.chosen);        // == p.gold_chosen
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "hafrm_examples/synthetic_task.hpp"  // uniform_below
+
+namespace hafrm::examples::rules {
+
+using synthetic::uniform_below;
+
+inline constexpr uint64_t kDefaultSeed = 20240705;
+inline constexpr char kMarker = '!';
+// Bradley-Terry temperature in gold points: sets the label noise (about 25% disagree).
+inline constexpr double kLabelTemperature = 6.0;
+
+struct Pair {
+  std::string prompt;
+  std::string chosen;
+  std::string rejected;
+  int gold_chosen = 0;
+  int gold_rejected = 0;
+  bool gold_agrees() const { return gold_chosen > gold_rejected; }
+};
+
+/// One split: prompts with source lengths in [min_source, max_source] and target lengths n in
+/// [min_target, max_target].
+struct SplitSpec {
+  std::string name;
+  std::size_t count = 0;
+  std::size_t min_source = 0, max_source = 0;
+  std::size_t min_target = 0, max_target = 0;
+  uint64_t seed = 0;
+};
+
+struct Split {
+  SplitSpec spec;
+  std::vector<Pair> pairs;
+};
+
+/// The parts of a prompt "<banned><n>:<source>".
+struct Instruction {
+  char banned = 0;
+  std::size_t target = 0;
+  std::string source;
+};
+
+inline Instruction parse_prompt(std::string_view prompt) {
+  if (prompt.size() < 4 || prompt[2] != ':' || prompt[0] < 'a' || prompt[0] > 'z' ||
+      prompt[1] < '1' || prompt[1] > '9') {
+    throw std::invalid_argument("rules::parse_prompt: prompt '" + std::string(prompt) +
+                                "' is not \"<banned letter><digit 1-9>:<letters>\"");
+  }
+  return {prompt[0], std::size_t(prompt[1] - '0'), std::string(prompt.substr(3))};
+}
+
+/// Component scores of the gold reward (see the header comment); gold_reward() is their sum.
+struct GoldParts {
+  int letters = 0;  // +2 per allowed source letter, -2 per letter not in the source
+  int banned = 0;   // -4 per banned letter
+  int length = 0;   // -3 per letter of distance to the target length
+  int order = 0;    // +1 per ascending adjacent pair
+  int marker = 0;   // -3 for a trailing '!'
+  int total() const { return letters + banned + length + order + marker; }
+};
+
+inline GoldParts gold_parts(std::string_view prompt, std::string_view response) {
+  const Instruction ins = parse_prompt(prompt);
+  GoldParts g;
+  std::string_view body = response;
+  if (!body.empty() && body.back() == kMarker) {
+    g.marker = -3;
+    body.remove_suffix(1);
+  }
+  for (char c : body) {
+    if (c == ins.banned) {
+      g.banned -= 4;
+    } else {
+      g.letters += ins.source.find(c) != std::string::npos ? 2 : -2;
+    }
+  }
+  const auto len = static_cast<long>(body.size()), target = static_cast<long>(ins.target);
+  g.length = -3 * static_cast<int>(len > target ? len - target : target - len);
+  for (std::size_t i = 1; i < body.size(); ++i) g.order += body[i - 1] < body[i] ? 1 : 0;
+  return g;
+}
+
+inline int gold_reward(std::string_view prompt, std::string_view response) {
+  return gold_parts(prompt, response).total();
+}
+
+namespace detail {
+
+inline bool percent(std::mt19937_64& rng, uint64_t p) { return uniform_below(rng, 100) < p; }
+
+inline char letter(std::mt19937_64& rng) { return char('a' + uniform_below(rng, 26)); }
+
+}  // namespace detail
+
+/// A prompt: n, the source letters (uniform, repeats allowed), the banned letter (one of the
+/// source letters, uniform over positions). Draw order: source length, n, letters, banned.
+inline std::string generate_prompt(std::mt19937_64& rng, const SplitSpec& spec) {
+  if (spec.min_source < 2 || spec.max_source < spec.min_source || spec.min_target < 1 ||
+      spec.max_target > 9 || spec.max_target < spec.min_target) {
+    throw std::invalid_argument(
+        "rules::generate_prompt: need 2 <= min_source <= max_source and "
+        "1 <= min_target <= max_target <= 9");
+  }
+  const std::size_t length =
+      spec.min_source + uniform_below(rng, spec.max_source - spec.min_source + 1);
+  const std::size_t target =
+      spec.min_target + uniform_below(rng, spec.max_target - spec.min_target + 1);
+  std::string source;
+  for (std::size_t i = 0; i < length; ++i) source.push_back(detail::letter(rng));
+  const char banned = source[uniform_below(rng, source.size())];
+  return std::string{banned, char('0' + target), ':'} + source;
+}
+
+/// One response from a generator of varied quality: it draws its quality q in 0-100 (%), then
+/// with probability q the right length (else n + one of -2, -1, +1, +2, +3, at least 1); each
+/// letter from the source with probability (50 + q/2)% (else any letter); with probability q
+/// the banned letters replaced by allowed source letters; with probability q sorted; with
+/// probability (100 - q)/2 % the marker '!' appended. Draw order as written.
+inline std::string generate_response(std::mt19937_64& rng, std::string_view prompt) {
+  const Instruction ins = parse_prompt(prompt);
+  const uint64_t q = uniform_below(rng, 101);
+  std::size_t length = ins.target;
+  if (!detail::percent(rng, q)) {
+    static constexpr int kOffsets[] = {-2, -1, 1, 2, 3};
+    const int off = kOffsets[uniform_below(rng, 5)];
+    length = static_cast<std::size_t>(std::max<long>(1, static_cast<long>(length) + off));
+  }
+  std::string y;
+  for (std::size_t i = 0; i < length; ++i) {
+    y.push_back(detail::percent(rng, 50 + q / 2) ? ins.source[uniform_below(rng, ins.source.size())]
+                                                 : detail::letter(rng));
+  }
+  if (detail::percent(rng, q)) {
+    std::string allowed;
+    for (char c : ins.source)
+      if (c != ins.banned) allowed.push_back(c);
+    for (char& c : y)
+      if (c == ins.banned && !allowed.empty()) c = allowed[uniform_below(rng, allowed.size())];
+  }
+  if (detail::percent(rng, q)) std::sort(y.begin(), y.end());
+  if (detail::percent(rng, (100 - q) / 2)) y.push_back(kMarker);
+  return y;
+}
+
+/// P(first preferred) under Bradley-Terry with the task's temperature.
+inline double preference_probability(int gold_first, int gold_second) {
+  return 1.0 / (1.0 + std::exp(-double(gold_first - gold_second) / kLabelTemperature));
+}
+
+/// Two responses with different gold rewards (redrawn until they differ), then the noisy label.
+inline Pair generate_pair(std::mt19937_64& rng, std::string prompt) {
+  for (int attempt = 0;; ++attempt) {
+    if (attempt > 1000)
+      throw std::runtime_error("rules::generate_pair: no distinct pair for " + prompt);
+    std::string a = generate_response(rng, prompt), b = generate_response(rng, prompt);
+    const int ga = gold_reward(prompt, a), gb = gold_reward(prompt, b);
+    if (a == b || ga == gb) continue;
+    // 53-bit uniform in [0, 1) scaled by 2^53: exact integer comparison with p * 2^53.
+    const uint64_t u = rng() >> 11;
+    const bool a_wins = double(u) < std::ldexp(preference_probability(ga, gb), 53);
+    Pair p;
+    p.prompt = std::move(prompt);
+    if (a_wins) {
+      p.chosen = std::move(a), p.rejected = std::move(b), p.gold_chosen = ga, p.gold_rejected = gb;
+    } else {
+      p.chosen = std::move(b), p.rejected = std::move(a), p.gold_chosen = gb, p.gold_rejected = ga;
+    }
+    return p;
+  }
+}
+
+/// A split with prompts unique and absent from `used_prompts` (updated, so passing one set
+/// through all splits keeps them disjoint). A clash is redrawn.
+inline Split generate_split(const SplitSpec& spec, std::unordered_set<std::string>& used_prompts) {
+  std::mt19937_64 rng(spec.seed);
+  Split split{spec, {}};
+  split.pairs.reserve(spec.count);
+  std::size_t attempts = 0;
+  while (split.pairs.size() < spec.count) {
+    if (++attempts > 100 * spec.count + 1000) {
+      throw std::runtime_error("rules::generate_split " + spec.name + ": too few distinct prompts");
+    }
+    std::string prompt = generate_prompt(rng, spec);
+    if (!used_prompts.insert(prompt).second) continue;
+    split.pairs.push_back(generate_pair(rng, std::move(prompt)));
+  }
+  return split;
+}
+
+/// The shipped splits: train 3000 and eval 500 with 5-9 source letters and n 2-5; ood 500 with
+/// 10-14 source letters and n 6-8 (longer prompts and longer good answers than any in train).
+/// Split k is seeded with seed + k * 0x9E3779B97F4A7C15, as in the synthetic task.
+inline std::vector<SplitSpec> default_split_specs(uint64_t seed = kDefaultSeed) {
+  constexpr uint64_t kStride = 0x9E3779B97F4A7C15ull;
+  return {{"train", 3000, 5, 9, 2, 5, seed},
+          {"eval", 500, 5, 9, 2, 5, seed + kStride},
+          {"ood", 500, 10, 14, 6, 8, seed + 2 * kStride}};
+}
+
+inline std::vector<Split> generate_splits(const std::vector<SplitSpec>& specs) {
+  std::unordered_set<std::string> used;
+  std::vector<Split> splits;
+  for (const auto& spec : specs) splits.push_back(generate_split(spec, used));
+  return splits;
+}
+
+inline std::vector<Split> generate_default_splits(uint64_t seed = kDefaultSeed) {
+  return generate_splits(default_split_specs(seed));
+}
+
+/// One JSONL line in the loader's text form; "gold_agrees" is read by the loader (accuracy
+/// against the gold ordering), the two gold rewards are information only.
+inline std::string to_json_line(const Pair& p) {
+  nlohmann::ordered_json j;
+  j["prompt"] = p.prompt;
+  j["chosen"] = p.chosen;
+  j["rejected"] = p.rejected;
+  j["gold_chosen"] = p.gold_chosen;
+  j["gold_rejected"] = p.gold_rejected;
+  j["gold_agrees"] = p.gold_agrees();
+  return j.dump();
+}
+
+inline void write_jsonl(const std::filesystem::path& file, const std::vector<Pair>& pairs) {
+  std::ofstream out(file, std::ios::binary);
+  if (!out) throw std::runtime_error("cannot write " + file.string());
+  for (const auto& p : pairs) out << to_json_line(p) << '\n';
+  if (!out.flush()) throw std::runtime_error("write failed: " + file.string());
+}
+
+/// Fraction of pairs whose label disagrees with the gold ordering.
+inline double disagreement(const std::vector<Pair>& pairs) {
+  std::size_t n = 0;
+  for (const auto& p : pairs) n += p.gold_agrees() ? 0 : 1;
+  return pairs.empty() ? 0.0 : double(n) / double(pairs.size());
+}
+
+}  // namespace hafrm::examples::rules

@@ -1,0 +1,172 @@
+// The "follow the instructions" task (hidden gold reward, Bradley-Terry labels): the gold reward
+// on hand-computed cases, determinism, the shipped files being exactly the generator's output,
+// every shipped record's gold values and label noise, and the loader keeping "gold_agrees".
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <unordered_set>
+
+#include "hafrm_examples/preference_records.hpp"
+#include "hafrm_examples/rules_task.hpp"
+#include "test_util.hpp"
+
+namespace hx = hafrm::examples;
+namespace rt = hafrm::examples::rules;
+
+namespace {
+
+std::string slurp(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string as_jsonl(const std::vector<rt::Pair>& pairs) {
+  std::string out;
+  for (const auto& p : pairs) out += rt::to_json_line(p) + "\n";
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("the gold reward scores each feature as documented", "[rules]") {
+  // Prompt: banned 'k', n = 4, source letters c l b k x h.
+  const std::string prompt = "k4:clbkxh";
+  SECTION("a perfect answer: 4 allowed letters, ascending, no marker") {
+    const auto g = rt::gold_parts(prompt, "bchl");
+    CHECK(g.letters == 8);
+    CHECK(g.banned == 0);
+    CHECK(g.length == 0);
+    CHECK(g.order == 3);
+    CHECK(g.marker == 0);
+    CHECK(g.total() == 11);
+    CHECK(rt::gold_reward(prompt, "chlx") == 11);  // another perfect answer, as good
+  }
+  SECTION("each defect costs its points") {
+    CHECK(rt::gold_reward(prompt, "bchl!") == 11 - 3);       // style marker
+    CHECK(rt::gold_reward(prompt, "bchk") == 6 - 4 + 3);     // banned letter
+    CHECK(rt::gold_reward(prompt, "bchz") == 6 - 2 + 3);     // letter not in the source
+    CHECK(rt::gold_reward(prompt, "lhcb") == 8 + 0);         // descending: no order credit
+    CHECK(rt::gold_reward(prompt, "bc") == 4 - 6 + 1);       // two letters short
+    CHECK(rt::gold_reward(prompt, "bchlxx") == 12 - 6 + 4);  // two too long, x repeated
+    CHECK(rt::gold_reward(prompt, "!") == -3 - 12);          // empty body and a marker
+  }
+  CHECK_THROWS_AS(rt::parse_prompt("k0:abc"), std::invalid_argument);
+  CHECK_THROWS_AS(rt::parse_prompt("K4:abc"), std::invalid_argument);
+  CHECK_THROWS_AS(rt::parse_prompt("k4abc"), std::invalid_argument);
+  const auto ins = rt::parse_prompt(prompt);
+  CHECK(ins.banned == 'k');
+  CHECK(ins.target == 4);
+  CHECK(ins.source == "clbkxh");
+}
+
+TEST_CASE("rules generation is deterministic in the seed", "[rules]") {
+  auto specs = rt::default_split_specs(42);
+  for (auto& s : specs) s.count = 200;
+  const auto a = rt::generate_splits(specs), b = rt::generate_splits(specs);
+  for (auto& s : specs) s.seed += 1;
+  const auto c = rt::generate_splits(specs);
+  REQUIRE(a.size() == 3);
+  for (std::size_t k = 0; k < a.size(); ++k) {
+    CHECK(as_jsonl(a[k].pairs) == as_jsonl(b[k].pairs));
+    CHECK(as_jsonl(a[k].pairs) != as_jsonl(c[k].pairs));
+  }
+}
+
+TEST_CASE("the shipped rules data is exactly the generator's default output", "[rules][data]") {
+  // Fails if the generator changes without regenerating data/rules (see data/README.md).
+  for (const auto& split : rt::generate_default_splits()) {
+    const auto file = hx::test::data_dir() / "rules" / (split.spec.name + ".jsonl");
+    INFO(file.string());
+    CHECK(slurp(file) == as_jsonl(split.pairs));
+  }
+}
+
+TEST_CASE("every shipped rules record carries its gold reward and a Bradley-Terry label",
+          "[rules][data]") {
+  std::unordered_set<std::string> prompts;
+  std::size_t train_max_source = 0, ood_min_source = 100;
+  for (const auto& spec : rt::default_split_specs()) {
+    const auto file = hx::test::data_dir() / "rules" / (spec.name + ".jsonl");
+    INFO(file.string());
+    const auto loaded = hx::load_preference_records(file);  // the trainers' own loader
+    REQUIRE(loaded.records.size() == spec.count);
+    std::ifstream raw(file);
+    std::size_t disagree = 0;
+    double expected_disagree = 0, variance = 0;
+    for (const auto& rec : loaded.records) {
+      const auto& r = std::get<hx::TextRecord>(rec);
+      std::string line;
+      std::getline(raw, line);
+      INFO("line " << r.line << ": " << line);
+      const auto j = nlohmann::json::parse(line);
+      const int gc = j.at("gold_chosen").get<int>(), gr = j.at("gold_rejected").get<int>();
+      REQUIRE(gc == rt::gold_reward(r.prompt, r.chosen));
+      REQUIRE(gr == rt::gold_reward(r.prompt, r.rejected));
+      REQUIRE(gc != gr);  // every pair has a gold ordering
+      REQUIRE(r.gold_agrees.has_value());
+      REQUIRE(*r.gold_agrees == (gc > gr));
+      REQUIRE(j.at("gold_agrees").get<bool>() == (gc > gr));
+      const auto ins = rt::parse_prompt(r.prompt);
+      REQUIRE(ins.source.find(ins.banned) != std::string::npos);
+      REQUIRE(ins.source.size() >= spec.min_source);
+      REQUIRE(ins.source.size() <= spec.max_source);
+      REQUIRE(ins.target >= spec.min_target);
+      REQUIRE(ins.target <= spec.max_target);
+      REQUIRE(prompts.insert(r.prompt).second);  // unique within and across splits
+      if (spec.name == "train") train_max_source = std::max(train_max_source, ins.source.size());
+      if (spec.name == "ood") ood_min_source = std::min(ood_min_source, ins.source.size());
+      disagree += gc < gr;
+      // Under Bradley-Terry the label disagrees with probability sigmoid(-|gc - gr| / T).
+      const double p = 1.0 / (1.0 + std::exp(std::abs(gc - gr) / rt::kLabelTemperature));
+      expected_disagree += p;
+      variance += p * (1 - p);
+    }
+    // The observed count of disagreeing labels is within 4 sd of what the noise model predicts,
+    // and the training set's fraction is in the 20-30% range of human preference sets.
+    CHECK(std::abs(double(disagree) - expected_disagree) < 4 * std::sqrt(variance));
+    if (spec.name == "train") {
+      CHECK(double(disagree) / double(spec.count) > 0.20);
+      CHECK(double(disagree) / double(spec.count) < 0.30);
+    }
+  }
+  CHECK(ood_min_source > train_max_source);  // OOD prompts are longer than any in train
+}
+
+TEST_CASE("the loader keeps an optional gold_agrees and checks its type", "[rules][records]") {
+  hx::test::TempDir dir;
+  const auto file =
+      dir.write("gold.jsonl", R"({"prompt":"p","chosen":"a","rejected":"b","gold_agrees":true})"
+                              "\n"
+                              R"({"prompt":"p","chosen":"a","rejected":"b","gold_agrees":false})"
+                              "\n"
+                              R"({"prompt":"p","chosen":"a","rejected":"b"})"
+                              "\n");
+  const auto loaded = hx::load_preference_records(file);
+  REQUIRE(loaded.records.size() == 3);
+  CHECK(std::get<hx::TextRecord>(loaded.records[0]).gold_agrees == std::optional<bool>(true));
+  CHECK(std::get<hx::TextRecord>(loaded.records[1]).gold_agrees == std::optional<bool>(false));
+  CHECK_FALSE(std::get<hx::TextRecord>(loaded.records[2]).gold_agrees.has_value());
+
+  const auto ids = dir.write(
+      "ids.jsonl", R"({"prompt_ids":[1],"chosen_ids":[2],"rejected_ids":[3],"gold_agrees":false})"
+                   "\n");
+  const auto loaded_ids = hx::load_preference_records(ids, {.vocab_size = 10});
+  CHECK(std::get<hx::TokenRecord>(loaded_ids.records[0]).gold_agrees == std::optional<bool>(false));
+
+  const auto bad =
+      dir.write("bad.jsonl", R"({"prompt":"p","chosen":"a","rejected":"b","gold_agrees":1})"
+                             "\n");
+  try {
+    hx::load_preference_records(bad);
+    FAIL("a non-boolean gold_agrees was accepted");
+  } catch (const hx::RecordError& e) {
+    CHECK(e.field() == "gold_agrees");
+    CHECK(e.line() == 1);
+    CHECK(std::string(e.what()).find("expected a boolean, got number") != std::string::npos);
+  }
+}
