@@ -63,6 +63,33 @@ TEST_CASE("CUDA fused linear log-probs match the reference", "[cuda]") {
   CHECK(close(w.grad().cpu(), wr.grad(), 1e-3, 1e-4));
 }
 
+TEST_CASE("CUDA bad rows: NaN in, NaN out, gradients included", "[cuda]") {
+  // The contract documented in include/hafrm/kernels/cuda/token_logprobs.cuh; the emulator
+  // tests (tests/cuda_emu) check it on every machine, this on a real GPU.
+  if (skip_without_gpu()) return;
+  const int64_t N = 5, V = 5000;
+  auto x = randn({N, V}, torch::kFloat, 2.0);
+  x[1][7] = std::numeric_limits<float>::quiet_NaN();
+  x[2][100] = std::numeric_limits<float>::infinity();
+  x[3].fill_(-std::numeric_limits<float>::infinity());
+  auto y = torch::tensor({1, 2, 3, 4, V + 7}, torch::kLong);  // row 4: out of range, unchecked
+  hafrm::TokenLogProbOptions o;
+  o.return_entropy = true;
+  o.check_labels = false;
+  o.backend = hafrm::LogProbBackend::kFused;
+  auto xc = x.cuda().requires_grad_();
+  auto f = hafrm::compute_token_logprobs(xc, y.cuda(), o);
+  f.logprobs.sum().add(f.entropy.sum()).backward();
+  auto lp = f.logprobs.cpu(), g = xc.grad().cpu();
+  CHECK(std::isfinite(lp[0].item<float>()));
+  CHECK(torch::isfinite(g[0]).all().item<bool>());
+  for (int64_t r = 1; r < N; ++r) {
+    INFO("row " << r);
+    CHECK(std::isnan(lp[r].item<float>()));
+    CHECK(torch::isnan(g[r]).all().item<bool>());
+  }
+}
+
 #if !(defined(HAFRM_WITH_CUDA) && HAFRM_WITH_CUDA)
 TEST_CASE("a CUDA tensor without compiled CUDA kernels names the CMake option", "[logprobs]") {
   // Calling the missing entry point directly: no GPU is needed to see the message.

@@ -85,8 +85,8 @@ def main():
     a = ap.parse_args()
     failures = []
     with tempfile.TemporaryDirectory() as tmp:
-        cubin = os.path.join(tmp, "k.cubin")
-        cmd = [a.nvcc, "-std=c++20", "-O3", f"-arch={a.arch}", "-cubin", "-I", a.include,
+        cubin = os.path.join(tmp, "k.o")  # -c: the host pass is compiled too
+        cmd = [a.nvcc, "-std=c++20", "-O3", f"-arch={a.arch}", "-c", "-I", a.include,
                "-Xptxas", "-v,-warn-spills", "-o", cubin, a.source]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:

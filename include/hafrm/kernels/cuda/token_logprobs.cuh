@@ -258,12 +258,22 @@ __device__ __forceinline__ void warp_reduce(Stats& a, float c) {
 }
 
 // u of one raw logit: x itself on the linear path, the full transform on the general one.
+// a / b without the IEEE-division slow path (a subroutine call); plain division on the host
+// pass and in the CPU emulator.
+__device__ __forceinline__ float fast_div(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fdividef(a, b);
+#else
+  return a / b;
+#endif
+}
+
 // tanh(x) = 1 - 2 / (e^2x + 1): one MUFU.EX2 and a fast division, no subroutine (tanhf's and
 // IEEE division's slow paths are calls whose saved registers ptxas reports as spills).
 // Absolute error ~1e-7.
 __device__ __forceinline__ float tanh_fast(float x) {
   // __fdividef: no IEEE-division slow path (a subroutine call); e = inf gives 2 * 0 -> tanh 1.
-  return 1.f - __fdividef(2.f, exp2_fast(2.f * kLog2e * x) + 1.f);
+  return 1.f - fast_div(2.f, exp2_fast(2.f * kLog2e * x) + 1.f);
 }
 
 // core::LogitTransform with its divisions done once per kernel, evaluated with tanh_fast.
@@ -272,7 +282,7 @@ struct Transform {
   __device__ explicit Transform(const core::LogitTransform& t)
       : scale(t.scale),
         softcap(t.softcap),
-        inv_softcap(t.softcap > 0.f ? __fdividef(1.f, t.softcap) : 0.f),
+        inv_softcap(t.softcap > 0.f ? fast_div(1.f, t.softcap) : 0.f),
         inv_temperature(t.inv_temperature) {}
   __device__ __forceinline__ float apply(float x) const {
     float z = scale * x;
@@ -354,9 +364,9 @@ __device__ __forceinline__ void finish_row(int64_t r, int64_t y, bool active, co
   if (out.logprob) out.logprob[r] = mass ? a * uy - lse : kNaN;
   if (out.lse) out.lse[r] = lse;
   // __fdividef (no division subroutine): 1 <= s <= V here, far from its 2^126 limit.
-  if (out.entropy) out.entropy[r] = mass ? ls - a * __fdividef(st.sz, st.s) : kNaN;
+  if (out.entropy) out.entropy[r] = mass ? ls - a * fast_div(st.sz, st.s) : kNaN;
   if (out.log_sum_p2) out.log_sum_p2[r] = mass ? logf(st.s2) - 2.f * ls : kNaN;
-  if (out.mean_logit) out.mean_logit[r] = a * __fdividef(st.zsum, static_cast<float>(V));
+  if (out.mean_logit) out.mean_logit[r] = a * fast_div(st.zsum, static_cast<float>(V));
   if (out.is_argmax) out.is_argmax[r] = mass && uy >= st.m && lse == lse;  // lse not NaN
 }
 
