@@ -106,11 +106,12 @@ TEST_CASE("every CPU level matches float64: outputs and gradients, every dtype",
     if (!transform) CHECK(torch::equal(f.is_argmax, r.is_argmax));
     CHECK(gf.scalar_type() == dt);
     CHECK(close(gf, gr, f32 ? 1e-5 : 2e-2, (f32 ? 2e-6 : 1e-3) * gmax));
-    // The levels differ only in rounding: float32 gradients agree to a few ulps of the largest.
+    // The levels differ only in summation order: float32 gradients agree to ~1e-5 of the
+    // largest (the LSE's last bits, times |z - lse + H| in the entropy term).
     if (!first_grad.defined())
       first_grad = gf;
     else if (f32)
-      CHECK(max_abs_diff(gf, first_grad) < 1e-6 * gmax);
+      CHECK(max_abs_diff(gf, first_grad) < 1e-5 * gmax);
   }
 }
 
