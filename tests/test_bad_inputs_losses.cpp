@@ -2,8 +2,8 @@
 // exactly 0 on the reference path, 0-weight hybrid terms that leave the total alone, parameters
 // that would overflow float32 rejected with their range, named errors for the remaining silent
 // cases, exact f-divergence gradients, ORPO's NLL scope, is_argmax ties, mixed-dtype fused linear
-// log-probs and unpaired KTO by name. Every case here failed (or was silently wrong) before its
-// fix.
+// log-probs and unpaired KTO by name. Almost every case failed or was silently wrong before its
+// fix; the is_argmax tie test pins documented behaviour, and beta = inf or -1 were already errors.
 #include <cmath>
 #include <functional>
 #include <limits>
