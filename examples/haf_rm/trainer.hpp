@@ -474,15 +474,41 @@ class Trainer {
       throw CheckpointError("checkpoint " + path.string() +
                             " is incomplete or damaged: " + e.what_without_backtrace());
     }
-    const auto& st = meta["state"];
-    step_ = st.at("step").get<int64_t>();
-    epoch_ = st.at("epoch").get<int64_t>();
-    cursor_ = st.at("cursor").get<int64_t>();
-    train_seconds_ = st.value("train_seconds", 0.0);
-    std::istringstream rng(st.at("shuffle_rng").get<std::string>());
-    rng >> shuffle_rng_;
+    // The archive's checksum only proves the bytes are the ones written; a crafted file can still
+    // carry any state, so every field is range-checked before it can index or size anything.
+    const auto corrupt = [&](const std::string& why) {
+      return CheckpointError("checkpoint " + path.string() + " is corrupt: " + why);
+    };
+    int64_t stored_steps = cfg_.steps;
+    try {
+      const auto& st = meta.at("state");
+      step_ = st.at("step").get<int64_t>();
+      epoch_ = st.at("epoch").get<int64_t>();
+      cursor_ = st.at("cursor").get<int64_t>();
+      train_seconds_ = st.value("train_seconds", 0.0);
+      std::istringstream rng(st.at("shuffle_rng").get<std::string>());
+      rng >> shuffle_rng_;
+      if (rng.fail()) throw corrupt("state 'shuffle_rng' is not a generator state");
+      stored_steps = st.value("steps", cfg_.steps);
+    } catch (const nlohmann::json::exception& e) {
+      throw corrupt(std::string("state: ") + e.what());
+    }
+    const auto n = static_cast<int64_t>(order_.size());
+    if (step_ < 0) throw corrupt("state 'step' is negative (" + std::to_string(step_) + ")");
+    if (epoch_ < 0) throw corrupt("state 'epoch' is negative (" + std::to_string(epoch_) + ")");
+    if (cursor_ < 0 || cursor_ > n)
+      throw corrupt("state 'cursor' " + std::to_string(cursor_) + " is outside [0, " +
+                    std::to_string(n) + "]");
+    if (n != 0 && n != static_cast<int64_t>(train_.pairs.size()))
+      throw corrupt("the stored data order has " + std::to_string(n) + " entries for " +
+                    std::to_string(train_.pairs.size()) + " training pairs");
+    std::vector<char> seen(order_.size(), 0);
+    for (const auto i : order_) {
+      if (i < 0 || i >= n || seen[static_cast<std::size_t>(i)])
+        throw corrupt("the stored data order is not a permutation of the training pairs");
+      seen[static_cast<std::size_t>(i)] = 1;
+    }
     resumed_from_ = step_;
-    const auto stored_steps = st.value("steps", cfg_.steps);
     if (stored_steps != cfg_.steps)
       notes_.push_back("note: --steps " + std::to_string(cfg_.steps) + " differs from the " +
                        std::to_string(stored_steps) +
