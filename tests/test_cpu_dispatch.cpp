@@ -105,7 +105,9 @@ TEST_CASE("every CPU level matches float64: outputs and gradients, every dtype",
     // is_argmax on transformed logits can differ where float32 rounding makes a tie (tanh).
     if (!transform) CHECK(torch::equal(f.is_argmax, r.is_argmax));
     CHECK(gf.scalar_type() == dt);
-    CHECK(close(gf, gr, f32 ? 1e-5 : 2e-2, (f32 ? 2e-6 : 1e-3) * gmax));
+    // float32: 1e-5 of the largest gradient, the same bound as between levels below (the entropy
+    // term multiplies the LSE's last bits by |z - lse + H|; 6e-6 was seen at V 5003, scale 4).
+    CHECK(close(gf, gr, f32 ? 1e-5 : 2e-2, (f32 ? 1e-5 : 1e-3) * gmax));
     // The levels differ only in summation order: float32 gradients agree to ~1e-5 of the
     // largest (the LSE's last bits, times |z - lse + H| in the entropy term).
     if (!first_grad.defined())
