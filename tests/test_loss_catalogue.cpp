@@ -1,4 +1,4 @@
-// The preference-loss catalogue (../shared/LOSSES.md) against independent float64 transcriptions:
+// The preference-loss catalogue (docs/losses.md) against independent float64 transcriptions:
 // the DPO family with its f-divergences, the reference-free losses, KTO, LD-DPO and WPO; value and
 // gradient on fresh random inputs, float32 stability at |Delta| = 1e4, and every documented error.
 #include <algorithm>

@@ -1,4 +1,4 @@
-// Token-level policy losses against independent float64 transcriptions (../shared/LOSSES.md).
+// Token-level policy losses against independent float64 transcriptions (docs/losses.md).
 #include <cmath>
 #include <functional>
 

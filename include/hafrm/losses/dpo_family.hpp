@@ -1,4 +1,4 @@
-// hafrm/losses/dpo_family.hpp: the rest of TRL's DPO family (../shared/LOSSES.md, "DPO family"),
+// hafrm/losses/dpo_family.hpp: the rest of TRL's DPO family (docs/losses.md, "DPO family"),
 // beside Dpo, RobustDpo, DpoHinge, Ipo and ChosenNll in policy.hpp. Each takes PolicyInputs and
 // returns LossOutput with DPO's implicit-reward metrics.
 //

@@ -1,6 +1,6 @@
 // hafrm/losses/f_divergence.hpp: the f-divergence scores s(Delta) of f-DPO (Wang et al., 2023),
 // which replace the log-ratio Delta = pi - rho of DPO-style losses; reverse KL (s = Delta) is plain
-// DPO. ../shared/LOSSES.md, "Notation".
+// DPO. docs/losses.md, "Notation".
 //
 //   hafrm::Dpo{.beta = 0.1, .f_divergence = {hafrm::FDivergenceType::kJsDivergence}}(inputs);
 //   hafrm::Ipo{.f_divergence = {hafrm::FDivergenceType::kAlphaDivergence, 0.3}}(inputs);

@@ -1,4 +1,4 @@
-// hafrm/losses/kto.hpp: unpaired preference losses (../shared/LOSSES.md, "Unpaired (KTO)"): each
+// hafrm/losses/kto.hpp: unpaired preference losses (docs/losses.md, "Unpaired: KTO"): each
 // completion is desirable or undesirable on its own, with Delta = pi - rho.
 //
 //   hafrm::KtoInputs in{.policy = pi, .reference = rho, .desirable = labels,

@@ -1,5 +1,5 @@
 // hafrm/losses/modifiers.hpp: modifiers that apply to any pairwise policy loss
-// (../shared/LOSSES.md, "Modifiers"), from the per-token part of PolicyInputs:
+// (docs/losses.md, "Modifiers"), from the per-token part of PolicyInputs:
 //   LD-DPO  length desensitisation: a response's log-prob sums its first min(n_c, n_r) tokens
 //           fully and ld_alpha times the rest (policy and reference alike);
 //   WPO     each pair's loss times w_chosen * w_rejected, without gradient, where

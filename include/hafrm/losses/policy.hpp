@@ -5,7 +5,7 @@
 //   auto ipo = hafrm::Ipo{.beta = 0.5, .form = hafrm::IpoForm::kLengthNormalised}(inputs);
 //   auto js = hafrm::Dpo{.f_divergence = {hafrm::FDivergenceType::kJsDivergence}}(inputs);
 //
-// Notation (../shared/LOSSES.md): Delta = pi - rho, s(Delta) the f-divergence score (default
+// Notation (docs/losses.md): Delta = pi - rho, s(Delta) the f-divergence score (default
 // Delta), d = s(Delta_c) - s(Delta_r). Reference-free variants: leave the reference tensors
 // undefined, or set reference_free = true. More of the DPO family: dpo_family.hpp.
 #pragma once

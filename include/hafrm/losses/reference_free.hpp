@@ -1,5 +1,5 @@
 // hafrm/losses/reference_free.hpp: preference losses without a reference model
-// (../shared/LOSSES.md, "Reference-free preference losses"): CPO (with AlphaPO's reward shape) and
+// (docs/losses.md, "Reference-free losses"): CPO (with AlphaPO's reward shape) and
 // ORPO. SimPO, and AlphaPO on SimPO, are SimPO in policy.hpp.
 //
 //   auto cpo = hafrm::Cpo{.beta = 0.1, .cpo_alpha = 1.0}(inputs);           // needs counts

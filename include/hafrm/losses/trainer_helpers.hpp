@@ -1,4 +1,4 @@
-// hafrm/losses/trainer_helpers.hpp: the trainer-side pieces some losses need (../shared/LOSSES.md):
+// hafrm/losses/trainer_helpers.hpp: the trainer-side pieces some losses need (docs/losses.md):
 // TR-DPO's reference sync, KTO's KL estimate from mismatched pairs, and the aot losses' batch sort.
 //
 //   hafrm::ReferenceSync sync{.steps = 512, .alpha = 0.6};              // TR-DPO
