@@ -49,6 +49,7 @@ void run_logprobs(benchmark::State& state, hafrm::LogProbBackend backend, bool b
   o.check_labels = false;  // time the kernel, not the argument checks
   o.inplace_backward = inplace;
   double peak = 0, peak_rss = 0;
+  hafrm::release_gradient_buffers();
   for (auto _ : state) {
     PeakMemory mem;
     PeakDeviceMemory tmem(dev);
@@ -83,6 +84,10 @@ void run_logprobs(benchmark::State& state, hafrm::LogProbBackend backend, bool b
   state.counters["peak_extra_MB"] = peak / 1e6;  // tensor bytes beyond the inputs
   state.counters["peak_rss_MB"] = peak_rss / 1e6;
   state.counters["logits_MB"] = static_cast<double>(bytes) / 1e6;
+  // What the gradient pool keeps between steps. Each run starts with an empty pool, so its first
+  // step's allocation is in peak_extra_MB like any other.
+  state.counters["pool_held_MB"] = hafrm::gradient_buffer_stats().bytes_held / 1e6;
+  hafrm::release_gradient_buffers();
 }
 
 void BM_Naive_Forward(benchmark::State& s) {
@@ -96,6 +101,12 @@ void BM_Naive_ForwardBackward(benchmark::State& s) {
 }
 void BM_Fused_ForwardBackward(benchmark::State& s) {
   run_logprobs(s, hafrm::LogProbBackend::kFused, true);
+}
+// A fresh gradient buffer every step (the pool off): first-touch page faults of [N, V] each time.
+void BM_FusedNoPool_ForwardBackward(benchmark::State& s) {
+  hafrm::set_gradient_buffer_reuse(false);
+  run_logprobs(s, hafrm::LogProbBackend::kFused, true);
+  hafrm::set_gradient_buffer_reuse(true);
 }
 void BM_FusedInPlace_ForwardBackward(benchmark::State& s) {
   run_logprobs(s, hafrm::LogProbBackend::kFused, true, /*inplace=*/true);
@@ -179,6 +190,7 @@ BENCHMARK(BM_Naive_Forward)->Apply(sizes);
 BENCHMARK(BM_Fused_Forward)->Apply(sizes);
 BENCHMARK(BM_Naive_ForwardBackward)->Apply(sizes);
 BENCHMARK(BM_Fused_ForwardBackward)->Apply(sizes);
+BENCHMARK(BM_FusedNoPool_ForwardBackward)->Apply(sizes);
 BENCHMARK(BM_FusedInPlace_ForwardBackward)->Apply(sizes);
 BENCHMARK(BM_ShiftedView_ForwardBackward)->Apply(causal_sizes);
 BENCHMARK(BM_CausalEntry_ForwardBackward)->Apply(causal_sizes);

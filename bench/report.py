@@ -48,11 +48,12 @@ def load(paths):
 def split_name(name):
     # BM_Fused_ForwardBackward/N:8192/V:32000/bf16:0/real_time -> (Fused, ForwardBackward, args)
     parts = name.split("/")
-    m = re.match(r"BM_(Naive|Fused)(InPlace)?(Linear)?_(\w+)", parts[0])
+    m = re.match(r"BM_(Naive|Fused)(InPlace|NoPool)?(Linear)?_(\w+)", parts[0])
     if not m:
         return None, None, "/".join(parts[1:])
     kind = m.group(1)
-    what = ("Linear " if m.group(3) else "") + m.group(4) + (" (in-place grad)" if m.group(2) else "")
+    suffix = {"InPlace": " (in-place grad)", "NoPool": " (fresh grad buffer, pool off)"}
+    what = ("Linear " if m.group(3) else "") + m.group(4) + suffix.get(m.group(2) or "", "")
     args = "/".join(p for p in parts[1:] if p not in ("real_time",) and not p.startswith("median"))
     return kind, what, args
 
@@ -95,8 +96,8 @@ def main():
             continue
         tf = ms(f)
         tn = ms(n) if n else None
-        if n is None and what.endswith("(in-place grad)"):
-            n = pairs.get((what.replace(" (in-place grad)", ""), args), {}).get("Naive")
+        if n is None and what.endswith(")"):
+            n = pairs.get((what[:what.index(" (")], args), {}).get("Naive")
             tn = ms(n) if n else None
         speed = f"{tn / tf:.2f}x" if tn else "—"
         if "FLOPS" in f:

@@ -179,6 +179,12 @@ inline std::unique_ptr<CLI::App> make_app(TrainConfig& c) {
       ->check(choice({"rope", "alibi"}))
       ->capture_default_str()
       ->group("model");
+  app->add_option("--logprob-backend", c.logprob_backend,
+                  "fused kernels, or the unfused LibTorch reference (log_softmax + gather), for "
+                  "timing comparisons; both give the same numbers")
+      ->check(choice({"fused", "reference"}))
+      ->capture_default_str()
+      ->group("model");
   // --logits turns the fused LM head off.
   app->add_flag_callback(
          "--logits", [&c] { c.model.fused_lm_head = false; },

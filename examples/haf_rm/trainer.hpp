@@ -68,6 +68,7 @@ struct TrainConfig {
   std::string objective = "haf";                    // bt | haf | dpo
   std::string reward_loss, policy_loss, weighting;  // "" = the objective's default
   std::string readout = "last-token";               // last-token | last-position
+  std::string logprob_backend = "fused";             // fused | reference (timing comparisons)
   std::string reference = "precompute";  // precompute (once, cached) | model (live forward)
   // Optimisation.
   int64_t steps = 2000;
@@ -225,6 +226,8 @@ class Trainer {
 
     tokenizer_ = make_tokenizer(cfg_.tokenizer);
     forward_options_.pad_id = tokenizer_->pad_id();
+    if (cfg_.logprob_backend == "reference")
+      forward_options_.logprobs.backend = hafrm::LogProbBackend::kReference;
     AssemblyOptions ao;
     ao.prompt_template = detail::template_by_name(cfg_.prompt_template);
     ao.max_length = cfg_.max_length;

@@ -8,11 +8,9 @@
 #include <Eigen/Core>
 
 #include <cstdint>
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 #include "hafrm/kernels/cpu/token_logprobs.hpp"
+#include "hafrm/torch/grad_buffer_pool.hpp"
 #include "hafrm/torch/logprob_options.hpp"
 #include "hafrm/torch/row_layout.hpp"
 
@@ -54,27 +52,8 @@ inline FusedForward cpu_fused_forward(const torch::Tensor& logits, const torch::
   return r;
 }
 
-// The logits' gradient is the one [N, V] buffer the fused path must create. Fresh memory costs a
-// page fault per 4 KiB on first touch, which on a 1 GB gradient takes longer than the kernel
-// itself; asking for transparent huge pages (2 MiB) removes almost all of that. Small buffers
-// use the normal allocator.
-inline torch::Tensor empty_large_cpu(c10::IntArrayRef sizes, const torch::TensorOptions& opts) {
-  auto t = torch::empty(sizes, opts);
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
-  const uintptr_t n = static_cast<uintptr_t>(t.nbytes());
-  if (n >= 16 * kHuge) {
-    // Large buffers come fresh from mmap and are untouched yet, so the advice takes effect on
-    // first touch; only the 2 MiB-aligned interior can become huge pages.
-    const auto p = reinterpret_cast<uintptr_t>(t.data_ptr());
-    const uintptr_t begin = (p + kHuge - 1) / kHuge * kHuge, end = (p + n) / kHuge * kHuge;
-    if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-  }
-#endif
-  return t;
-}
-
-// Gradient w.r.t. logits, in logits' dtype and shape. With inplace, written over logits.
+// Gradient w.r.t. logits, in logits' dtype and shape. With inplace, written over logits; else
+// into a buffer from the gradient pool (grad_buffer_pool.hpp: reused across steps when free).
 inline torch::Tensor cpu_fused_backward(const torch::Tensor& logits,
                                         const torch::Tensor& labels_flat,
                                         const torch::Tensor& grad_logprob,
@@ -83,7 +62,7 @@ inline torch::Tensor cpu_fused_backward(const torch::Tensor& logits,
                                         const TokenLogProbOptions& o) {
   auto [x, layout] = row_layout(logits);
   const bool inplace = o.inplace_backward && x.is_same(logits) && rows_disjoint(layout);
-  torch::Tensor grad = inplace ? x : empty_large_cpu(x.sizes(), x.options());
+  torch::Tensor grad = inplace ? x : GradBufferPool::instance().acquire(x.sizes(), x.options());
   auto [g_ignored, glayout] = row_layout(grad);
   (void)g_ignored;
   auto gl = grad_logprob.defined() ? grad_logprob.contiguous().to(torch::kFloat) : torch::Tensor();
