@@ -49,6 +49,7 @@
 #include <utility>
 #include <vector>
 
+#include "hafrm_examples/split_files.hpp"
 #include "hafrm_examples/synthetic_task.hpp"  // uniform_below
 
 namespace hafrm::examples::rules {
@@ -249,10 +250,9 @@ inline std::vector<SplitSpec> default_split_specs(uint64_t seed = kDefaultSeed) 
 }
 
 inline std::vector<Split> generate_splits(const std::vector<SplitSpec>& specs) {
-  std::unordered_set<std::string> used;
-  std::vector<Split> splits;
-  for (const auto& spec : specs) splits.push_back(generate_split(spec, used));
-  return splits;
+  return generate_splits_in_order(specs, [](const SplitSpec& spec, auto& used) {
+    return generate_split(spec, used);
+  });
 }
 
 inline std::vector<Split> generate_default_splits(uint64_t seed = kDefaultSeed) {
@@ -273,10 +273,7 @@ inline std::string to_json_line(const Pair& p) {
 }
 
 inline void write_jsonl(const std::filesystem::path& file, const std::vector<Pair>& pairs) {
-  std::ofstream out(file, std::ios::binary);
-  if (!out) throw std::runtime_error("cannot write " + file.string());
-  for (const auto& p : pairs) out << to_json_line(p) << '\n';
-  if (!out.flush()) throw std::runtime_error("write failed: " + file.string());
+  write_jsonl_lines(file, pairs, [](const Pair& p) { return to_json_line(p); });
 }
 
 /// Fraction of pairs whose label disagrees with the gold ordering.
