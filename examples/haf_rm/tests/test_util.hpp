@@ -2,10 +2,6 @@
 // and a tiny, fast trainer configuration.
 #pragma once
 
-#include <unistd.h>
-
-#include <atomic>
-#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -14,32 +10,12 @@
 
 #include <hafrm_examples/synthetic_task.hpp>
 
+#include "temp_dir.hpp"
 #include "trainer.hpp"
 
 namespace hafrm::examples::rm::test {
 
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
-    path_ = std::filesystem::temp_directory_path() /
-            ("hafrm_trainer_test_" + std::to_string(::getpid()) + "_" + std::to_string(stamp) +
-             "_" + std::to_string(counter++));
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  std::filesystem::path path_;
-};
+using TempDir = hafrm::examples::test::TempDir;  // examples/common/tests/temp_dir.hpp
 
 inline std::string read_file(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);
