@@ -267,9 +267,9 @@ inline std::unique_ptr<CLI::App> make_app(TrainConfig& c) {
       ->transform(integer_in<int64_t>(1, kMaxI64))
       ->capture_default_str()
       ->group("output");
-  app->add_option("--bucket-mb", c.bucket_mb,
-                  "data parallel (under torchrun): gradient all-reduce bucket size in MiB")
-      ->transform(integer_in<int64_t>(1, 1 << 20))
+  app->add_option("--bucket-kb", c.bucket_kb,
+                  "data parallel (under torchrun): gradient all-reduce bucket size in KiB")
+      ->transform(integer_in<int64_t>(1, 1 << 30))
       ->capture_default_str()
       ->group("distributed");
   app->add_option("--dist-timeout", c.dist_timeout_s,
@@ -358,7 +358,7 @@ inline int run_cli(const std::vector<std::string>& args) {
     // torchrun's variables make this process one rank of a data-parallel job (distributed.hpp).
     DataParallelOptions dpo;
     dpo.timeout = std::chrono::seconds(cfg.dist_timeout_s);
-    dpo.bucket_bytes = cfg.bucket_mb << 20;
+    dpo.bucket_bytes = cfg.bucket_kb << 10;
     auto dp = DataParallel::from_environment(cfg.device, dpo);
     Trainer trainer(cfg, dp);
     return trainer.run();

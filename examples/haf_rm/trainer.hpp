@@ -94,7 +94,7 @@ struct TrainConfig {
   std::string progress = "auto";  // auto | bar | plain | none
   std::string resume;             // checkpoint to continue from
   // Data parallel (under torchrun; see distributed.hpp). batch_size is per rank.
-  int64_t bucket_mb = 25;         // gradient all-reduce bucket size, MiB
+  int64_t bucket_kb = 25 << 10;   // gradient all-reduce bucket size, KiB
   int64_t dist_timeout_s = 300;   // c10d store and collective timeout
 };
 
