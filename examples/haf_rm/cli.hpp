@@ -14,6 +14,7 @@
 #include <CLI/CLI.hpp>
 
 #include <charconv>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -272,6 +273,17 @@ inline std::unique_ptr<CLI::App> make_app(TrainConfig& c) {
       ->transform(integer_in<int64_t>(1, kMaxI64))
       ->capture_default_str()
       ->group("output");
+  app->add_option("--bucket-kb", c.bucket_kb,
+                  "data parallel (under torchrun): gradient all-reduce bucket size in KiB")
+      ->transform(integer_in<int64_t>(1, 1 << 30))
+      ->capture_default_str()
+      ->group("distributed");
+  app->add_option("--dist-timeout", c.dist_timeout_s,
+                  "data parallel: seconds before a store connection or collective fails (a "
+                  "dead or stuck rank ends the others with an error)")
+      ->transform(integer_in<int64_t>(1, 1 << 24))
+      ->capture_default_str()
+      ->group("distributed");
   app->add_option("--progress", c.progress, "bar on a terminal, plain lines otherwise (auto)")
       ->check(choice({"auto", "bar", "plain", "none"}))
       ->capture_default_str()
@@ -349,7 +361,12 @@ inline int run_cli(const std::vector<std::string>& args) {
     return 2;
   }
   try {
-    Trainer trainer(cfg);
+    // torchrun's variables make this process one rank of a data-parallel job (distributed.hpp).
+    DataParallelOptions dpo;
+    dpo.timeout = std::chrono::seconds(cfg.dist_timeout_s);
+    dpo.bucket_bytes = cfg.bucket_kb << 10;
+    auto dp = DataParallel::from_environment(cfg.device, dpo);
+    Trainer trainer(cfg, dp);
     return trainer.run();
   } catch (const c10::Error& e) {
     std::fprintf(stderr, "haf_rm: error: %s\n", e.what_without_backtrace());

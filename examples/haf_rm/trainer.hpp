@@ -41,6 +41,7 @@
 
 #include "checkpoint.hpp"
 #include "data.hpp"
+#include "distributed.hpp"
 #include "losses.hpp"
 #include "metrics.hpp"
 #include "model.hpp"
@@ -93,6 +94,9 @@ struct TrainConfig {
   int64_t eval_batch = 256;
   std::string progress = "auto";  // auto | bar | plain | none
   std::string resume;             // checkpoint to continue from
+  // Data parallel (under torchrun; see distributed.hpp). batch_size is per rank.
+  int64_t bucket_kb = 25 << 10;   // gradient all-reduce bucket size, KiB
+  int64_t dist_timeout_s = 300;   // c10d store and collective timeout
 };
 
 struct StepStats {
@@ -210,7 +214,9 @@ inline void diff_section(const std::string& section, const nlohmann::ordered_jso
 
 class Trainer {
  public:
-  explicit Trainer(TrainConfig config) : cfg_(std::move(config)) {
+  // dp: null for one process (exactly the single-process trainer); see distributed.hpp.
+  explicit Trainer(TrainConfig config, std::shared_ptr<DataParallel> dp = nullptr)
+      : cfg_(std::move(config)), dp_(std::move(dp)) {
     if (cfg_.threads > 0) torch::set_num_threads(cfg_.threads);
     if (cfg_.device != "cpu" && !cfg_.device.starts_with("cuda"))
       throw std::invalid_argument("--device must be cpu or cuda[:N], got \"" + cfg_.device + "\"");
@@ -233,10 +239,12 @@ class Trainer {
     ao.max_length = cfg_.max_length;
     ao.max_prompt_length = cfg_.max_prompt_length;
     train_ = load_split("train", cfg_.train_path, *tokenizer_, ao, cfg_.skip_bad);
-    if (static_cast<int64_t>(train_.pairs.size()) < cfg_.batch_size)
+    if (static_cast<int64_t>(train_.pairs.size()) < global_batch())
       throw std::invalid_argument(cfg_.train_path + " has " + std::to_string(train_.pairs.size()) +
                                   " pairs, fewer than --batch-size " +
-                                  std::to_string(cfg_.batch_size));
+                                  std::to_string(cfg_.batch_size) +
+                                  (world() > 1 ? " x " + std::to_string(world()) + " processes"
+                                               : std::string()));
     if (!cfg_.eval_path.empty())
       eval_ = load_split("eval", cfg_.eval_path, *tokenizer_, ao, cfg_.skip_bad);
     if (!cfg_.ood_path.empty())
@@ -249,6 +257,7 @@ class Trainer {
     model_ = HafTransformer(mc);
     model_->to(device_);
     reference_ = frozen_copy(model_);
+    if (dp_) dp_->attach(model_->parameters());
 
     std::vector<torch::Tensor> decay, no_decay;
     for (auto& p : model_->parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
@@ -307,6 +316,12 @@ class Trainer {
       s.implicit_acc += inv * (implicit_margin(f) > 0).to(torch::kDouble).mean().item<double>();
       s.w_reward = out.weights.reward, s.alpha = out.weights.policy;
     }
+    if (dp_) {  // mean gradient and mean statistics over the ranks' slices of the global batch
+      dp_->average_gradients();
+      const auto m = dp_->mean({s.loss, s.reward_loss, s.policy_loss, s.reward_acc, s.implicit_acc});
+      s.loss = m[0], s.reward_loss = m[1], s.policy_loss = m[2], s.reward_acc = m[3];
+      s.implicit_acc = m[4];
+    }
     const double max_norm = cfg_.clip > 0 ? cfg_.clip : std::numeric_limits<double>::infinity();
     s.grad_norm = torch::nn::utils::clip_grad_norm_(model_->parameters(), max_norm);
     optimizer_->step();
@@ -323,20 +338,24 @@ class Trainer {
     auto& refs = split_refs(split);
     torch::NoGradGuard ng;
     model_->eval();
-    std::vector<torch::Tensor> reward_ok, implicit_ok, reward_rev, implicit_rev;
     const auto n = static_cast<int64_t>(split.pairs.size());
-    for (int64_t s = 0; s < n; s += cfg_.eval_batch) {
+    // Rows: reward ok, implicit ok, reward reversed, implicit reversed; each rank fills its share
+    // of the pairs and the sum over the ranks completes them.
+    auto flags = torch::zeros({4, n}, torch::kDouble);
+    const auto [first, last] = share(n);
+    for (int64_t s = first; s < last; s += cfg_.eval_batch) {
       std::vector<int64_t> idx;
-      for (int64_t i = s; i < std::min(n, s + cfg_.eval_batch); ++i) idx.push_back(i);
+      for (int64_t i = s; i < std::min(last, s + cfg_.eval_batch); ++i) idx.push_back(i);
       auto f = forward(split, refs, idx);
-      reward_ok.push_back((f.rewards.chosen > f.rewards.rejected).cpu());
-      implicit_ok.push_back((implicit_margin(f) > 0).cpu());
-      reward_rev.push_back((f.rewards.rejected > f.rewards.chosen).cpu());
-      implicit_rev.push_back((implicit_margin(f) < 0).cpu());
+      const auto len = static_cast<int64_t>(idx.size());
+      flags[0].narrow(0, s, len).copy_(f.rewards.chosen > f.rewards.rejected);
+      flags[1].narrow(0, s, len).copy_(implicit_margin(f) > 0);
+      flags[2].narrow(0, s, len).copy_(f.rewards.rejected > f.rewards.chosen);
+      flags[3].narrow(0, s, len).copy_(implicit_margin(f) < 0);
     }
+    if (dp_) dp_->sum_(flags);
     model_->train();
-    auto r = torch::cat(reward_ok).to(torch::kDouble),
-         m = torch::cat(implicit_ok).to(torch::kDouble);
+    auto r = flags[0], m = flags[1];
     SplitEval e;
     e.split = split.name;
     e.all = {n, r.mean().item<double>(), m.mean().item<double>()};
@@ -352,8 +371,8 @@ class Trainer {
     }
     e.score = spec_.score_is_implicit ? e.all.implicit : e.all.reward;
     if (split.gold.size() == split.pairs.size()) {
-      const auto gr = gold_accuracy(split.gold, torch::cat(reward_ok), torch::cat(reward_rev));
-      const auto gm = gold_accuracy(split.gold, torch::cat(implicit_ok), torch::cat(implicit_rev));
+      const auto gr = gold_accuracy(split.gold, flags[0], flags[2]);
+      const auto gm = gold_accuracy(split.gold, flags[1], flags[3]);
       if (gr.first > 0) {
         e.gold = Accuracy{gr.first, gr.second, gm.second};
         e.gold_score = spec_.score_is_implicit ? e.gold->implicit : e.gold->reward;
@@ -381,7 +400,8 @@ class Trainer {
                   {"max_prompt_length", cfg_.max_prompt_length},
                   {"train_pairs", train_.pairs.size()},
                   {"train_fingerprint", detail::hex64(fingerprint(train_))}};
-    id["optimisation"] = {{"batch_size", cfg_.batch_size},
+    // The global batch: a checkpoint resumes with any number of processes that keeps it.
+    id["optimisation"] = {{"batch_size", global_batch()},
                           {"grad_accum", cfg_.grad_accum},
                           {"lr", cfg_.lr},
                           {"weight_decay", cfg_.weight_decay},
@@ -394,7 +414,9 @@ class Trainer {
     return id;
   }
 
+  // Rank 0 writes; every rank waits for the file (so none exits while it is being written).
   void save_checkpoint(const std::filesystem::path& path) {
+    if (dp_ && dp_->rank() != 0) return dp_->barrier();
     nlohmann::ordered_json meta;
     meta["format"] = "hafrm-examples-haf_rm";
     meta["identity"] = identity();
@@ -420,6 +442,7 @@ class Trainer {
       a.write("ref_rejected", train_refs_.second.cpu());
     }
     write_checkpoint(path, a);
+    if (dp_) dp_->barrier();
   }
 
   void load_checkpoint(const std::filesystem::path& path) {
@@ -528,12 +551,17 @@ class Trainer {
     const std::filesystem::path out(cfg_.out_dir);
     const auto ckpt = out / "checkpoint.pt";
     std::filesystem::create_directories(out);
-    for (const auto& stale : remove_stale_checkpoint_temporaries(ckpt))
-      notes_.push_back("note: removed " + stale.string() + ", left by a killed checkpoint write");
-    MetricsLog metrics(cfg_.metrics_path.empty() ? out / "metrics.jsonl"
-                                                 : std::filesystem::path(cfg_.metrics_path),
-                       resumed_from_);
-    Progress progress(Progress::resolve(cfg_.progress), cfg_.steps, step_);
+    const bool lead = !dp_ || dp_->rank() == 0;  // the one rank that writes and prints
+    if (lead)
+      for (const auto& stale : remove_stale_checkpoint_temporaries(ckpt))
+        notes_.push_back("note: removed " + stale.string() + ", left by a killed checkpoint write");
+    MetricsLog metrics = lead ? MetricsLog(cfg_.metrics_path.empty()
+                                               ? out / "metrics.jsonl"
+                                               : std::filesystem::path(cfg_.metrics_path),
+                                           resumed_from_)
+                              : MetricsLog();
+    Progress progress(lead ? Progress::resolve(cfg_.progress) : Progress::Mode::kNone, cfg_.steps,
+                      step_);
     detail::StopSignals signals;
 
     progress.line(describe());
@@ -622,7 +650,8 @@ class Trainer {
       }
       if (after_step) after_step(s);
       const int sig = detail::g_stop_signal.load();
-      if (sig != 0 || stop_requested_) {
+      // Under data parallelism every rank stops at the same step (one signalled rank suffices).
+      if (dp_ ? dp_->any(sig != 0 || stop_requested_) : (sig != 0 || stop_requested_)) {
         save_checkpoint(ckpt);
         progress.line(std::string("interrupted by ") +
                       (sig == SIGTERM  ? "SIGTERM"
@@ -668,7 +697,7 @@ class Trainer {
                      {"score_acc", e.gold_score}};
       summary[e.split] = j;
     }
-    std::ofstream(out / "summary.json") << summary.dump(2) << "\n";
+    if (lead) std::ofstream(out / "summary.json") << summary.dump(2) << "\n";
     std::string final_line = "final " + spec_.objective + " (score: " +
                              (spec_.score_is_implicit ? "implicit reward" : "reward head") + ")";
     for (const auto& e : results) {
@@ -701,6 +730,11 @@ class Trainer {
     s += "\n  steps " + std::to_string(cfg_.steps) + " x batch " + std::to_string(cfg_.batch_size) +
          " x accum " + std::to_string(cfg_.grad_accum) + ", lr " + detail::fmt("%g", cfg_.lr) +
          ", seed " + std::to_string(cfg_.seed);
+    if (dp_)
+      s += "\n  data parallel: " + std::to_string(world()) + " processes (" + dp_->backend_name() +
+           "), global batch " + std::to_string(global_batch()) + ", " +
+           std::to_string(dp_->num_buckets()) + " gradient buckets, " +
+           std::to_string(dp_->allreduce_bytes_per_step()) + " bytes all-reduced per micro-step";
     if (resumed_from_ >= 0)
       s += "\n  resumed from " + cfg_.resume + " at step " + std::to_string(resumed_from_);
     return s;
@@ -771,12 +805,21 @@ class Trainer {
     ++epoch_;
   }
 
+  int world() const { return dp_ ? dp_->world_size() : 1; }
+  int64_t global_batch() const { return cfg_.batch_size * world(); }
+  // This rank's share [first, last) of n items (all of them for one process).
+  std::pair<int64_t, int64_t> share(int64_t n) const {
+    return dp_ ? dp_->share(n) : std::pair<int64_t, int64_t>{0, n};
+  }
+
   // The next micro-batch; an epoch's last partial batch is dropped (every batch has B pairs).
+  // The order and cursor are global (the same on every rank, for any world size); each rank
+  // takes its slice of the global batch.
   std::vector<int64_t> next_indices() {
-    if (cursor_ + cfg_.batch_size > static_cast<int64_t>(order_.size())) new_epoch();
-    std::vector<int64_t> idx(order_.begin() + cursor_, order_.begin() + cursor_ + cfg_.batch_size);
-    cursor_ += cfg_.batch_size;
-    return idx;
+    if (cursor_ + global_batch() > static_cast<int64_t>(order_.size())) new_epoch();
+    std::vector<int64_t> idx(order_.begin() + cursor_, order_.begin() + cursor_ + global_batch());
+    cursor_ += global_batch();
+    return dp_ ? dp_->slice(idx) : idx;
   }
 
   hafrm::PairForward forward(const Split& split, const RefSums& refs,
@@ -797,17 +840,29 @@ class Trainer {
   }
 
   // Summed reference log-probs of every pair of a split, computed once (the reference is frozen).
+  // Under data parallelism each rank computes its share and the sum over the ranks (of zeros
+  // elsewhere) completes the tensors.
   RefSums reference_sums(const Split& split) {
     std::vector<torch::Tensor> c, r;
     const auto n = static_cast<int64_t>(split.pairs.size());
-    for (int64_t s = 0; s < n; s += cfg_.eval_batch) {
+    const auto [first, last] = share(n);
+    for (int64_t s = first; s < last; s += cfg_.eval_batch) {
       std::vector<int64_t> idx;
-      for (int64_t i = s; i < std::min(n, s + cfg_.eval_batch); ++i) idx.push_back(i);
+      for (int64_t i = s; i < std::min(last, s + cfg_.eval_batch); ++i) idx.push_back(i);
       auto [rc, rr] = hafrm::reference_logprobs(
           reference_, make_batch(split, idx, tokenizer_->pad_id(), device_), forward_options_);
       c.push_back(rc), r.push_back(rr);
     }
-    return {torch::cat(c), torch::cat(r)};
+    if (!dp_) return {torch::cat(c), torch::cat(r)};
+    const auto dtype = c.empty() ? torch::kFloat : c[0].scalar_type();
+    auto both = torch::zeros({2, n}, torch::TensorOptions(torch::kDouble).device(device_));
+    if (!c.empty()) {
+      both[0].narrow(0, first, last - first).copy_(torch::cat(c));
+      both[1].narrow(0, first, last - first).copy_(torch::cat(r));
+    }
+    dp_->sum_(both);
+    both = both.to(dtype);  // exact: each entry is one rank's value plus zeros
+    return {both[0].clone(), both[1].clone()};
   }
 
   // Eval and OOD reference sums are computed on first use and kept (the reference never moves).
@@ -830,6 +885,7 @@ class Trainer {
   }
 
   TrainConfig cfg_;
+  std::shared_ptr<DataParallel> dp_;
   torch::Device device_{torch::kCPU};
   ObjectiveSpec spec_;
   HybridObjective objective_;

@@ -1,0 +1,127 @@
+// distributed.hpp: the data-parallel glue of the haf_rm trainer, over hafrm/distributed (c10d).
+//
+// Launched by torchrun (`torchrun --no-python --nproc-per-node N haf_rm ...`), every process
+// builds the same model from the seed, trains on its slice of each global batch (per-rank batch
+// x world size), and averages gradients in buckets before clipping and the optimizer step, so
+// all ranks keep identical weights. Reference log-probs and evaluation are split over the ranks
+// and summed back; rank 0 alone writes metrics, checkpoints and the summary. Without the
+// launch variables (or with WORLD_SIZE=1) from_environment() returns null and the trainer runs
+// exactly as a single process always did.
+//
+//   auto dp = hafrm::examples::rm::DataParallel::from_environment(cfg);  // may rewrite cfg.device
+//   hafrm::examples::rm::Trainer t(cfg, dp);
+#pragma once
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <hafrm/distributed/launch_env.hpp>
+#include <hafrm/distributed/sampler.hpp>
+#ifdef HAFRM_WITH_DISTRIBUTED
+#include <hafrm/distributed/gradient_buckets.hpp>
+#include <hafrm/distributed/process_group.hpp>
+#endif
+
+namespace hafrm::examples::rm {
+
+struct DataParallelOptions {
+  std::chrono::milliseconds timeout{std::chrono::seconds(300)};
+  int64_t bucket_bytes = int64_t{25} << 20;
+};
+
+class DataParallel {
+ public:
+  // Null when this process was not launched as one of several. `device` "cuda" becomes
+  // "cuda:LOCAL_RANK" (one process per GPU); the process group is NCCL there, Gloo on CPU.
+  static std::shared_ptr<DataParallel> from_environment(std::string& device,
+                                                        const DataParallelOptions& opt) {
+    const auto env = hafrm::distributed::LaunchEnv::from_environment();
+    if (!env || env->world_size == 1) return nullptr;
+#ifdef HAFRM_WITH_DISTRIBUTED
+    if (device == "cuda") device = "cuda:" + std::to_string(env->local_rank);
+    hafrm::distributed::CommunicatorOptions co;
+    co.timeout = opt.timeout;
+    co.device = torch::Device(device);
+    auto dp = std::shared_ptr<DataParallel>(new DataParallel());
+    dp->comm_ = hafrm::distributed::Communicator::create(*env, co);
+    dp->bucket_bytes_ = opt.bucket_bytes;
+    return dp;
+#else
+    (void)opt;
+    throw std::runtime_error(
+        "WORLD_SIZE=" + std::to_string(env->world_size) +
+        " but haf_rm was built without the distributed layer (needs libgloo-dev; configure with "
+        "-DHAFRM_WITH_DISTRIBUTED=ON to see what is missing)");
+#endif
+  }
+
+#ifdef HAFRM_WITH_DISTRIBUTED
+  int rank() const { return comm_->rank(); }
+  int world_size() const { return comm_->world_size(); }
+  std::string backend_name() const { return comm_->backend_name(); }
+
+  // The model's parameters, bucketed once.
+  void attach(std::vector<torch::Tensor> params) {
+    buckets_ = std::make_unique<hafrm::distributed::GradientBuckets>(std::move(params),
+                                                                     bucket_bytes_);
+  }
+  void average_gradients() {
+    TORCH_INTERNAL_ASSERT(buckets_, "DataParallel: attach() the parameters first");
+    buckets_->allreduce_mean(*comm_);
+  }
+  int64_t num_buckets() const { return buckets_ ? buckets_->num_buckets() : 0; }
+  int64_t allreduce_bytes_per_step() const { return buckets_ ? buckets_->bytes_per_call() : 0; }
+
+  std::vector<double> mean(std::vector<double> v) {
+    auto s = comm_->allreduce(std::move(v));
+    for (auto& x : s) x /= world_size();
+    return s;
+  }
+  // Sums a tensor over the ranks in place (through the process group's device).
+  void sum_(torch::Tensor& t) {
+    auto c = t.to(comm_->device()).contiguous();
+    comm_->allreduce_(c);
+    t.copy_(c);
+  }
+  bool any(bool flag) { return comm_->any(flag); }
+  void barrier() { comm_->barrier(); }
+#else
+  int rank() const { return 0; }
+  int world_size() const { return 1; }
+  std::string backend_name() const { return "none"; }
+  void attach(std::vector<torch::Tensor>) {}
+  void average_gradients() {}
+  int64_t num_buckets() const { return 0; }
+  int64_t allreduce_bytes_per_step() const { return 0; }
+  std::vector<double> mean(std::vector<double> v) { return v; }
+  void sum_(torch::Tensor&) {}
+  bool any(bool flag) { return flag; }
+  void barrier() {}
+#endif
+
+  // This rank's contiguous share [first, last) of n items (evaluation, reference log-probs).
+  std::pair<int64_t, int64_t> share(int64_t n) const {
+    const int64_t r = rank(), w = world_size();
+    return {n * r / w, n * (r + 1) / w};
+  }
+  // This rank's slice of one global batch (hafrm::distributed::rank_slice).
+  std::vector<int64_t> slice(const std::vector<int64_t>& global_batch) const {
+    return hafrm::distributed::rank_slice(global_batch, rank(), world_size());
+  }
+
+ private:
+  DataParallel() = default;
+#ifdef HAFRM_WITH_DISTRIBUTED
+  std::shared_ptr<hafrm::distributed::Communicator> comm_;
+  std::unique_ptr<hafrm::distributed::GradientBuckets> buckets_;
+  int64_t bucket_bytes_ = 0;
+#endif
+};
+
+}  // namespace hafrm::examples::rm

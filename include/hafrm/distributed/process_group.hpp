@@ -1,0 +1,178 @@
+// process_group.hpp: a c10d process group from the environment torchrun sets.
+//
+// hafrm has no launcher or engine of its own: `torchrun --no-python --nproc-per-node N prog`
+// starts the processes and sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; this
+// header turns them into a c10d::TCPStore and a Gloo (CPU) or NCCL (CUDA) process group, with a
+// timeout on every collective, so a dead peer ends the others with an error instead of a hang.
+//
+//   auto env = hafrm::distributed::LaunchEnv::from_environment();  // nullopt: not launched
+//   if (env) {
+//     auto comm = hafrm::distributed::Communicator::create(*env, {.timeout = 60s});
+//     auto t = torch::ones({4});
+//     comm->allreduce_(t);                                           // sum over the ranks
+//   }
+//
+// Needs the hafrm::distributed CMake target (USE_C10D_GLOO and the Gloo headers).
+#pragma once
+
+#include <torch/torch.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef USE_C10D_NCCL
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "launch_env.hpp"
+
+#ifndef USE_C10D_GLOO
+#error "hafrm/distributed needs USE_C10D_GLOO and the Gloo headers: link hafrm::distributed"
+#endif
+
+namespace hafrm::distributed {
+
+enum class BackendKind { kAuto, kGloo, kNccl };
+
+struct CommunicatorOptions {
+  // Bounds store connection, rendezvous and every collective: a rank whose peer died or hangs
+  // fails with c10d's error after at most this long.
+  std::chrono::milliseconds timeout{std::chrono::minutes(5)};
+  // kAuto: NCCL when `device` is CUDA (and hafrm was built with NCCL), else Gloo.
+  BackendKind backend = BackendKind::kAuto;
+  torch::Device device{torch::kCPU};
+};
+
+// One process group with its store; the tensors its collectives take live on device().
+class Communicator {
+ public:
+  static std::shared_ptr<Communicator> create(const LaunchEnv& env,
+                                              const CommunicatorOptions& opt = {}) {
+    auto c = std::shared_ptr<Communicator>(new Communicator());
+    c->rank_ = env.rank, c->world_size_ = env.world_size, c->local_rank_ = env.local_rank;
+    c->device_ = opt.device;
+    c10d::TCPStoreOptions so;
+    so.port = static_cast<std::uint16_t>(env.master_port);
+    so.isServer = !env.agent_store && env.rank == 0;
+    so.numWorkers = env.world_size;
+    so.waitWorkers = false;
+    so.timeout = opt.timeout;
+    c10::intrusive_ptr<c10d::Store> tcp;
+    try {
+      tcp = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
+    } catch (const std::exception& e) {
+      throw std::runtime_error("rank " + std::to_string(env.rank) + ": cannot reach the c10d store at " +
+                               env.master_addr + ":" + std::to_string(env.master_port) + ": " +
+                               e.what());
+    }
+    c->store_ = c10::make_intrusive<c10d::PrefixStore>(
+        "hafrm/attempt_" + std::to_string(env.restart_count), tcp);
+
+    const bool nccl = opt.backend == BackendKind::kNccl ||
+                      (opt.backend == BackendKind::kAuto && opt.device.is_cuda());
+    if (nccl) {
+#ifdef USE_C10D_NCCL
+      TORCH_CHECK(opt.device.is_cuda(), "Communicator: the NCCL backend needs a CUDA device");
+      c10::cuda::set_device(opt.device.index());
+      auto o = c10d::ProcessGroupNCCL::Options::create();
+      o->timeout = opt.timeout;
+      c->backend_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(c->store_, env.rank,
+                                                                env.world_size, o);
+      c->backend_name_ = "nccl";
+#else
+      throw std::invalid_argument(
+          "Communicator: NCCL requested (device " + opt.device.str() +
+          ") but hafrm was built without it (a CUDA build finds the wheel's nccl.h)");
+#endif
+    } else {
+      TORCH_CHECK(!opt.device.is_cuda(),
+                  "Communicator: the Gloo backend here works on CPU tensors; device ",
+                  opt.device.str(), " needs NCCL");
+      auto o = c10d::ProcessGroupGloo::Options::create(opt.timeout);
+      o->devices.push_back(gloo_device(env.master_addr));
+      c->backend_ = c10::make_intrusive<c10d::ProcessGroupGloo>(c->store_, env.rank,
+                                                                env.world_size, o);
+      c->backend_name_ = "gloo";
+    }
+    c->timeout_ = opt.timeout;
+    return c;
+  }
+
+  int rank() const { return rank_; }
+  int world_size() const { return world_size_; }
+  int local_rank() const { return local_rank_; }
+  const torch::Device& device() const { return device_; }
+  const std::string& backend_name() const { return backend_name_; }
+  std::chrono::milliseconds timeout() const { return timeout_; }
+  c10d::Backend& backend() { return *backend_; }
+
+  // In-place all-reduce of one tensor on device(); blocks; throws c10::Error (naming the peer or
+  // the timeout) when a rank is gone.
+  void allreduce_(torch::Tensor& t, c10d::ReduceOp op = c10d::ReduceOp::SUM) {
+    wait(allreduce_async_(t, op));
+  }
+  c10::intrusive_ptr<c10d::Work> allreduce_async_(torch::Tensor& t,
+                                                  c10d::ReduceOp op = c10d::ReduceOp::SUM) {
+    TORCH_CHECK(t.device() == device_, "Communicator::allreduce_: tensor on ", t.device().str(),
+                ", the process group works on ", device_.str());
+    TORCH_CHECK(t.is_contiguous(), "Communicator::allreduce_: tensor must be contiguous");
+    std::vector<at::Tensor> v{t};
+    c10d::AllreduceOptions o;
+    o.reduceOp = op;
+    o.timeout = timeout_;
+    return backend_->allreduce(v, o);
+  }
+  void wait(const c10::intrusive_ptr<c10d::Work>& w) {
+    if (!w->wait(timeout_))
+      throw std::runtime_error("rank " + std::to_string(rank_) + ": a " + backend_name_ +
+                               " collective did not finish within " +
+                               std::to_string(timeout_.count()) + " ms");
+  }
+
+  // Sums (or maxes) a few host numbers over the ranks: metrics, flags.
+  std::vector<double> allreduce(std::vector<double> values,
+                                c10d::ReduceOp op = c10d::ReduceOp::SUM) {
+    if (values.empty()) return values;
+    auto t = torch::tensor(values, torch::kDouble).to(device_);
+    allreduce_(t, op);
+    t = t.cpu();
+    return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+  }
+  double allreduce(double v, c10d::ReduceOp op = c10d::ReduceOp::SUM) {
+    return allreduce(std::vector<double>{v}, op)[0];
+  }
+  // True on every rank when it is true on any.
+  bool any(bool flag) { return allreduce(flag ? 1.0 : 0.0, c10d::ReduceOp::MAX) > 0; }
+  // Every rank has reached this point (an all-reduce, so it is bounded by the same timeout).
+  void barrier() { (void)allreduce(0.0); }
+
+ private:
+  Communicator() = default;
+
+  // GLOO_SOCKET_IFNAME picks an interface (as in torch.distributed); a loopback master means a
+  // single machine, so bind to 127.0.0.1; otherwise bind to the address this host resolves to.
+  static std::shared_ptr<::gloo::transport::Device> gloo_device(const std::string& master) {
+    if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname)
+      return c10d::ProcessGroupGloo::createDeviceForInterface(ifname);
+    if (master == "localhost" || master.starts_with("127."))
+      return c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
+    return c10d::ProcessGroupGloo::createDefaultDevice();
+  }
+
+  int rank_ = 0, world_size_ = 1, local_rank_ = 0;
+  torch::Device device_{torch::kCPU};
+  std::string backend_name_;
+  std::chrono::milliseconds timeout_{0};
+  c10::intrusive_ptr<c10d::Store> store_;
+  c10::intrusive_ptr<c10d::Backend> backend_;
+};
+
+}  // namespace hafrm::distributed
