@@ -45,10 +45,11 @@ struct Doc {
 // ---- policy losses -------------------------------------------------------------------------
 
 inline std::vector<ParamDecl> f_divergence_decls() {
-  return {declare("f_divergence_type", Kind::kChoice, "reverse_kl", "f_divergence.type",
-                  {"reverse_kl", "forward_kl", "js_divergence", "alpha_divergence"}),
-          declare("f_alpha_divergence_coef", Kind::kNumber, "0.5", "f_divergence.alpha", {},
-                  Range::coefficient())};
+  std::vector<std::string> types;
+  for (auto t : kFDivergenceTypes) types.emplace_back(f_divergence_name(t));
+  return {declare("f_divergence_type", Kind::kChoice, types.front(), "f_divergence.type", types),
+          declare("f_alpha_divergence_coef", Kind::kNumber, number_text(FDivergence{}.alpha),
+                  "f_divergence.alpha", {}, Range::coefficient())};
 }
 inline ParamDecl use_weighting_decl() {
   return declare("use_weighting", Kind::kBool, "false", "WpoWeighted<L> (WPO)");
@@ -66,9 +67,8 @@ inline std::vector<std::string> f_divergence_loss_names() {
 inline FDivergence parse_f_divergence(const Params& p, bool accepted) {
   FDivergence f;
   const auto type = p.choice("f_divergence_type", "reverse_kl");
-  if (type == "forward_kl") f.type = FDivergenceType::kForwardKl;
-  if (type == "js_divergence") f.type = FDivergenceType::kJsDivergence;
-  if (type == "alpha_divergence") f.type = FDivergenceType::kAlphaDivergence;
+  for (auto t : kFDivergenceTypes)
+    if (f_divergence_name(t) == type) f.type = t;
   HAFRM_CHECK_ARG(
       !p.has("f_alpha_divergence_coef") || f.type == FDivergenceType::kAlphaDivergence, p.fn(),
       p.arg("f_alpha_divergence_coef"),
