@@ -4,6 +4,7 @@
 //
 // Regenerate the README table after changing the registry:
 //   HAFRM_UPDATE_README=1 build/dev/tests/hafrm_tests "[catalogue]"
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
