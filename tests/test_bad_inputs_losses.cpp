@@ -60,8 +60,8 @@ std::vector<NamedLoss> every_policy_loss() {
       {"ipo_sum", f(hafrm::Ipo{.form = IpoForm::kSum})},
       {"ipo_sqrt", f(hafrm::Ipo{.form = IpoForm::kSqrt})},
       {"ipo_full", f(hafrm::Ipo{.form = IpoForm::kFull})},
-      {"simpo", f(hafrm::SimPO{.gamma = 0.5})},
-      {"alphapo", f(hafrm::SimPO{.gamma = 0.5, .alpha = 0.25})},
+      {"simpo", f(hafrm::Simpo{.gamma = 0.5})},
+      {"alphapo", f(hafrm::Simpo{.gamma = 0.5, .alpha = 0.25})},
       {"sigmoid_norm", f(hafrm::SigmoidNorm{})},
       {"exo_pair", f(hafrm::ExoPair{})},
       {"nca_pair", f(hafrm::NcaPair{})},
@@ -215,9 +215,9 @@ TEST_CASE("parameters that overflow float32 are rejected with their range", "[lo
   // The other scales, weights and coefficients.
   require_error([&] { hafrm::DiscoPop{.tau = 1e-300}(in); }, {"discopop", "tau", range});
   require_error([&] { hafrm::DiscoPop{.tau = 1e300}(in); }, {"discopop", "tau", range});
-  require_error([&] { hafrm::SimPO{.gamma = 1e300}(in); }, {"simpo", "gamma", range});
-  require_error([&] { hafrm::SimPO{.alpha = 1e300}(in); }, {"simpo", "alpha", range});
-  require_error([&] { hafrm::SimPO{.alpha = -1e-300}(in); }, {"simpo", "alpha", range});
+  require_error([&] { hafrm::Simpo{.gamma = 1e300}(in); }, {"simpo", "gamma", range});
+  require_error([&] { hafrm::Simpo{.alpha = 1e300}(in); }, {"simpo", "alpha", range});
+  require_error([&] { hafrm::Simpo{.alpha = -1e-300}(in); }, {"simpo", "alpha", range});
   require_error([&] { hafrm::Cpo{.gamma = 1e300}(in); }, {"cpo", "gamma", range});
   require_error([&] { hafrm::Cpo{.alpha = 1e-300}(in); }, {"cpo", "alpha", range});
   require_error([&] { hafrm::Cpo{.cpo_alpha = 1e300}(in); }, {"cpo", "cpo_alpha", range});
@@ -274,7 +274,7 @@ TEST_CASE("at the ends of the parameter range every catalogue loss stays finite 
   // The other ends: the largest weights and coefficients.
   auto in = pairs(B, torch::kFloat);
   CHECK(all_finite(hafrm::DiscoPop{.beta = 1e6, .tau = 1e-6}(in).loss));
-  CHECK(all_finite(hafrm::SimPO{.beta = 1e-6, .gamma = 1e6, .alpha = 1e6}(in).loss));
+  CHECK(all_finite(hafrm::Simpo{.beta = 1e-6, .gamma = 1e6, .alpha = 1e6}(in).loss));
   CHECK(all_finite(hafrm::Cpo{.alpha = -1e6, .cpo_alpha = 1e6}(in).loss));
   CHECK(all_finite(hafrm::Kto{.desirable_weight = 1e6, .undesirable_weight = 1e6}(in).loss));
   auto fd = hafrm::FDivergence{hafrm::FDivergenceType::kAlphaDivergence, 1e6};
@@ -290,7 +290,7 @@ TEST_CASE("named errors for the remaining silent cases", "[losses]") {
     auto frac = in;
     frac.chosen_count = torch::tensor({3.0, 2.5, 7.0, 1.0}, torch::kDouble);
     require_error([&] { hafrm::Ipo{}(frac); }, {"ipo", "inputs.chosen_count", "whole", "2.5"});
-    require_error([&] { hafrm::SimPO{}(frac); }, {"simpo", "inputs.chosen_count", "whole"});
+    require_error([&] { hafrm::Simpo{}(frac); }, {"simpo", "inputs.chosen_count", "whole"});
     require_error([&] { hafrm::Orpo{}(frac); }, {"orpo", "inputs.chosen_count", "whole"});
     require_error([&] { hafrm::ChosenNll{}(frac); }, {"chosen_nll", "inputs.chosen_count"});
     auto inf = in;
@@ -401,7 +401,7 @@ TEST_CASE("the exact score gradient reaches a loss: forward-KL DPO and AlphaPO",
   s.policy_rejected = torch::tensor({-41.0f});
   s.chosen_count = torch::tensor({1}), s.rejected_count = torch::tensor({1});
   const double a = -0.5;
-  hafrm::SimPO{.beta = 1.0, .alpha = a}(s).loss.backward();
+  hafrm::Simpo{.beta = 1.0, .alpha = a}(s).loss.backward();
   const double l = -std::expm1(-a * -40.0) / a + std::expm1(-a * -41.0) / a;
   const double g = -1.0 / (1 + std::exp(l)) * std::exp(-a * -40.0);
   CHECK(s.policy_chosen.grad().item<double>() == Approx(g).epsilon(1e-5));

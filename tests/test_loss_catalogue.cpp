@@ -331,7 +331,7 @@ TEST_CASE("CPO, SimPO, AlphaPO and ORPO match LOSSES.md", "[losses]") {
     return cons(beta * l, eps);
   };
   check_value_and_grad(hafrm::Cpo{.beta = beta,
-                                  .loss = L::kSimPO,
+                                  .loss = L::kSimpo,
                                   .label_smoothing = eps,
                                   .gamma = gamma,
                                   .alpha = a,
@@ -339,7 +339,7 @@ TEST_CASE("CPO, SimPO, AlphaPO and ORPO match LOSSES.md", "[losses]") {
                        cpo(simpo), false, 20.0);
   // SimPO with alpha != 0 is AlphaPO; the reference tensors, if given, are ignored.
   check_value_and_grad(
-      hafrm::SimPO{.beta = beta, .gamma = gamma, .label_smoothing = eps, .alpha = a},
+      hafrm::Simpo{.beta = beta, .gamma = gamma, .label_smoothing = eps, .alpha = a},
       [=](const Batch& b) {
         std::vector<double> out(b.size());
         for (size_t i = 0; i < b.size(); ++i) out[i] = simpo(i, b);
@@ -360,8 +360,8 @@ TEST_CASE("CPO, SimPO, AlphaPO and ORPO match LOSSES.md", "[losses]") {
   // CPO with cpo_alpha = 0 and the simpo loss is exactly SimPO.
   auto p = make_pairs(6);
   CHECK(max_abs_diff(
-            hafrm::Cpo{.beta = 2, .loss = L::kSimPO, .gamma = 0.5, .cpo_alpha = 0}(p.inputs()).loss,
-            hafrm::SimPO{.beta = 2, .gamma = 0.5}(p.inputs()).loss) == 0.0);
+            hafrm::Cpo{.beta = 2, .loss = L::kSimpo, .gamma = 0.5, .cpo_alpha = 0}(p.inputs()).loss,
+            hafrm::Simpo{.beta = 2, .gamma = 0.5}(p.inputs()).loss) == 0.0);
 }
 
 TEST_CASE("KTO and unpaired APO-zero match LOSSES.md", "[losses]") {
@@ -664,7 +664,7 @@ TEST_CASE("catalogue losses reject bad parameters and missing inputs by name", "
   require_error([&] { hafrm::Cpo{.label_smoothing = 0.5}(in); }, {"cpo", "label_smoothing"});
   require_error([&] { hafrm::DiscoPop{.tau = 0}(in); }, {"discopop", "tau"});
   require_error([&] { hafrm::Cpo{.cpo_alpha = -1}(in); }, {"cpo", "cpo_alpha"});
-  require_error([&] { hafrm::SimPO{.alpha = NAN}(in); }, {"simpo", "alpha", "finite"});
+  require_error([&] { hafrm::Simpo{.alpha = NAN}(in); }, {"simpo", "alpha", "finite"});
   require_error([&] { hafrm::Kto{.undesirable_weight = -1}(in); }, {"kto", "undesirable_weight"});
   // The alpha-divergence coefficient must be finite.
   auto bad_alpha = hafrm::FDivergence{hafrm::FDivergenceType::kAlphaDivergence, INFINITY};

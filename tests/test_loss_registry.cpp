@@ -74,10 +74,10 @@ TEST_CASE("every registry name builds the functor it names", "[losses]") {
       {"cpo", hafrm::Cpo{}},
       {"cpo:loss_type=ipo,cpo_alpha=0.5,alpha=0.2",
        hafrm::Cpo{.loss = L::kIpo, .alpha = 0.2, .cpo_alpha = 0.5}},
-      {"cpo:loss_type=simpo,simpo_gamma=0.3", hafrm::Cpo{.loss = L::kSimPO, .gamma = 0.3}},
-      {"simpo:beta=2,simpo_gamma=0.5", hafrm::SimPO{.beta = 2, .gamma = 0.5}},
-      {"alphapo", hafrm::SimPO{.alpha = 0.25}},
-      {"alphapo:alpha=-0.3,beta=2.5", hafrm::SimPO{.beta = 2.5, .alpha = -0.3}},
+      {"cpo:loss_type=simpo,simpo_gamma=0.3", hafrm::Cpo{.loss = L::kSimpo, .gamma = 0.3}},
+      {"simpo:beta=2,simpo_gamma=0.5", hafrm::Simpo{.beta = 2, .gamma = 0.5}},
+      {"alphapo", hafrm::Simpo{.alpha = 0.25}},
+      {"alphapo:alpha=-0.3,beta=2.5", hafrm::Simpo{.beta = 2.5, .alpha = -0.3}},
       {"orpo:beta=0.2", hafrm::Orpo{.beta = 0.2}},
       {"kto:undesirable_weight=1.5", hafrm::Kto{.undesirable_weight = 1.5}},
       {"apo_zero_unpaired", hafrm::ApoZeroUnpaired{}},
@@ -86,6 +86,11 @@ TEST_CASE("every registry name builds the functor it names", "[losses]") {
       {"robust:ld_alpha=0.5,use_weighting=1",
        hafrm::WpoWeighted<hafrm::LengthDesensitised<hafrm::RobustDpo>>{}},
       {" sigmoid : beta = 0.3 ", hafrm::Dpo{.beta = 0.3}},
+      // The catalogue's names (each functor's kName); the TRL spellings above are aliases.
+      {"dpo:beta=0.3", hafrm::Dpo{.beta = 0.3}},
+      {"robust_dpo:label_smoothing=0.2", hafrm::RobustDpo{.label_smoothing = 0.2}},
+      {"dpo_hinge:beta=0.5", hafrm::DpoHinge{.beta = 0.5}},
+      {"chosen_nll:token_weighted=true", hafrm::ChosenNll{.token_weighted = true}},
   };
   std::set<std::string> covered;
   for (const auto& c : cases) {
@@ -95,8 +100,8 @@ TEST_CASE("every registry name builds the functor it names", "[losses]") {
     covered.insert(std::string(hafrm::detail::registry::trim(c.spec.substr(0, c.spec.find(':')))));
   }
   // The catalogue is exactly these names, and each is covered above.
-  const std::vector<std::string> expected{"sigmoid",      "conservative",
-                                          "robust",       "hinge",
+  const std::vector<std::string> expected{"dpo",          "conservative",
+                                          "robust_dpo",   "dpo_hinge",
                                           "ipo",          "ipo_sum",
                                           "ipo_sqrt",     "ipo_full",
                                           "sigmoid_norm", "exo_pair",
@@ -104,7 +109,7 @@ TEST_CASE("every registry name builds the functor it names", "[losses]") {
                                           "sppo_hard",    "aot",
                                           "aot_unpaired", "apo_zero",
                                           "apo_down",     "discopop",
-                                          "sft",          "nll",
+                                          "sft",          "chosen_nll",
                                           "cpo",          "simpo",
                                           "alphapo",      "orpo",
                                           "kto",          "apo_zero_unpaired"};
@@ -113,7 +118,8 @@ TEST_CASE("every registry name builds the functor it names", "[losses]") {
     INFO(n);
     CHECK(covered.count(n) == 1);
   }
-  CHECK(hafrm::reward_loss_names() == std::vector<std::string>{"bt", "hinge", "plackett_luce"});
+  CHECK(hafrm::reward_loss_names() ==
+        std::vector<std::string>{"bradley_terry", "reward_hinge", "plackett_luce"});
   CHECK(hafrm::weighting_names() ==
         std::vector<std::string>{"constant", "alternate", "warmup", "cosine"});
 }
@@ -193,8 +199,8 @@ TEST_CASE("HybridLoss over the type-erased registry terms", "[hybrid]") {
 
 TEST_CASE("malformed specs are rejected with the valid choices", "[losses]") {
   using hafrm::make_policy_loss;
-  require_error([] { make_policy_loss("dpo"); },
-                {"make_policy_loss", "unknown policy loss 'dpo'", "sigmoid", "apo_zero_unpaired"});
+  require_error([] { make_policy_loss("dop"); },
+                {"make_policy_loss", "unknown policy loss 'dop'", "sigmoid", "apo_zero_unpaired"});
   require_error([] { make_policy_loss(""); }, {"spec", "valid names", "sigmoid"});
   require_error([] { make_policy_loss("sigmoid:bta=0.1"); },
                 {"sigmoid:bta", "valid parameters", "beta", "ld_alpha", "use_weighting"});
@@ -245,7 +251,7 @@ TEST_CASE("malformed specs are rejected with the valid choices", "[losses]") {
   require_error([] { make_policy_loss("aot_unpaired:use_weighting=true"); },
                 {"aot_unpaired:use_weighting"});
   // Reward losses and weightings: one item, no weight, their own names and parameters.
-  require_error([] { hafrm::make_reward_loss("bradley_terry"); },
+  require_error([] { hafrm::make_reward_loss("bradley"); },
                 {"make_reward_loss", "bradley_terry", "bt", "plackett_luce"});
   require_error([] { hafrm::make_reward_loss("bt,hinge"); },
                 {"make_reward_loss", "one reward loss"});

@@ -125,7 +125,7 @@ TEST_CASE("IPO in its four forms", "[losses]") {
 
 TEST_CASE("SimPO and the chosen NLL", "[losses]") {
   const double beta = 2.0, gamma = GENERATE(0.0, 0.5), eps = GENERATE(0.0, 0.1);
-  check_value_and_grad(hafrm::SimPO{.beta = beta, .gamma = gamma, .label_smoothing = eps},
+  check_value_and_grad(hafrm::Simpo{.beta = beta, .gamma = gamma, .label_smoothing = eps},
                        [=](double pc, double pr, double, double, double nc, double nr) {
                          double l = pc / nc - pr / nr - gamma / beta;
                          return -(1 - eps) * log_sig(beta * l) - eps * log_sig(-beta * l);
@@ -158,7 +158,7 @@ TEST_CASE("policy losses stay finite for |d| up to 1e4 in float32", "[losses]") 
   std::vector<std::function<hafrm::LossOutput()>> losses{
       [&] { return hafrm::Dpo{.beta = 1.0, .label_smoothing = 0.1}(in); },
       [&] { return hafrm::RobustDpo{.beta = 1.0, .label_smoothing = 0.1}(in); },
-      [&] { return hafrm::SimPO{.beta = 2.0, .gamma = 0.5}(in); },
+      [&] { return hafrm::Simpo{.beta = 2.0, .gamma = 0.5}(in); },
       [&] { return hafrm::DpoHinge{.beta = 1.0}(in); },
       [&] { return hafrm::Ipo{.beta = 0.1, .form = hafrm::IpoForm::kFull}(in); }};
   for (auto& f : losses) {
@@ -185,7 +185,7 @@ TEST_CASE("policy losses reject bad input with a named argument", "[losses]") {
   require_error([&] { hafrm::Dpo{}(bad); }, {"inputs.reference_rejected", "together"});
   bad = in;
   bad.chosen_count = torch::Tensor();
-  require_error([&] { hafrm::SimPO{}(bad); }, {"simpo", "inputs.chosen_count", "required"});
+  require_error([&] { hafrm::Simpo{}(bad); }, {"simpo", "inputs.chosen_count", "required"});
   bad = in;
   bad.rejected_count = torch::tensor({3, 0, 2, 1});
   require_error([&] { hafrm::Ipo{}(bad); }, {"inputs.rejected_count", "at least one scored token"});

@@ -85,6 +85,9 @@ inline CLI::Validator real_in(double lo, double hi, bool open_lo = false, bool o
       range);
 }
 
+// Thrown by --list-losses, so that run_cli prints the catalogue instead of training.
+struct ListLosses {};
+
 }  // namespace cli_detail
 
 // The command line, bound to `c`: parsing writes straight into it.
@@ -106,6 +109,11 @@ inline std::unique_ptr<CLI::App> make_app(TrainConfig& c) {
                   "dpo: policy loss only, scored by the implicit reward beta*(logp - logp_ref)")
       ->check(choice({"bt", "haf", "dpo"}))
       ->capture_default_str()
+      ->group("objective");
+  app->add_flag_callback(
+         "--list-losses", [] { throw cli_detail::ListLosses{}; },
+         "print every loss and weighting a SPEC may name, with parameters, defaults, ranges and "
+         "formulas, then exit")
       ->group("objective");
   app->add_option("--reward-loss", c.reward_loss,
                   "SPEC, default \"bt\" (e.g. \"bt:center=0.01\", \"hinge:margin=1\")")
@@ -356,6 +364,9 @@ inline int run_cli(const std::vector<std::string>& args) {
       std::fputs(usage().c_str(), stdout);
       return 0;
     }
+  } catch (const cli_detail::ListLosses&) {
+    std::fputs(hafrm::loss_catalogue_markdown().c_str(), stdout);
+    return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "haf_rm: %s\n", e.what());
     return 2;

@@ -9,8 +9,6 @@
 #pragma once
 
 #include <functional>
-#include <map>
-#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -26,41 +24,16 @@
 
 namespace hafrm::examples::rm {
 
-// "name:key=value,key=value" split into its parts, for spec_param() (the trainer reads beta
-// from the policy spec for the implicit reward).
-struct Spec {
-  std::string name;
-  std::map<std::string, std::string> params;
-};
-
-inline Spec parse_spec(std::string_view text) {
-  Spec s;
-  const auto colon = text.find(':');
-  s.name = std::string(text.substr(0, colon));
-  if (s.name.empty()) throw std::invalid_argument("empty loss spec \"" + std::string(text) + "\"");
-  if (colon == std::string_view::npos) return s;
-  std::string_view rest = text.substr(colon + 1);
-  while (!rest.empty()) {
-    const auto comma = rest.find(',');
-    const auto item = rest.substr(0, comma);
-    const auto eq = item.find('=');
-    if (eq == std::string_view::npos || eq == 0)
-      throw std::invalid_argument("spec \"" + std::string(text) + "\": expected key=value, got \"" +
-                                  std::string(item) + "\"");
-    s.params[std::string(item.substr(0, eq))] = std::string(item.substr(eq + 1));
-    if (comma == std::string_view::npos) break;
-    rest = rest.substr(comma + 1);
-  }
-  return s;
-}
-
-// The numeric parameter `key` of a spec, or `fallback` when the spec does not set it.
-// Only the first loss of a weighted list ("sigmoid:beta=0.1,ipo:beta=0.5@0.2") is looked at.
+// The numeric parameter `key` of a spec, or `fallback` when the spec does not set it or does not
+// parse (the registry then reports the error). Only the first loss of a weighted list
+// ("sigmoid:beta=0.1,ipo:beta=0.5@0.2") is looked at: the trainer reads beta for the implicit
+// reward.
 inline double spec_param(std::string_view spec, const std::string& key, double fallback) {
   try {
-    const auto s = parse_spec(spec);
-    const auto it = s.params.find(key);
-    return it == s.params.end() ? fallback : std::stod(it->second);
+    const auto items = hafrm::parse_loss_spec(spec);
+    for (const auto& [k, v] : items.front().params)
+      if (k == key) return std::stod(v);
+    return fallback;
   } catch (const std::exception&) {
     return fallback;
   }

@@ -10,9 +10,10 @@
 //   kernels/  cpu/ (Eigen over raw pointers) and cuda/ (.cuh over raw pointers and a stream)
 //   torch/    checks, dtype dispatch, autograd Functions, token_logprobs, linear_token_logprobs
 //   losses/   reward, policy and hybrid loss functors over tensors: the whole preference-loss
-//             catalogue (DPO family, f-divergences, CPO/SimPO/AlphaPO/ORPO, KTO, LD-DPO, WPO,
-//             TR-DPO sync) and the registry that builds any of it from a string
-//   model/    the model trait and the concatenated chosen/rejected forward pass
+//             catalogue (DPO family, f-divergences, CPO/SimPO/AlphaPO/ORPO, KTO, LD-DPO, WPO)
+//             and the registry that builds any of it from a string
+//   model/    the model trait, the concatenated chosen/rejected forward pass, TR-DPO's
+//             reference sync
 #pragma once
 
 #include "hafrm/core/macros.hpp"
@@ -30,6 +31,7 @@
 #include "hafrm/losses/weighting.hpp"
 #include "hafrm/model/model_traits.hpp"
 #include "hafrm/model/pair_forward.hpp"
+#include "hafrm/model/reference_sync.hpp"
 #include "hafrm/model/reward_readout.hpp"
 #include "hafrm/torch/linear_logprobs.hpp"
 #include "hafrm/torch/token_logprobs.hpp"

@@ -27,17 +27,12 @@ struct SigmoidNorm {
   Reduction reduction = Reduction::kMean;
 
   static constexpr const char* kName = "sigmoid_norm";
-  void validate() const {
-    detail::check_beta(beta, kName);
-    f_divergence.validate(kName);
-  }
-  LossOutput operator()(const PolicyInputs& in) const {
-    validate();
-    auto t = detail::check_policy(in, kName, true, reference_free);
+  static constexpr bool kNeedsCounts = true;
+  torch::Tensor per_pair(const detail::PolicyTerms& t) const {
     auto s = detail::scores(t, f_divergence);
-    auto per = -torch::log_sigmoid(beta * (s.chosen / t.n_c - s.rejected / t.n_r));
-    return detail::finish(per, reduction, t, beta);
+    return -torch::log_sigmoid(beta * (s.chosen / t.n_c - s.rejected / t.n_r));
   }
+  HAFRM_POLICY_LOSS_PLUMBING
 };
 
 // EXO (Ji et al. 2024, eq. 16), x = beta d:
@@ -50,20 +45,16 @@ struct ExoPair {
   Reduction reduction = Reduction::kMean;
 
   static constexpr const char* kName = "exo_pair";
-  void validate() const {
-    detail::check_beta(beta, kName);
+  void check_params() const {
     HAFRM_CHECK_ARG(label_smoothing > 0.0 && label_smoothing < 1.0, kName, "label_smoothing",
                     "expected a value in (0, 1) (the EXO paper uses 1e-3), got ", label_smoothing);
-    f_divergence.validate(kName);
   }
-  LossOutput operator()(const PolicyInputs& in) const {
-    validate();
-    auto t = detail::check_policy(in, kName, false, reference_free);
+  torch::Tensor per_pair(const detail::PolicyTerms& t) const {
     auto x = beta * detail::scores(t, f_divergence).margin();
-    auto per = torch::sigmoid(x) * (torch::log_sigmoid(x) - std::log1p(-label_smoothing)) +
-               torch::sigmoid(-x) * (torch::log_sigmoid(-x) - std::log(label_smoothing));
-    return detail::finish(per, reduction, t, beta);
+    return torch::sigmoid(x) * (torch::log_sigmoid(x) - std::log1p(-label_smoothing)) +
+           torch::sigmoid(-x) * (torch::log_sigmoid(-x) - std::log(label_smoothing));
   }
+  HAFRM_POLICY_LOSS_PLUMBING
 };
 
 // NCA (Chen et al. 2024): -logsigmoid(beta Delta_c) - 1/2 logsigmoid(-beta Delta_c)
@@ -74,15 +65,11 @@ struct NcaPair {
   Reduction reduction = Reduction::kMean;
 
   static constexpr const char* kName = "nca_pair";
-  void validate() const { detail::check_beta(beta, kName); }
-  LossOutput operator()(const PolicyInputs& in) const {
-    validate();
-    auto t = detail::check_policy(in, kName, false, reference_free);
+  torch::Tensor per_pair(const detail::PolicyTerms& t) const {
     auto rc = beta * t.delta_c(), rr = beta * t.delta_r();
-    auto per =
-        -torch::log_sigmoid(rc) - 0.5 * torch::log_sigmoid(-rc) - 0.5 * torch::log_sigmoid(-rr);
-    return detail::finish(per, reduction, t, beta);
+    return -torch::log_sigmoid(rc) - 0.5 * torch::log_sigmoid(-rc) - 0.5 * torch::log_sigmoid(-rr);
   }
+  HAFRM_POLICY_LOSS_PLUMBING
 };
 
 // BCO on pairs: -logsigmoid(beta Delta_c) - logsigmoid(-beta Delta_r).
@@ -92,13 +79,10 @@ struct BcoPair {
   Reduction reduction = Reduction::kMean;
 
   static constexpr const char* kName = "bco_pair";
-  void validate() const { detail::check_beta(beta, kName); }
-  LossOutput operator()(const PolicyInputs& in) const {
-    validate();
-    auto t = detail::check_policy(in, kName, false, reference_free);
-    auto per = -torch::log_sigmoid(beta * t.delta_c()) - torch::log_sigmoid(-beta * t.delta_r());
-    return detail::finish(per, reduction, t, beta);
+  torch::Tensor per_pair(const detail::PolicyTerms& t) const {
+    return -torch::log_sigmoid(beta * t.delta_c()) - torch::log_sigmoid(-beta * t.delta_r());
   }
+  HAFRM_POLICY_LOSS_PLUMBING
 };
 
 // SPPO with hard (0/1) win probabilities: (Delta_c - 1/(2 beta))^2 + (Delta_r + 1/(2 beta))^2.
@@ -108,14 +92,11 @@ struct SppoHard {
   Reduction reduction = Reduction::kMean;
 
   static constexpr const char* kName = "sppo_hard";
-  void validate() const { detail::check_beta(beta, kName); }
-  LossOutput operator()(const PolicyInputs& in) const {
-    validate();
-    auto t = detail::check_policy(in, kName, false, reference_free);
+  torch::Tensor per_pair(const detail::PolicyTerms& t) const {
     const double half = 0.5 / beta;
-    auto per = (t.delta_c() - half).square() + (t.delta_r() + half).square();
-    return detail::finish(per, reduction, t, beta);
+    return (t.delta_c() - half).square() + (t.delta_r() + half).square();
   }
+  HAFRM_POLICY_LOSS_PLUMBING
 };
 
 // AOT (Melnyk et al. 2024), paired: delta = sort(pi_c - pi_r) - sort(rho_c - rho_r) over the batch,
@@ -129,17 +110,12 @@ struct Aot {
 
   static constexpr const char* kName = "aot";
   static constexpr bool kSortsBatch = true;  // per-pair weights (WPO) would be misaligned
-  void validate() const {
-    detail::check_beta(beta, kName);
-    detail::check_half_open(label_smoothing, 0.0, 0.5, kName, "label_smoothing");
-  }
-  LossOutput operator()(const PolicyInputs& in) const {
-    validate();
-    auto t = detail::check_policy(in, kName, false, reference_free);
+  void check_params() const { detail::check_smoothing(label_smoothing, kName); }
+  torch::Tensor per_pair(const detail::PolicyTerms& t) const {
     auto delta = aot_sorted_difference(t.pi_c - t.pi_r, t.rho_c - t.rho_r);
-    return detail::finish(detail::smoothed_sigmoid_loss(beta * delta, label_smoothing), reduction,
-                          t, beta);
+    return detail::smoothed_sigmoid_loss(beta * delta, label_smoothing);
   }
+  HAFRM_POLICY_LOSS_PLUMBING
 };
 
 // AOT, unpaired: delta = sort(Delta_c) - sort(Delta_r) over the batch; same loss as Aot.
@@ -151,17 +127,12 @@ struct AotUnpaired {
 
   static constexpr const char* kName = "aot_unpaired";
   static constexpr bool kSortsBatch = true;
-  void validate() const {
-    detail::check_beta(beta, kName);
-    detail::check_half_open(label_smoothing, 0.0, 0.5, kName, "label_smoothing");
-  }
-  LossOutput operator()(const PolicyInputs& in) const {
-    validate();
-    auto t = detail::check_policy(in, kName, false, reference_free);
+  void check_params() const { detail::check_smoothing(label_smoothing, kName); }
+  torch::Tensor per_pair(const detail::PolicyTerms& t) const {
     auto delta = aot_sorted_difference(t.delta_c(), t.delta_r());
-    return detail::finish(detail::smoothed_sigmoid_loss(beta * delta, label_smoothing), reduction,
-                          t, beta);
+    return detail::smoothed_sigmoid_loss(beta * delta, label_smoothing);
   }
+  HAFRM_POLICY_LOSS_PLUMBING
 };
 
 // APO-zero (D'Oosterlinck et al. 2024, eq. 7), for chosen outputs better than the model's own:
@@ -172,13 +143,10 @@ struct ApoZero {
   Reduction reduction = Reduction::kMean;
 
   static constexpr const char* kName = "apo_zero";
-  void validate() const { detail::check_beta(beta, kName); }
-  LossOutput operator()(const PolicyInputs& in) const {
-    validate();
-    auto t = detail::check_policy(in, kName, false, reference_free);
-    auto per = (1.0 - torch::sigmoid(beta * t.delta_c())) + torch::sigmoid(beta * t.delta_r());
-    return detail::finish(per, reduction, t, beta);
+  torch::Tensor per_pair(const detail::PolicyTerms& t) const {
+    return (1.0 - torch::sigmoid(beta * t.delta_c())) + torch::sigmoid(beta * t.delta_r());
   }
+  HAFRM_POLICY_LOSS_PLUMBING
 };
 
 // APO-down (eq. 8), for chosen outputs worse than the model's own:
@@ -189,14 +157,11 @@ struct ApoDown {
   Reduction reduction = Reduction::kMean;
 
   static constexpr const char* kName = "apo_down";
-  void validate() const { detail::check_beta(beta, kName); }
-  LossOutput operator()(const PolicyInputs& in) const {
-    validate();
-    auto t = detail::check_policy(in, kName, false, reference_free);
+  torch::Tensor per_pair(const detail::PolicyTerms& t) const {
     auto dc = t.delta_c();
-    auto per = torch::sigmoid(beta * dc) + (1.0 - torch::sigmoid(beta * (dc - t.delta_r())));
-    return detail::finish(per, reduction, t, beta);
+    return torch::sigmoid(beta * dc) + (1.0 - torch::sigmoid(beta * (dc - t.delta_r())));
   }
+  HAFRM_POLICY_LOSS_PLUMBING
 };
 
 // DiscoPOP (Lu et al. 2024, eq. 5), z = beta d, m = sigmoid(z / tau):
@@ -210,20 +175,14 @@ struct DiscoPop {
   Reduction reduction = Reduction::kMean;
 
   static constexpr const char* kName = "discopop";
-  void validate() const {
-    detail::check_beta(beta, kName);
-    detail::check_scale(tau, kName, "tau");
-    f_divergence.validate(kName);
-  }
-  LossOutput operator()(const PolicyInputs& in) const {
-    validate();
-    auto t = detail::check_policy(in, kName, false, reference_free);
+  void check_params() const { detail::check_scale(tau, kName, "tau"); }
+  torch::Tensor per_pair(const detail::PolicyTerms& t) const {
     auto z = beta * detail::scores(t, f_divergence).margin();
     auto exponent =
         torch::clamp_max(-z + torch::log_sigmoid(z / tau), detail::exp_cap(z.scalar_type()));
-    auto per = -torch::log_sigmoid(z) * torch::sigmoid(-z / tau) + torch::exp(exponent);
-    return detail::finish(per, reduction, t, beta);
+    return -torch::log_sigmoid(z) * torch::sigmoid(-z / tau) + torch::exp(exponent);
   }
+  HAFRM_POLICY_LOSS_PLUMBING
 };
 
 }  // namespace hafrm

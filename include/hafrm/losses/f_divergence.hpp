@@ -5,9 +5,10 @@
 //   hafrm::Dpo{.beta = 0.1, .f_divergence = {hafrm::FDivergenceType::kJsDivergence}}(inputs);
 //   hafrm::Ipo{.f_divergence = {hafrm::FDivergenceType::kAlphaDivergence, 0.3}}(inputs);
 //
-// Only sigmoid (Dpo), sigmoid_norm, hinge, ipo, exo_pair, robust, discopop and sft accept a
-// non-default score: the f-DPO reparameterisation leaves a beta log Z(x) term that cancels only in
-// the chosen - rejected difference, so the other losses have no valid generalisation.
+// Only dpo (and conservative), sigmoid_norm, dpo_hinge, the ipo forms, exo_pair, robust_dpo,
+// discopop and sft accept a non-default score: the f-DPO reparameterisation leaves a beta log Z(x)
+// term that cancels only in the chosen - rejected difference, so the other losses have no valid
+// generalisation.
 #pragma once
 
 #include <torch/torch.h>
@@ -27,6 +28,12 @@ enum class FDivergenceType {
   kAlphaDivergence,  // s = (exp((a - 1) Delta) - 1) / (a - 1); a = 1 falls back to reverse KL
 };
 
+// Every type, the default first (the registry's choices).
+inline constexpr FDivergenceType kFDivergenceTypes[] = {
+    FDivergenceType::kReverseKl, FDivergenceType::kForwardKl, FDivergenceType::kJsDivergence,
+    FDivergenceType::kAlphaDivergence};
+
+// The name a spec writes (f_divergence_type=...).
 inline constexpr std::string_view f_divergence_name(FDivergenceType t) {
   switch (t) {
     case FDivergenceType::kReverseKl:

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "hafrm/losses/any_loss.hpp"
 #include "hafrm/losses/policy.hpp"
 #include "hafrm/losses/reward.hpp"
 #include "hafrm/losses/weighting.hpp"
@@ -39,43 +40,7 @@ inline torch::Tensor zero_total(const torch::Tensor& like) {
   return torch::zeros({}, like.options()).requires_grad_(like.requires_grad());
 }
 
-template <class In>
-inline constexpr const char* kAnyLossName = "loss";
-template <>
-inline constexpr const char* kAnyLossName<PolicyInputs> = "policy_loss";
-template <>
-inline constexpr const char* kAnyLossName<RewardInputs> = "reward_loss";
 }  // namespace detail
-
-// Type-erased loss over one input type: anything callable as LossOutput(const In&), with a name
-// for metrics (the functor's kName when it has one).
-template <class In>
-class AnyLoss {
- public:
-  AnyLoss() = default;
-  template <class L, class = std::enable_if_t<!std::is_same_v<std::decay_t<L>, AnyLoss>>>
-  AnyLoss(L loss, std::string name = "")  // NOLINT: implicit by design, like std::function
-      : fn_([loss = std::move(loss)](const In& in) { return loss(in); }),
-        name_(name.empty() ? default_name<L>() : std::move(name)) {}
-  LossOutput operator()(const In& in) const {
-    TORCH_CHECK(fn_, "hafrm::", detail::kAnyLossName<In>, ": called while empty");
-    return fn_(in);
-  }
-  const std::string& name() const { return name_; }
-  explicit operator bool() const { return static_cast<bool>(fn_); }
-
- private:
-  template <class L>
-  static std::string default_name() {
-    if constexpr (requires { L::kName; }) return L::kName;
-    return detail::kAnyLossName<In>;
-  }
-  std::function<LossOutput(const In&)> fn_;
-  std::string name_;
-};
-
-using AnyPolicyLoss = AnyLoss<PolicyInputs>;  // the policy (LM-head) term
-using AnyRewardLoss = AnyLoss<RewardInputs>;  // the reward-head term
 
 // Weighted list of policy losses: sum_k w_k * loss_k (each reduced by its own reduction, which
 // must be a scalar one). Metrics are prefixed with each loss's name.

@@ -13,6 +13,7 @@
 
 #include <torch/torch.h>
 
+#include "hafrm/losses/any_loss.hpp"
 #include "hafrm/losses/policy.hpp"
 #include "hafrm/losses/trainer_helpers.hpp"
 
@@ -142,5 +143,13 @@ struct ApoZeroUnpaired {
     return (*this)(detail::unpair(in, kName));
   }
 };
+
+namespace detail {
+template <>
+inline constexpr const char* kAnyLossName<KtoInputs> = "unpaired_loss";
+}  // namespace detail
+
+// Type-erased unpaired loss: anything callable as LossOutput(const KtoInputs&).
+using AnyUnpairedLoss = AnyLoss<KtoInputs>;
 
 }  // namespace hafrm

@@ -19,6 +19,24 @@
 
 namespace hafrm {
 
+namespace detail {
+// The per-token part both modifiers read, checked: the masks (bool) and the policy's per-token
+// log-probs, chosen and rejected.
+struct TokenPolicy {
+  torch::Tensor chosen_mask, rejected_mask, chosen, rejected;
+};
+inline TokenPolicy check_token_policy(const PolicyTokenInputs& tk, std::string_view fn,
+                                      std::string_view why) {
+  check_floating(tk.policy_chosen, fn, "inputs.tokens.policy_chosen");
+  const int64_t b = tk.policy_chosen.size(0);
+  auto mc = check_token_mask(tk.chosen_mask, b, fn, "inputs.tokens.chosen_mask");
+  auto mr = check_token_mask(tk.rejected_mask, b, fn, "inputs.tokens.rejected_mask");
+  auto lc = check_token_tensor(tk.policy_chosen, mc, fn, "inputs.tokens.policy_chosen", why);
+  auto lr = check_token_tensor(tk.policy_rejected, mr, fn, "inputs.tokens.policy_rejected", why);
+  return {mc, mr, lc, lr};
+}
+}  // namespace detail
+
 // The inputs with each sum replaced by its LD-DPO form (counts unchanged). Needs the per-token
 // policy log-probs and masks, and the reference's per-token log-probs when a reference is given.
 inline PolicyInputs length_desensitised(const PolicyInputs& in, double ld_alpha,
@@ -26,14 +44,7 @@ inline PolicyInputs length_desensitised(const PolicyInputs& in, double ld_alpha,
   detail::check_closed(ld_alpha, 0.0, 1.0, fn, "ld_alpha");
   constexpr const char* why = "LD-DPO re-weighs per-token log-probs";
   const auto& tk = detail::require_tokens(in, fn, why);
-  detail::check_floating(tk.policy_chosen, fn, "inputs.tokens.policy_chosen");
-  const int64_t b = tk.policy_chosen.size(0);
-  auto mc = detail::check_token_mask(tk.chosen_mask, b, fn, "inputs.tokens.chosen_mask");
-  auto mr = detail::check_token_mask(tk.rejected_mask, b, fn, "inputs.tokens.rejected_mask");
-  auto lc =
-      detail::check_token_tensor(tk.policy_chosen, mc, fn, "inputs.tokens.policy_chosen", why);
-  auto lr =
-      detail::check_token_tensor(tk.policy_rejected, mr, fn, "inputs.tokens.policy_rejected", why);
+  auto [mc, mr, lc, lr] = detail::check_token_policy(tk, fn, why);
   // Position of each scored token within its response (1-based), and the shared length.
   auto pos_c = mc.cumsum(1), pos_r = mr.cumsum(1);
   auto shared = torch::minimum(mc.sum(1), mr.sum(1)).unsqueeze(1);
@@ -65,14 +76,7 @@ inline std::pair<torch::Tensor, torch::Tensor> wpo_weights(const PolicyInputs& i
                                                            std::string_view fn = "wpo") {
   constexpr const char* why = "WPO weighs each pair by its per-token probabilities";
   const auto& tk = detail::require_tokens(in, fn, why);
-  detail::check_floating(tk.policy_chosen, fn, "inputs.tokens.policy_chosen");
-  const int64_t b = tk.policy_chosen.size(0);
-  auto mc = detail::check_token_mask(tk.chosen_mask, b, fn, "inputs.tokens.chosen_mask");
-  auto mr = detail::check_token_mask(tk.rejected_mask, b, fn, "inputs.tokens.rejected_mask");
-  auto lc =
-      detail::check_token_tensor(tk.policy_chosen, mc, fn, "inputs.tokens.policy_chosen", why);
-  auto lr =
-      detail::check_token_tensor(tk.policy_rejected, mr, fn, "inputs.tokens.policy_rejected", why);
+  auto [mc, mr, lc, lr] = detail::check_token_policy(tk, fn, why);
   constexpr const char* p2_why =
       "WPO needs log sum_v p_v^2 per token: TokenLogProbOptions::return_log_sum_p2";
   auto sc = detail::check_token_tensor(tk.log_sum_p2_chosen, mc, fn,

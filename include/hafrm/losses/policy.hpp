@@ -1,5 +1,7 @@
 // hafrm/losses/policy.hpp: token-level policy losses of the HaF-RM method (the LM-head term),
-// from summed per-sequence log-probs. Every functor takes PolicyInputs and returns LossOutput.
+// from summed per-sequence log-probs. Every functor takes PolicyInputs and returns LossOutput; the
+// shared plumbing (checks, reduction, metrics) is policy_base.hpp, so each struct here is its
+// parameters and its formula.
 //
 //   auto out = hafrm::Dpo{.beta = 0.1}(inputs);             // HaF default policy loss
 //   auto ipo = hafrm::Ipo{.beta = 0.5, .form = hafrm::IpoForm::kLengthNormalised}(inputs);
@@ -12,13 +14,15 @@
 
 #include <torch/torch.h>
 
-#include "hafrm/losses/f_divergence.hpp"
-#include "hafrm/losses/policy_inputs.hpp"
+#include "hafrm/losses/policy_base.hpp"
 
 namespace hafrm {
 
 namespace detail {
-inline void check_beta(double beta, std::string_view fn) { check_scale(beta, fn, "beta"); }
+// Label smoothing eps in [0, 0.5): 0.5 would make the pair's label a coin toss.
+inline void check_smoothing(double eps, std::string_view fn) {
+  check_half_open(eps, 0.0, 0.5, fn, "label_smoothing");
+}
 
 // -(1-eps) logsigmoid(x) - eps logsigmoid(-x): smoothing-aware sigmoid loss.
 inline torch::Tensor smoothed_sigmoid_loss(const torch::Tensor& x, double eps) {
@@ -35,15 +39,6 @@ inline torch::Tensor ipo_loss(const torch::Tensor& l, double beta) {
   return (l - 1.0 / (2.0 * beta)).square();
 }
 
-// The f-divergence scores s(Delta_c), s(Delta_r) of a checked batch.
-struct Scores {
-  torch::Tensor chosen, rejected;
-  torch::Tensor margin() const { return chosen - rejected; }
-};
-inline Scores scores(const PolicyTerms& t, const FDivergence& f) {
-  return {f.score(t.delta_c()), f.score(t.delta_r())};
-}
-
 // -sum(pi_c) / sum(n_c): the chosen responses' mean per-token NLL over the whole batch (TRL
 // "sft", the NLL term of CPO and ORPO). Equal to the per-token form: the sums are sums of the
 // per-token log-probs.
@@ -57,12 +52,6 @@ inline torch::Tensor expand_batch(const torch::Tensor& scalar, const torch::Tens
   return scalar.expand({like.size(0)});
 }
 
-inline LossOutput finish(const torch::Tensor& per, Reduction r, const PolicyTerms& t, double beta) {
-  LossOutput out{reduce(per, r), {}};
-  implicit_reward_metrics(out, t, beta);
-  return out;
-}
-
 // AlphaPO's reward shape r(q) = (1 - exp(q)^(-a)) / a = -expm1(-a q) / a, q itself when a = 0;
 // the exponent is capped like the f-divergence scores.
 inline torch::Tensor alphapo_reward(const torch::Tensor& q, double a) {
@@ -74,7 +63,8 @@ inline void check_alphapo(double a, std::string_view fn) {
 }
 }  // namespace detail
 
-// DPO "sigmoid": -logsigmoid(beta d); label_smoothing eps > 0 gives conservative DPO (cDPO).
+// DPO (registry "dpo", TRL "sigmoid"): -logsigmoid(beta d); label_smoothing eps > 0 gives
+// conservative DPO (cDPO, registry "conservative").
 struct Dpo {
   double beta = 0.1;
   double label_smoothing = 0.0;
@@ -83,21 +73,16 @@ struct Dpo {
   Reduction reduction = Reduction::kMean;
 
   static constexpr const char* kName = "dpo";
-  void validate() const {
-    detail::check_beta(beta, kName);
-    detail::check_half_open(label_smoothing, 0.0, 0.5, kName, "label_smoothing");
-    f_divergence.validate(kName);
-  }
-  LossOutput operator()(const PolicyInputs& in) const {
-    validate();
-    auto t = detail::check_policy(in, kName, false, reference_free);
+  void check_params() const { detail::check_smoothing(label_smoothing, kName); }
+  torch::Tensor per_pair(const detail::PolicyTerms& t) const {
     auto d = detail::scores(t, f_divergence).margin();
-    return detail::finish(detail::smoothed_sigmoid_loss(beta * d, label_smoothing), reduction, t,
-                          beta);
+    return detail::smoothed_sigmoid_loss(beta * d, label_smoothing);
   }
+  HAFRM_POLICY_LOSS_PLUMBING
 };
 
-// Robust DPO (rDPO): (-(1-eps) logsigmoid(beta d) + eps logsigmoid(-beta d)) / (1 - 2 eps).
+// Robust DPO (rDPO, TRL "robust"): (-(1-eps) logsigmoid(beta d) + eps logsigmoid(-beta d)) /
+// (1 - 2 eps).
 struct RobustDpo {
   double beta = 0.1;
   double label_smoothing = 0.0;
@@ -106,23 +91,17 @@ struct RobustDpo {
   Reduction reduction = Reduction::kMean;
 
   static constexpr const char* kName = "robust_dpo";
-  void validate() const {
-    detail::check_beta(beta, kName);
-    detail::check_half_open(label_smoothing, 0.0, 0.5, kName, "label_smoothing");
-    f_divergence.validate(kName);
-  }
-  LossOutput operator()(const PolicyInputs& in) const {
-    validate();
-    auto t = detail::check_policy(in, kName, false, reference_free);
+  void check_params() const { detail::check_smoothing(label_smoothing, kName); }
+  torch::Tensor per_pair(const detail::PolicyTerms& t) const {
     auto x = beta * detail::scores(t, f_divergence).margin();
-    auto per = (-(1.0 - label_smoothing) * torch::log_sigmoid(x) +
-                label_smoothing * torch::log_sigmoid(-x)) /
-               (1.0 - 2.0 * label_smoothing);
-    return detail::finish(per, reduction, t, beta);
+    return (-(1.0 - label_smoothing) * torch::log_sigmoid(x) +
+            label_smoothing * torch::log_sigmoid(-x)) /
+           (1.0 - 2.0 * label_smoothing);
   }
+  HAFRM_POLICY_LOSS_PLUMBING
 };
 
-// Hinge (SLiC-style calibration): max(0, 1 - beta d).
+// Hinge (SLiC-style calibration, TRL "hinge"): max(0, 1 - beta d).
 struct DpoHinge {
   double beta = 0.1;
   FDivergence f_divergence{};
@@ -130,16 +109,10 @@ struct DpoHinge {
   Reduction reduction = Reduction::kMean;
 
   static constexpr const char* kName = "dpo_hinge";
-  void validate() const {
-    detail::check_beta(beta, kName);
-    f_divergence.validate(kName);
+  torch::Tensor per_pair(const detail::PolicyTerms& t) const {
+    return detail::hinge_loss(beta * detail::scores(t, f_divergence).margin());
   }
-  LossOutput operator()(const PolicyInputs& in) const {
-    validate();
-    auto t = detail::check_policy(in, kName, false, reference_free);
-    auto per = detail::hinge_loss(beta * detail::scores(t, f_divergence).margin());
-    return detail::finish(per, reduction, t, beta);
-  }
+  HAFRM_POLICY_LOSS_PLUMBING
 };
 
 // IPO in the four forms users meet: which one a user gets must be explicit.
@@ -159,39 +132,30 @@ struct Ipo {
   Reduction reduction = Reduction::kMean;
 
   static constexpr const char* kName = "ipo";
-  void validate() const {
-    detail::check_beta(beta, kName);
-    f_divergence.validate(kName);
-  }
-  LossOutput operator()(const PolicyInputs& in) const {
-    validate();
-    const bool norm = form == IpoForm::kLengthNormalised;
-    auto t = detail::check_policy(in, kName, norm, reference_free);
+  bool needs_counts() const { return form == IpoForm::kLengthNormalised; }
+  torch::Tensor per_pair(const detail::PolicyTerms& t) const {
     auto s = detail::scores(t, f_divergence);
-    torch::Tensor per;
     switch (form) {
       case IpoForm::kLengthNormalised:
-        per = detail::ipo_loss(s.chosen / t.n_c - s.rejected / t.n_r, beta);
-        break;
+        return detail::ipo_loss(s.chosen / t.n_c - s.rejected / t.n_r, beta);
       case IpoForm::kSum:
-        per = detail::ipo_loss(s.margin(), beta);
-        break;
+        return detail::ipo_loss(s.margin(), beta);
       case IpoForm::kSqrt:
-        per = beta * detail::ipo_loss(s.margin(), beta);
-        break;
+        return beta * detail::ipo_loss(s.margin(), beta);
       case IpoForm::kFull:
-        per = (beta * s.margin() - 0.5).square();
-        break;
+        return (beta * s.margin() - 0.5).square();
     }
-    return detail::finish(per, reduction, t, beta);
+    TORCH_INTERNAL_ASSERT(false, "hafrm::Ipo: unhandled IpoForm");
+    return {};
   }
+  HAFRM_POLICY_LOSS_PLUMBING
 };
 
 // SimPO: l = pi_c/n_c - pi_r/n_r - gamma/beta; -(1-eps) logsigmoid(beta l) - eps logsigmoid(-beta
 // l). Reference-free by definition. gamma = 0 is the HaF code's "simpo" form; the SimPO paper uses
 // beta 2.0, gamma 0.5 (TRL's defaults) — here beta defaults to the HaF value 0.1, gamma to 0.
 // alpha != 0 is AlphaPO: each mean log-prob q becomes (1 - exp(q)^(-alpha)) / alpha.
-struct SimPO {
+struct Simpo {
   double beta = 0.1;
   double gamma = 0.0;
   double label_smoothing = 0.0;
@@ -199,21 +163,22 @@ struct SimPO {
   Reduction reduction = Reduction::kMean;
 
   static constexpr const char* kName = "simpo";
-  void validate() const {
-    detail::check_beta(beta, kName);
+  static constexpr bool kNeedsCounts = true;
+  static constexpr bool kReferenceFree = true;
+  void check_params() const {
     detail::check_weight(gamma, kName, "gamma");
-    detail::check_half_open(label_smoothing, 0.0, 0.5, kName, "label_smoothing");
+    detail::check_smoothing(label_smoothing, kName);
     detail::check_alphapo(alpha, kName);
   }
-  LossOutput operator()(const PolicyInputs& in) const {
-    validate();
-    auto t = detail::check_policy(in, kName, true, /*reference_free=*/true);
+  torch::Tensor per_pair(const detail::PolicyTerms& t) const {
     auto l = detail::alphapo_reward(t.pi_c / t.n_c, alpha) -
              detail::alphapo_reward(t.pi_r / t.n_r, alpha) - gamma / beta;
-    return detail::finish(detail::smoothed_sigmoid_loss(beta * l, label_smoothing), reduction, t,
-                          beta);
+    return detail::smoothed_sigmoid_loss(beta * l, label_smoothing);
   }
+  HAFRM_POLICY_LOSS_PLUMBING
 };
+// The earlier spelling, kept so that code written against it still compiles.
+using SimPO = Simpo;
 
 // NLL of the chosen response (HaF "slic", RPO's extra term): -pi_c / n_c per pair, or the
 // token-weighted batch form -sum(pi_c) / sum(n_c) (TRL "sft") with token_weighted = true: a batch

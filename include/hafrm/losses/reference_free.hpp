@@ -1,9 +1,9 @@
 // hafrm/losses/reference_free.hpp: preference losses without a reference model
 // (docs/losses.md, "Reference-free losses"): CPO (with AlphaPO's reward shape) and
-// ORPO. SimPO, and AlphaPO on SimPO, are SimPO in policy.hpp.
+// ORPO. SimPO, and AlphaPO on SimPO, are Simpo in policy.hpp.
 //
 //   auto cpo = hafrm::Cpo{.beta = 0.1, .cpo_alpha = 1.0}(inputs);           // needs counts
-//   auto alphapo = hafrm::SimPO{.beta = 2.5, .gamma = 0.1, .alpha = 0.25}(inputs);
+//   auto alphapo = hafrm::Simpo{.beta = 2.5, .gamma = 0.1, .alpha = 0.25}(inputs);
 //   auto orpo = hafrm::Orpo{.beta = 0.1}(inputs);                            // beta is lambda
 //   auto trl = hafrm::Orpo{.nll_scope = hafrm::OrpoNll::kPromptAndResponse}(inputs);  // TRL's NLL
 //
@@ -20,10 +20,11 @@
 namespace hafrm {
 
 enum class CpoLoss {
-  kSigmoid,  // -(1-eps) logsigmoid(beta l) - eps logsigmoid(-beta l), l = pi_c - pi_r
-  kHinge,    // max(0, 1 - beta l)
-  kIpo,      // (l - 1/(2 beta))^2 with l = pi_c/n_c - pi_r/n_r
-  kSimPO,    // SimPO's loss (policy.hpp), so that CPO with cpo_alpha = 0 is exactly SimPO
+  kSigmoid,         // -(1-eps) logsigmoid(beta l) - eps logsigmoid(-beta l), l = pi_c - pi_r
+  kHinge,           // max(0, 1 - beta l)
+  kIpo,             // (l - 1/(2 beta))^2 with l = pi_c/n_c - pi_r/n_r
+  kSimpo,           // SimPO's loss (policy.hpp), so that CPO with cpo_alpha = 0 is exactly SimPO
+  kSimPO = kSimpo,  // the earlier spelling
 };
 
 // CPO (Xu et al. 2024): a reference-free preference term plus cpo_alpha times the chosen responses'
@@ -40,22 +41,24 @@ struct Cpo {
   Reduction reduction = Reduction::kMean;
 
   static constexpr const char* kName = "cpo";
-  void validate() const {
-    detail::check_beta(beta, kName);
-    detail::check_half_open(label_smoothing, 0.0, 0.5, kName, "label_smoothing");
+  static constexpr bool kReferenceFree = true;
+  bool needs_counts() const {
+    return loss == CpoLoss::kIpo || loss == CpoLoss::kSimpo || cpo_alpha > 0.0;
+  }
+  void check_params() const {
+    detail::check_smoothing(label_smoothing, kName);
     detail::check_weight(gamma, kName, "gamma");
     detail::check_alphapo(alpha, kName);
     detail::check_weight(cpo_alpha, kName, "cpo_alpha");
   }
-  LossOutput operator()(const PolicyInputs& in) const {
-    validate();
-    const bool normalised = loss == CpoLoss::kIpo || loss == CpoLoss::kSimPO;
-    auto t = detail::check_policy(in, kName, normalised || cpo_alpha > 0.0,
-                                  /*reference_free=*/true);
+  torch::Tensor per_pair(const detail::PolicyTerms& t, const PolicyInputs&,
+                         detail::Metrics& metrics) const {
     torch::Tensor per;
-    if (loss == CpoLoss::kSimPO) {
-      per = SimPO{beta, gamma, label_smoothing, alpha, Reduction::kNone}(in).loss;
+    if (loss == CpoLoss::kSimpo) {
+      per = Simpo{.beta = beta, .gamma = gamma, .label_smoothing = label_smoothing, .alpha = alpha}
+                .per_pair(t);
     } else {
+      const bool normalised = loss == CpoLoss::kIpo;
       auto qc = normalised ? t.pi_c / t.n_c : t.pi_c;
       auto qr = normalised ? t.pi_r / t.n_r : t.pi_r;
       auto l = detail::alphapo_reward(qc, alpha) - detail::alphapo_reward(qr, alpha);
@@ -63,15 +66,14 @@ struct Cpo {
       if (loss == CpoLoss::kHinge) per = detail::hinge_loss(beta * l);
       if (loss == CpoLoss::kIpo) per = detail::ipo_loss(l, beta);
     }
-    torch::Tensor nll;
     if (cpo_alpha > 0.0) {
-      nll = detail::token_weighted_nll(t);
+      auto nll = detail::token_weighted_nll(t);
       per = per + cpo_alpha * detail::expand_batch(nll, per);
+      metrics["nll_loss"] = nll.detach();
     }
-    auto out = detail::finish(per, reduction, t, beta);
-    if (nll.defined()) out.metrics["nll_loss"] = nll.detach();
-    return out;
+    return per;
   }
+  HAFRM_POLICY_LOSS_PLUMBING
 };
 
 namespace detail {
@@ -109,22 +111,22 @@ struct Orpo {
   Reduction reduction = Reduction::kMean;
 
   static constexpr const char* kName = "orpo";
-  void validate() const { detail::check_beta(beta, kName); }
-  LossOutput operator()(const PolicyInputs& in) const {
-    validate();
-    auto t = detail::check_policy(in, kName, true, /*reference_free=*/true);
+  static constexpr bool kNeedsCounts = true;
+  static constexpr bool kReferenceFree = true;
+  torch::Tensor per_pair(const detail::PolicyTerms& t, const PolicyInputs& in,
+                         detail::Metrics& metrics) const {
     auto qc = t.pi_c / t.n_c, qr = t.pi_r / t.n_r;
     auto log_odds = (qc - qr) - (detail::log1mexp(qc) - detail::log1mexp(qr));
     auto ratio = torch::log_sigmoid(log_odds);
     auto nll = nll_scope == OrpoNll::kResponse ? detail::token_weighted_nll(t) : prompt_nll(in, t);
     auto per = detail::expand_batch(nll, ratio) - beta * ratio;
-    auto out = detail::finish(per, reduction, t, beta);
-    torch::NoGradGuard ng;
-    out.metrics["nll_loss"] = nll.detach();
-    out.metrics["log_odds_ratio"] = ratio.mean();
-    out.metrics["log_odds_chosen"] = log_odds.mean();
-    return out;
+    torch::NoGradGuard ng;  // the metrics below stay out of the graph
+    metrics["nll_loss"] = nll.detach();
+    metrics["log_odds_ratio"] = ratio.mean();
+    metrics["log_odds_chosen"] = log_odds.mean();
+    return per;
   }
+  HAFRM_POLICY_LOSS_PLUMBING
 
  private:
   static torch::Tensor prompt_nll(const PolicyInputs& in, const detail::PolicyTerms& t) {

@@ -54,15 +54,6 @@ inline void check_integral(const torch::Tensor& t, std::string_view fn, std::str
                   "expected an int64 or int32 tensor of token ids, got ", t.scalar_type());
 }
 
-inline void check_finite_all(const torch::Tensor& t, std::string_view fn, std::string_view arg) {
-  HAFRM_CHECK_ARG(torch::isfinite(t).all().item<bool>(), fn, arg,
-                  "contains NaN or infinite values");
-}
-
-inline void check_positive(double v, std::string_view fn, std::string_view arg) {
-  HAFRM_CHECK_ARG(v > 0.0 && std::isfinite(v), fn, arg, "expected a finite value > 0, got ", v);
-}
-
 inline void check_nonnegative(double v, std::string_view fn, std::string_view arg) {
   HAFRM_CHECK_ARG(v >= 0.0 && std::isfinite(v), fn, arg, "expected a finite value >= 0, got ", v);
 }
