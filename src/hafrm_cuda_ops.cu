@@ -111,8 +111,8 @@ void report_label_error(c10::DeviceIndex d) {
   unsigned ready = LabelError::kReady;
   if (!state.compare_exchange_strong(ready, LabelError::kEmpty)) return;  // another thread has it
   HAFRM_CHECK_ARG(false, "token_logprobs", "labels", "expected values in [0, ", e.vocab,
-                  ") or ignore_index (", e.ignore_index, "), found ", e.value,
-                  " at flat position ", e.position, " (found on cuda:", static_cast<int>(d),
+                  ") or ignore_index (", e.ignore_index, "), found ", e.value, " at flat position ",
+                  e.position, " (found on cuda:", static_cast<int>(d),
                   " by the kernel of this or an earlier call, which checks without a "
                   "device-to-host sync; TokenLogProbOptions::check_labels_sync = true checks "
                   "before the kernel, with a sync, so the error comes from the very call)");

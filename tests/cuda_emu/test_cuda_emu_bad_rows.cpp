@@ -40,8 +40,8 @@ void compare_with_cpu(const Logits<T>& X, const std::vector<int64_t>& labels,
                       const core::BackwardInputs& in, const std::vector<T>& cuda_grad) {
   const int64_t N = X.layout.rows(), V = X.layout.vocab;
   Outputs c(N);
-  cpu::token_logprobs_forward(reinterpret_cast<const cpu_t<T>*>(X.base), X.layout, labels.data(),
-                              p, c.ptrs(true), serial_for());
+  cpu::token_logprobs_forward(reinterpret_cast<const cpu_t<T>*>(X.base), X.layout, labels.data(), p,
+                              c.ptrs(true), serial_for());
   for (int64_t r = 0; r < N; ++r) {
     INFO("CPU vs CUDA, row kind " << r << " label " << labels[r]);
     CHECK(same(c.lp[r], cuda_out.lp[r], 2e-5, 1e-4));
@@ -133,8 +133,8 @@ void bad_rows(int64_t V) {
         CHECK(std::isnan(out.lse[r]));
         CHECK(std::isnan(out.H[r]));
         CHECK(std::isnan(out.lsp2[r]));
-        CHECK((r == kPosInf || r == kPosInfAtLabel ? out.mean[r] == kInf
-                                                   : std::isnan(out.mean[r])));
+        CHECK(
+            (r == kPosInf || r == kPosInfAtLabel ? out.mean[r] == kInf : std::isnan(out.mean[r])));
         CHECK(out.argmax[r] == 0);
         CHECK(grads(r, all_nan));
         break;
@@ -211,8 +211,8 @@ cu::LabelError poisoned_word() {
 
 // Runs the forward over N rows of V with the given labels and returns the word it left.
 template <class T>
-cu::LabelError run_recording(int64_t N, int64_t V, std::vector<int64_t> bad_rows,
-                             int64_t bad_value, int64_t ignore_index, cu::LabelError start) {
+cu::LabelError run_recording(int64_t N, int64_t V, std::vector<int64_t> bad_rows, int64_t bad_value,
+                             int64_t ignore_index, cu::LabelError start) {
   Logits<T> X(core::RowLayout{1, N, 0, V, V}, 1);
   auto labels = fill(X, ignore_index, 0.3, static_cast<uint32_t>(N + V));
   for (int64_t r : bad_rows) labels[r] = bad_value;
@@ -236,8 +236,8 @@ TEMPLATE_TEST_CASE("the emulated CUDA forward records one out-of-range label for
     const int64_t N = V > 8192 ? 3 : 41;
     for (int64_t bad : {V, int64_t{1} << 40, int64_t{-5}}) {
       INFO("V " << V << " bad label " << bad);
-      const std::vector<int64_t> rows = N > 3 ? std::vector<int64_t>{2, 17, 40}
-                                              : std::vector<int64_t>{0, 2};
+      const std::vector<int64_t> rows =
+          N > 3 ? std::vector<int64_t>{2, 17, 40} : std::vector<int64_t>{0, 2};
       const cu::LabelError w = run_recording<TestType>(N, V, rows, bad, 0, poisoned_word());
       CHECK(w.state == cu::LabelError::kReady);
       CHECK(std::find(rows.begin(), rows.end(), w.position) != rows.end());
@@ -277,9 +277,11 @@ TEMPLATE_TEST_CASE("emulated CUDA and CPU agree on is-argmax at ties under soft-
                    "[emu][quick]", float, __nv_bfloat16) {
   // A soft-cap of 1 saturates tanh for these logits, so float z ties where the raw logits do
   // not; near-ties one ulp apart; exact raw ties; a negative scale (argmax = the smallest x).
-  const std::vector<core::LogitTransform> transforms = {
-      {1.f, 1.f, 1.f}, {0.5f, 30.f, 1.f / 0.7f}, {-1.f, 20.f, 1.f}, {0.5f, 0.f, 1.f},
-      {-2.f, 0.f, 1.f}};
+  const std::vector<core::LogitTransform> transforms = {{1.f, 1.f, 1.f},
+                                                        {0.5f, 30.f, 1.f / 0.7f},
+                                                        {-1.f, 20.f, 1.f},
+                                                        {0.5f, 0.f, 1.f},
+                                                        {-2.f, 0.f, 1.f}};
   for (int64_t V : {7, 1001, 4097}) {
     const int64_t N = 12;
     Logits<TestType> X(core::RowLayout{1, N, 0, V, V}, 0);
@@ -312,8 +314,8 @@ TEMPLATE_TEST_CASE("emulated CUDA and CPU agree on is-argmax at ties under soft-
       }
     }
     for (const auto& tf : transforms) {
-      INFO("V " << V << " transform scale " << tf.scale << " softcap " << tf.softcap
-                << " inv_temp " << tf.inv_temperature);
+      INFO("V " << V << " transform scale " << tf.scale << " softcap " << tf.softcap << " inv_temp "
+                << tf.inv_temperature);
       core::LogProbParams p;
       p.transform = tf;
       Outputs g(N), c(N);

@@ -210,7 +210,7 @@ __device__ __forceinline__ void merge(Stats& a, Stats b, float c) {
     a = b;
     b = t;
     if constexpr (kMode == kAllStats) a.zsum = b.zsum;  // already summed
-    if constexpr (kRaw) a.xm = b.xm;                     // already merged
+    if constexpr (kRaw) a.xm = b.xm;                    // already merged
   }
   // Now a.m >= b.m (or both -inf). A -inf side holds sums of 0 or NaN: add them as they are.
   if (b.m == kNegInf) {
@@ -377,7 +377,7 @@ __host__ __device__ inline float raw_sign(const core::LogitTransform& tf) {
 // Records label y of row r in e (nullable) unless a bad label is already held there. Only rows
 // with bad labels get here; the plain read first keeps a flood of them from queueing atomics.
 __device__ __forceinline__ void record_label_error(LabelError* e, int64_t r, int64_t y, int64_t V,
-                                                int64_t ignore_index) {
+                                                   int64_t ignore_index) {
   if (!e || __ldcv(&e->state) != LabelError::kEmpty) return;  // ld.volatile: not a cached copy
   if (atomicCAS(&e->state, LabelError::kEmpty, LabelError::kWriting) != LabelError::kEmpty) return;
   e->position = r;
@@ -404,7 +404,8 @@ __device__ __forceinline__ void finish_row(int64_t r, int64_t y, bool active, co
     return;
   }
   const bool in_range = y >= 0 && y < V;  // never read outside the row
-  if (!in_range) {  // NaN everywhere, as on the CPU (see the contract above)
+  // Out of range: NaN everywhere, as on the CPU (see the contract above).
+  if (!in_range) {
     record_label_error(label_error, r, y, V, p.ignore_index);
     if (out.logprob) out.logprob[r] = kNaN;
     if (out.lse) out.lse[r] = kNaN;
@@ -540,8 +541,8 @@ __global__ void __launch_bounds__(KernelPolicy::kBlockThreads)
       if (partial) {
         if (active) partial[r * gridDim.y + blockIdx.y] = st;
       } else {
-        finish_row<T, kGeneral, kRaw>(r, y, active, st, logits + row_offset(layout, r, inv), V,
-                                      p, a, out, label_error);
+        finish_row<T, kGeneral, kRaw>(r, y, active, st, logits + row_offset(layout, r, inv), V, p,
+                                      a, out, label_error);
       }
     }
   }
@@ -565,8 +566,7 @@ __global__ void __launch_bounds__(KernelPolicy::kBlockThreads)
     const bool active = y != p.ignore_index;
     Stats st = empty_stats();
     if (active)
-      for (int k = 0; k < splits; ++k)
-        merge<kMode, kRaw>(st, partial[r * splits + k], a * kLog2e);
+      for (int k = 0; k < splits; ++k) merge<kMode, kRaw>(st, partial[r * splits + k], a * kLog2e);
     finish_row<T, kGeneral, kRaw>(r, y, active, st, logits + row_offset(layout, r, inv),
                                   layout.vocab, p, a, out, label_error);
   }
