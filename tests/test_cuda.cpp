@@ -90,6 +90,35 @@ TEST_CASE("CUDA bad rows: NaN in, NaN out, gradients included", "[cuda]") {
   }
 }
 
+TEST_CASE("CUDA label checks: recorded by the kernel, reported without a sync", "[cuda]") {
+  // README, "Label checks on CUDA". The kernel-side record is tested in the emulator too.
+  if (skip_without_gpu()) return;
+  const int64_t N = 64, V = 1000;
+  auto x = randn({N, V}, torch::kFloat).cuda();
+  auto y = torch::randint(0, V, {N}, torch::kLong);
+  y[17] = V + 5;
+  hafrm::TokenLogProbOptions o;
+  // The call throws itself if its kernel finished in time, else the check after the sync does.
+  require_error(
+      [&] {
+        auto lp = hafrm::token_logprobs(x, y.cuda(), o);
+        CHECK(std::isnan(lp[17].item<float>()));  // a sync
+        hafrm::check_cuda_label_errors();
+      },
+      {"'labels'", "1005", "position 17", "[0, 1000)"});
+  y[17] = 3;  // reported once: the next good call succeeds
+  CHECK_NOTHROW(hafrm::token_logprobs(x, y.cuda(), o).sum().item<float>());
+  CHECK_NOTHROW(hafrm::check_cuda_label_errors());
+  y[17] = -7;
+  o.check_labels_sync = true;  // the host check: the call itself throws
+  require_error([&] { hafrm::token_logprobs(x, y.cuda(), o); }, {"'labels'", "-7"});
+  o.check_labels_sync = false;
+  o.check_labels = false;  // no check at all: NaN row, nothing recorded
+  auto lp = hafrm::token_logprobs(x, y.cuda(), o);
+  CHECK(std::isnan(lp[17].item<float>()));
+  CHECK_NOTHROW(hafrm::check_cuda_label_errors());
+}
+
 #if !(defined(HAFRM_WITH_CUDA) && HAFRM_WITH_CUDA)
 TEST_CASE("a CUDA tensor without compiled CUDA kernels names the CMake option", "[logprobs]") {
   // Calling the missing entry point directly: no GPU is needed to see the message.

@@ -1,5 +1,7 @@
 // The bad-row contract of include/hafrm/kernels/cuda/token_logprobs.cuh (NaN / +inf / all -inf
-// rows, out-of-range labels with check_labels = false), run on the CPU emulator.
+// rows, out-of-range labels), run on the CPU emulator and held against the CPU kernel output by
+// output and element by element; the forward's record of an out-of-range label (LabelError);
+// is-argmax at ties under soft-cap and other transforms, on both devices.
 #include "emu_harness.hpp"
 
 using namespace emu_test;
@@ -11,6 +13,8 @@ enum Kind {
   kNaNEarly,        // NaN in the first vector
   kNaNLate,         // NaN in the scalar tail / last element
   kPosInf,          // one +inf
+  kPosInfAtLabel,   // one +inf, at the label: still not the argmax of a bad row
+  kNaNLabelTop,     // NaN elsewhere, the label the largest finite logit
   kAllNegInf,       // no probability mass
   kSomeNegInf,      // -inf entries, the label among them: lp -inf, everything else finite
   kLabelHigh,       // label 2^40 with checks off: a read would fault
@@ -20,6 +24,49 @@ enum Kind {
   kNaNEntropyOnly,  // NaN row, upstream gradient only into the entropy
   kKinds
 };
+
+// Same value, NaN for NaN and inf for inf of the same sign; finite values within tolerance.
+bool same(double a, double b, double rtol, double atol) {
+  if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && std::isnan(b);
+  if (std::isinf(a) || std::isinf(b)) return a == b;
+  return std::abs(a - b) <= atol + rtol * std::abs(b);
+}
+
+// The CPU kernel on the same rows: every output and every gradient element the same, NaN where
+// the emulated CUDA kernel gives NaN and nowhere else.
+template <class T>
+void compare_with_cpu(const Logits<T>& X, const std::vector<int64_t>& labels,
+                      const core::LogProbParams& p, Outputs& cuda_out,
+                      const core::BackwardInputs& in, const std::vector<T>& cuda_grad) {
+  const int64_t N = X.layout.rows(), V = X.layout.vocab;
+  Outputs c(N);
+  cpu::token_logprobs_forward(reinterpret_cast<const cpu_t<T>*>(X.base), X.layout, labels.data(), p,
+                              c.ptrs(true), serial_for());
+  for (int64_t r = 0; r < N; ++r) {
+    INFO("CPU vs CUDA, row kind " << r << " label " << labels[r]);
+    CHECK(same(c.lp[r], cuda_out.lp[r], 2e-5, 1e-4));
+    CHECK(same(c.lse[r], cuda_out.lse[r], 2e-5, 1e-4));
+    CHECK(same(c.H[r], cuda_out.H[r], 1e-4, 2e-4));
+    CHECK(same(c.lsp2[r], cuda_out.lsp2[r], 1e-4, 2e-4));
+    CHECK(same(c.mean[r], cuda_out.mean[r], 1e-5, 1e-4));
+    CHECK(int(c.argmax[r]) == int(cuda_out.argmax[r]));
+  }
+  // The backward from the CUDA forward's statistics (in), as in the parity suite.
+  std::vector<T> cg(static_cast<size_t>(N * V), from_f<T>(12345.f));
+  cpu::token_logprobs_backward(reinterpret_cast<const cpu_t<T>*>(X.base),
+                               reinterpret_cast<cpu_t<T>*>(cg.data()), X.layout,
+                               core::RowLayout{1, N, 0, V, V}, labels.data(), p, in, serial_for());
+  const double grt = std::is_same_v<T, float> ? 2e-4 : std::is_same_v<T, __half> ? 4e-3 : 2e-2;
+  for (int64_t r = 0; r < N; ++r) {
+    int64_t diff = 0;
+    for (int64_t v = 0; v < V; ++v)
+      if (!same(to_f(cg[r * V + v]), to_f(cuda_grad[r * V + v]), grt, 1e-5) && diff++ < 2)
+        FAIL_CHECK("CPU vs CUDA gradient, row kind " << r << " v " << v << ": "
+                                                     << to_f(cg[r * V + v]) << " vs "
+                                                     << to_f(cuda_grad[r * V + v]));
+    CHECK(diff == 0);
+  }
+}
 
 template <class T>
 void bad_rows(int64_t V) {
@@ -33,6 +80,10 @@ void bad_rows(int64_t V) {
   set(kNaNEarly, 0, kNaN);
   set(kNaNLate, V - 1, kNaN);
   set(kPosInf, V / 2, kInf);
+  set(kPosInfAtLabel, labels[kPosInfAtLabel], kInf);
+  labels[kNaNLabelTop] = V / 2;
+  set(kNaNLabelTop, V / 2, 50.f);
+  if (V > 1) set(kNaNLabelTop, (V / 2 + 1) % V, kNaN);
   for (int64_t v = 0; v < V; ++v) set(kAllNegInf, v, -kInf);
   for (int64_t v = 0; v < V; v += 3) set(kSomeNegInf, v, -kInf);
   labels[kSomeNegInf] = 0;
@@ -54,6 +105,7 @@ void bad_rows(int64_t V) {
   REQUIRE(cu::launch_token_logprobs_backward(X.base, grad.data(), X.layout,
                                              core::RowLayout{1, N, 0, V, V}, labels.data(), o.p, in,
                                              cudaStream_t{}) == cudaSuccess);
+  compare_with_cpu(X, labels, o.p, out, in, grad);
   auto grads = [&](int64_t r, auto pred) {
     for (int64_t v = 0; v < V; ++v)
       if (!pred(to_f(grad[r * V + v]), v)) return false;
@@ -75,12 +127,14 @@ void bad_rows(int64_t V) {
       case kNaNEarly:
       case kNaNLate:
       case kPosInf:
+      case kPosInfAtLabel:
       case kNaNEntropyOnly:
         CHECK(std::isnan(out.lp[r]));
         CHECK(std::isnan(out.lse[r]));
         CHECK(std::isnan(out.H[r]));
         CHECK(std::isnan(out.lsp2[r]));
-        CHECK((r == kPosInf ? out.mean[r] == kInf : std::isnan(out.mean[r])));
+        CHECK(
+            (r == kPosInf || r == kPosInfAtLabel ? out.mean[r] == kInf : std::isnan(out.mean[r])));
         CHECK(out.argmax[r] == 0);
         CHECK(grads(r, all_nan));
         break;
@@ -108,12 +162,22 @@ void bad_rows(int64_t V) {
         }
         break;
       case kLabelHigh:
-      case kLabelLow:
+      case kLabelLow:  // every output NaN, as on the CPU
         CHECK(std::isnan(out.lp[r]));
-        CHECK(std::isfinite(out.lse[r]));
-        CHECK(std::isfinite(out.H[r]));
+        CHECK(std::isnan(out.lse[r]));
+        CHECK(std::isnan(out.H[r]));
+        CHECK(std::isnan(out.lsp2[r]));
+        CHECK(std::isnan(out.mean[r]));
         CHECK(out.argmax[r] == 0);
         CHECK(grads(r, all_nan));
+        break;
+      case kNaNLabelTop:
+        if (V > 1) {
+          CHECK(std::isnan(out.lp[r]));
+          CHECK(std::isnan(out.lse[r]));
+          CHECK(out.argmax[r] == 0);
+          CHECK(grads(r, all_nan));
+        }
         break;
       case kNaNIgnored:
         CHECK((out.lp[r] == 0.f && out.lse[r] == 0.f && out.H[r] == 0.f && out.argmax[r] == 0));
@@ -132,4 +196,143 @@ void bad_rows(int64_t V) {
 TEMPLATE_TEST_CASE("emulated CUDA kernels keep the bad-row contract (NaN in, NaN out)",
                    "[emu][quick]", float, __nv_bfloat16, __half) {
   for (int64_t V : {1, 7, 1001, 9001}) bad_rows<TestType>(V);
+}
+
+// ---- the forward's record of an out-of-range label (what the torch adapter reports) ----------
+
+namespace {
+
+cu::LabelError poisoned_word() {
+  cu::LabelError e{};
+  e.state = cu::LabelError::kEmpty;
+  e.position = e.value = e.vocab = e.ignore_index = -777;
+  return e;
+}
+
+// Runs the forward over N rows of V with the given labels and returns the word it left.
+template <class T>
+cu::LabelError run_recording(int64_t N, int64_t V, std::vector<int64_t> bad_rows, int64_t bad_value,
+                             int64_t ignore_index, cu::LabelError start) {
+  Logits<T> X(core::RowLayout{1, N, 0, V, V}, 1);
+  auto labels = fill(X, ignore_index, 0.3, static_cast<uint32_t>(N + V));
+  for (int64_t r : bad_rows) labels[r] = bad_value;
+  core::LogProbParams p;
+  p.ignore_index = ignore_index;
+  Outputs out(N);
+  cu::LabelError word = start;
+  REQUIRE(cu::launch_token_logprobs_forward(X.base, X.layout, labels.data(), p, out.ptrs(true),
+                                            cudaStream_t{}, &word) == cudaSuccess);
+  for (int64_t r : bad_rows) CHECK(std::isnan(out.lp[r]));
+  return word;
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("the emulated CUDA forward records one out-of-range label for the host",
+                   "[emu][quick]", float, __nv_bfloat16) {
+  // 32 threads per row (V 37), one block per row (V 4097), and the split path's merge kernel
+  // (V 16411, few rows), each with several bad rows that race for the word.
+  for (int64_t V : {37, 4097, 16411}) {
+    const int64_t N = V > 8192 ? 3 : 41;
+    for (int64_t bad : {V, int64_t{1} << 40, int64_t{-5}}) {
+      INFO("V " << V << " bad label " << bad);
+      const std::vector<int64_t> rows =
+          N > 3 ? std::vector<int64_t>{2, 17, 40} : std::vector<int64_t>{0, 2};
+      const cu::LabelError w = run_recording<TestType>(N, V, rows, bad, 0, poisoned_word());
+      CHECK(w.state == cu::LabelError::kReady);
+      CHECK(std::find(rows.begin(), rows.end(), w.position) != rows.end());
+      CHECK(w.value == bad);
+      CHECK(w.vocab == V);
+      CHECK(w.ignore_index == 0);
+    }
+  }
+}
+
+TEST_CASE("the emulated CUDA forward leaves the label word alone for good labels", "[emu][quick]") {
+  // ignore_index outside [0, V) (the default -100, and V itself) is not a bad label.
+  for (int64_t ignore : {int64_t{-100}, int64_t{1001}, int64_t{0}}) {
+    INFO("ignore_index " << ignore);
+    const cu::LabelError w = run_recording<float>(29, 1001, {}, 0, ignore, poisoned_word());
+    CHECK(w.state == cu::LabelError::kEmpty);
+    CHECK(w.position == -777);
+    CHECK(w.value == -777);
+  }
+}
+
+TEST_CASE("the emulated CUDA forward keeps a label word that already holds an error",
+          "[emu][quick]") {
+  cu::LabelError start = poisoned_word();
+  start.state = cu::LabelError::kReady;
+  start.position = 5, start.value = 99999, start.vocab = 7, start.ignore_index = -100;
+  const cu::LabelError w = run_recording<float>(19, 37, {3, 4}, 37, -100, start);
+  CHECK(w.state == cu::LabelError::kReady);
+  CHECK(w.position == 5);
+  CHECK(w.value == 99999);
+  CHECK(w.vocab == 7);
+}
+
+// ---- is-argmax at ties under a transform: decided on raw logits, the same on both devices -----
+
+TEMPLATE_TEST_CASE("emulated CUDA and CPU agree on is-argmax at ties under soft-cap and scale",
+                   "[emu][quick]", float, __nv_bfloat16) {
+  // A soft-cap of 1 saturates tanh for these logits, so float z ties where the raw logits do
+  // not; near-ties one ulp apart; exact raw ties; a negative scale (argmax = the smallest x).
+  const std::vector<core::LogitTransform> transforms = {{1.f, 1.f, 1.f},
+                                                        {0.5f, 30.f, 1.f / 0.7f},
+                                                        {-1.f, 20.f, 1.f},
+                                                        {0.5f, 0.f, 1.f},
+                                                        {-2.f, 0.f, 1.f}};
+  for (int64_t V : {7, 1001, 4097}) {
+    const int64_t N = 12;
+    Logits<TestType> X(core::RowLayout{1, N, 0, V, V}, 0);
+    auto labels = fill(X, -100, 0.0, static_cast<uint32_t>(V), 1.f);
+    for (int64_t r = 0; r < N; ++r) {
+      TestType* row = X.row(r);
+      const int64_t y = labels[r], w = (y + 1 + r) % V;
+      const float big = 9.f + static_cast<float>(r % 3);
+      switch (r % 6) {
+        case 0:  // the label a clear max
+          row[y] = from_f<TestType>(big);
+          break;
+        case 1:  // an exact raw tie: both count
+          row[y] = row[w] = from_f<TestType>(big);
+          break;
+        case 2:  // the label one ulp below another saturated logit: not the max
+          row[w] = from_f<TestType>(big);
+          row[y] = from_f<TestType>(std::nextafter(to_f(row[w]), 0.f));
+          if (to_f(row[y]) == to_f(row[w])) row[y] = from_f<TestType>(big - 0.0625f);
+          break;
+        case 3:  // the label the smallest (the argmax under a negative scale)
+          row[y] = from_f<TestType>(-big);
+          break;
+        case 4:  // the label one ulp above another: the max
+          row[w] = from_f<TestType>(big - 0.0625f);
+          row[y] = from_f<TestType>(big);
+          break;
+        default:  // the label an ordinary logit
+          break;
+      }
+    }
+    for (const auto& tf : transforms) {
+      INFO("V " << V << " transform scale " << tf.scale << " softcap " << tf.softcap << " inv_temp "
+                << tf.inv_temperature);
+      core::LogProbParams p;
+      p.transform = tf;
+      Outputs g(N), c(N);
+      REQUIRE(cu::launch_token_logprobs_forward(X.base, X.layout, labels.data(), p, g.ptrs(true),
+                                                cudaStream_t{}) == cudaSuccess);
+      cpu::token_logprobs_forward(reinterpret_cast<const cpu_t<TestType>*>(X.base), X.layout,
+                                  labels.data(), p, c.ptrs(true), serial_for());
+      const float sgn = (tf.scale > 0.f) == (tf.inv_temperature > 0.f) ? 1.f : -1.f;
+      for (int64_t r = 0; r < N; ++r) {
+        const TestType* row = X.row(r);
+        bool expect = true;  // sign * x_y is the max of sign * x
+        for (int64_t v = 0; v < V; ++v)
+          if (sgn * to_f(row[v]) > sgn * to_f(row[labels[r]])) expect = false;
+        INFO("row " << r << " case " << r % 6 << " expect " << expect);
+        CHECK(int(g.argmax[r]) == int(expect));
+        CHECK(int(c.argmax[r]) == int(expect));
+      }
+    }
+  }
 }

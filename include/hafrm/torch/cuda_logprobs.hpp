@@ -43,3 +43,21 @@ inline torch::Tensor cuda_fused_backward(const torch::Tensor&, const torch::Tens
 #endif
 
 }  // namespace hafrm::detail
+
+namespace hafrm {
+
+// Throws the error naming `labels` for an out-of-range label that a hafrm CUDA kernel recorded
+// (TokenLogProbOptions::check_labels) and that no hafrm call has reported yet; clears it. It
+// does not synchronise: call it after something that has, e.g. the loss's .item(), to be sure
+// the last step's kernels are covered. Without it the error comes at the next hafrm CUDA call.
+//
+//   auto loss = hafrm_loss(...);  loss.backward();
+//   float l = loss.item<float>();         // a sync: every kernel of the step has finished
+//   hafrm::check_cuda_label_errors();     // throws if one of them saw a bad label
+#if defined(HAFRM_WITH_CUDA) && HAFRM_WITH_CUDA
+void check_cuda_label_errors();
+#else
+inline void check_cuda_label_errors() {}  // no CUDA kernels, nothing recorded
+#endif
+
+}  // namespace hafrm

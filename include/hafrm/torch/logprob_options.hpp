@@ -10,6 +10,8 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <string_view>
 
 #include "hafrm/core/logprob_layout.hpp"
 #include "hafrm/core/math.hpp"
@@ -27,7 +29,15 @@ struct TokenLogProbOptions {
   double softcap = 0.0;         // > 0: z = softcap * tanh(z / softcap) (Gemma-style)
   double temperature = 1.0;     // z = z / temperature, applied last
   LogProbBackend backend = LogProbBackend::kAuto;
-  bool check_labels = true;  // verify labels lie in [0, V) or equal ignore_index
+  // Verify labels lie in [0, V) or equal ignore_index; false: no check at all (a bad label
+  // then gives NaN for its row, never an out-of-bounds read). On the CPU the check runs before
+  // the kernel. On CUDA (fused path) the kernel records a bad label and hafrm throws at its next
+  // CUDA call or at hafrm::check_cuda_label_errors(), with no device-to-host sync (README,
+  // "Label checks on CUDA"); check_labels_sync = true (or the environment variable
+  // HAFRM_CUDA_SYNC_LABEL_CHECK=1) checks on the host before the kernel instead, at one sync
+  // per call: for debugging, when the error must come from the very call.
+  bool check_labels = true;
+  bool check_labels_sync = false;
   // Optional per-token outputs, each computed only when asked.
   bool return_lse = false;         // log-sum-exp of z, no gradient
   bool return_entropy = false;     // -sum p log p, differentiable
@@ -113,9 +123,33 @@ inline void check_options(const TokenLogProbOptions& o, std::string_view fn) {
                   "expected >= 0 (0 = automatic), got ", o.linear_chunk_vocab);
 }
 
+// Labels in [0, V) or ignore_index, checked on the host: for CUDA labels a device-to-host sync.
+inline void check_label_range(const torch::Tensor& labels, int64_t V, const TokenLogProbOptions& o,
+                              std::string_view fn) {
+  if (labels.numel() == 0) return;
+  auto bad = (labels != o.ignore_index) & ((labels < 0) | (labels >= V));
+  if (bad.any().item<bool>()) {
+    auto first = labels.masked_select(bad).flatten()[0].item<int64_t>();
+    HAFRM_CHECK_ARG(false, fn, "labels", "expected values in [0, ", V, ") or ignore_index (",
+                    o.ignore_index, "), found ", first);
+  }
+}
+
+// Whether CUDA labels are checked on the host before the kernel (one sync per call) rather than
+// by the kernel itself; see TokenLogProbOptions::check_labels_sync.
+inline bool sync_label_check(const TokenLogProbOptions& o) {
+  static const bool env = [] {
+    const char* v = std::getenv("HAFRM_CUDA_SYNC_LABEL_CHECK");
+    return v != nullptr && v[0] != '\0' && std::string_view(v) != "0";
+  }();
+  return o.check_labels_sync || env;
+}
+
 // Shared validation of (logits [..., V], labels [...]) for every log-prob entry point.
+// range_on_host = false leaves the label range to the CUDA kernel (no sync; see check_labels).
 inline void check_logits_labels(const torch::Tensor& logits, const torch::Tensor& labels,
-                                const TokenLogProbOptions& o, std::string_view fn) {
+                                const TokenLogProbOptions& o, std::string_view fn,
+                                bool range_on_host = true) {
   check_floating(logits, fn, "logits");
   check_integral(labels, fn, "labels");
   HAFRM_CHECK_ARG(logits.dim() >= 1, fn, "logits", "expected shape [..., V], got a scalar");
@@ -126,15 +160,7 @@ inline void check_logits_labels(const torch::Tensor& logits, const torch::Tensor
                   " (logits' shape without its last dimension), got ", labels.sizes());
   check_same_device(logits, labels, fn, "logits", "labels");
   check_options(o, fn);
-  if (o.check_labels && labels.numel() > 0) {
-    const int64_t V = logits.size(-1);
-    auto bad = (labels != o.ignore_index) & ((labels < 0) | (labels >= V));
-    if (bad.any().item<bool>()) {
-      auto first = labels.masked_select(bad).flatten()[0].item<int64_t>();
-      HAFRM_CHECK_ARG(false, fn, "labels", "expected values in [0, ", V, ") or ignore_index (",
-                      o.ignore_index, "), found ", first);
-    }
-  }
+  if (o.check_labels && range_on_host) check_label_range(labels, logits.size(-1), o, fn);
 }
 
 }  // namespace detail

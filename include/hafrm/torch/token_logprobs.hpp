@@ -63,6 +63,12 @@ inline bool use_fused(const torch::Tensor& logits, const TokenLogProbOptions& o)
   return false;
 }
 
+// False where the CUDA kernel checks the label range itself (the fused CUDA path without
+// check_labels_sync): no device-to-host sync per call. Everywhere else the host checks.
+inline bool label_range_on_host(const torch::Tensor& logits, const TokenLogProbOptions& o) {
+  return !(logits.is_cuda() && use_fused(logits, o) && !sync_label_check(o));
+}
+
 }  // namespace detail
 
 // All per-token outputs (see TokenLogProbOptions for the optional ones). logits [..., V] in
@@ -70,7 +76,8 @@ inline bool use_fused(const torch::Tensor& logits, const TokenLogProbOptions& o)
 inline TokenLogProbs compute_token_logprobs(const torch::Tensor& logits,
                                             const torch::Tensor& labels,
                                             const TokenLogProbOptions& o = {}) {
-  detail::check_logits_labels(logits, labels, o, "token_logprobs");
+  detail::check_logits_labels(logits, labels, o, "token_logprobs",
+                              detail::label_range_on_host(logits, o));
   if (!detail::use_fused(logits, o)) return detail::reference_token_logprobs(logits, labels, o);
   auto shape = labels.sizes().vec();
   auto flat = labels.reshape({-1}).to(torch::kLong).contiguous();
@@ -164,7 +171,7 @@ inline TokenLogProbs compute_causal_token_logprobs(const torch::Tensor& logits,
   }
   const int64_t T = logits.size(1);
   auto shifted = detail::shift_labels_left(labels, o.ignore_index);
-  detail::check_logits_labels(logits, shifted, o, fn);
+  detail::check_logits_labels(logits, shifted, o, fn, detail::label_range_on_host(logits, o));
   auto flat = shifted.reshape({-1});
   auto outs = detail::FusedTokenLogProbsFunction::apply(logits, flat, o);
   return detail::slice_positions(

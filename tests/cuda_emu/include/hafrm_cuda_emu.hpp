@@ -15,6 +15,7 @@
 // cudaDeviceGetAttribute reports, and launches/last_grid/last_block record what was launched.
 #pragma once
 
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstddef>
@@ -237,6 +238,22 @@ template <class T>
 T __ldg(const T* p) {
   return *p;
 }
+// Atomics and fences: "device memory" is host memory here, so std::atomic_ref does it (and the
+// ThreadSanitizer build sees them as the synchronisation they are). __ldcv, a load that bypasses
+// caches, is a relaxed atomic load: another thread may be writing the word.
+template <class T>
+T __ldcv(const T* p) {
+  return std::atomic_ref<T>(*const_cast<T*>(p)).load(std::memory_order_relaxed);
+}
+inline unsigned atomicCAS(unsigned* p, unsigned expected, unsigned desired) {
+  std::atomic_ref<unsigned>(*p).compare_exchange_strong(expected, desired);
+  return expected;  // the old value either way
+}
+inline unsigned atomicExch(unsigned* p, unsigned v) {
+  return std::atomic_ref<unsigned>(*p).exchange(v);
+}
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline void __threadfence_system() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 // __expf is ex2.approx(x * log2 e) on hardware; exp2f of the same product keeps its rounding of
 // the argument (the hardware's further ~2 ulp approximation error is inside every tolerance).
 inline float __expf(float x) { return std::exp2f(x * 1.4426950408889634f); }

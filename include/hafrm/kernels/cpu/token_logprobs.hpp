@@ -34,6 +34,8 @@
 //   - a NaN logit anywhere in the row, a +inf logit, or a row of only -inf: NaN log-prob, LSE and
 //     entropy (as log_softmax gives), and a NaN gradient row; never a silent finite value.
 //   - -inf entries in an otherwise finite row are fine: p = 0 there, no NaN from 0 * -inf.
+//   - is_argmax is false for every bad row; under a logit transform it is decided on the raw
+//     logits (the transform is monotone), so the CPU and CUDA kernels agree at ties.
 #pragma once
 
 #include <Eigen/Core>

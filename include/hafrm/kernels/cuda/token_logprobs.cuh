@@ -24,8 +24,9 @@
 //     stores (the words are packed explicitly). Ignored rows and rows with zero upstream
 //     gradients store zeros without reading their logits, so a causal shift done by setting the
 //     last label of each sequence to ignore_index costs no logit traffic for those rows.
-//   - Labels are range-checked per row on the device (never read out of bounds; NaN out), so a
-//     caller may skip the host-side check and its device-to-host sync.
+//   - Labels are range-checked per row on the device (never read out of bounds; NaN out), and
+//     the forward records one out-of-range label in a caller-supplied LabelError word, so the
+//     torch adapter reports a bad label without a host-side check and its device-to-host sync.
 //
 // Bad rows: one contract for the CPU and CUDA kernels (z = the transformed logits of a row that
 // is not ignored):
@@ -34,12 +35,13 @@
 //     a silent 0. mean_logit is the plain float sum of z over V, so it is NaN or +inf.
 //   - every z = -inf (no probability mass): lse = -inf, logprob / entropy / log sum p^2 NaN,
 //     is_argmax false, gradients NaN. A -inf logit in an otherwise finite row is fine: its p is 0.
-//   - a label outside [0, V) that is not ignore_index (only possible with check_labels = false):
-//     never read; logprob NaN, is_argmax false, the row's gradients NaN. The other statistics
-//     do not depend on the label and stay valid.
+//   - a label outside [0, V) that is not ignore_index: never read; every output NaN, is_argmax
+//     false, the row's gradients NaN. The forward records it in `label_error` when given one
+//     (see LabelError): the torch adapter turns that into an error naming `labels`, no sync.
+//   - is_argmax under a transform (scale, soft-cap, temperature) is decided on the raw logits
+//     (the transform is monotone): exact, and the same answer on the CPU and on CUDA at ties.
 //   - ignored rows, and in backward rows whose upstream gradients are both exactly 0, give 0
 //     outputs and 0 gradients without reading their logits, whatever those hold.
-#pragma once
 #pragma once
 
 #include <cuda_bf16.h>
@@ -63,6 +65,24 @@ struct KernelPolicy {
   static constexpr int64_t kSplitMinVocab = 16384;  // split path only for rows this long
   static constexpr int64_t kSplitMinChunk = 4096;   // elements per split block, at least
   static constexpr int kBlocksPerSm = 8;            // 2048 resident threads / 256
+};
+
+// One out-of-range label (not ignore_index), recorded by the forward kernel for the host.
+// Why a word and not a host-side check: checking labels on the host needs their values there, a
+// device-to-host sync per call. The torch adapter keeps one word per device in pinned,
+// host-mapped memory and reads it at its next call (and in hafrm::check_cuda_label_errors()),
+// when the kernel that wrote it has usually finished; the kernel costs nothing for good labels.
+// state: kEmpty -> kWriting (claimed with an atomic: the first bad label to get there wins) ->
+// kReady once the fields are visible to the host (system fence before the state). The host
+// clears it back to kEmpty after reporting; a word already claimed is left alone.
+struct LabelError {
+  static constexpr unsigned kEmpty = 0, kWriting = 1, kReady = 2;
+  unsigned state;
+  unsigned reserved;
+  int64_t position;  // flat index into the labels the kernel was given
+  int64_t value;
+  int64_t vocab;
+  int64_t ignore_index;
 };
 
 // Which running sums the forward keeps besides max and sum-exp, fixed at compile time.
@@ -172,21 +192,25 @@ __device__ __forceinline__ uint4 pack(const float (&f)[VecTraits<T>::kN]) {
 // positive factor a (z = a u), u = z otherwise (a = 1). s, sz, s2 are centred on the max m:
 // s = sum e, sz = sum e (u - m), s2 = sum e^2 with e = exp(a (u - m)); zsum = sum u.
 // m is never NaN (maxima skip NaN); a NaN logit reaches s through its exp instead.
+// xm (kRaw = general transform and kAllStats, which is-argmax asks for there): the max of
+// sign * x over the raw logits x, see raw_sign.
 struct Stats {
-  float m, s, sz, s2, zsum;
+  float m, s, sz, s2, zsum, xm;
 };
 
-__device__ __forceinline__ Stats empty_stats() { return {kNegInf, 0.f, 0.f, 0.f, 0.f}; }
+__device__ __forceinline__ Stats empty_stats() { return {kNegInf, 0.f, 0.f, 0.f, 0.f, kNegInf}; }
 
-// c = a log2(e): exp(a t) = 2^(c t).
-template <int kMode>
+// c = a log2(e): exp(a t) = 2^(c t). kRaw: also merge xm (the general transform's forward).
+template <int kMode, bool kRaw = false>
 __device__ __forceinline__ void merge(Stats& a, Stats b, float c) {
   if constexpr (kMode == kAllStats) a.zsum += b.zsum;
+  if constexpr (kRaw) a.xm = fmaxf(a.xm, b.xm);
   if (b.m > a.m) {
     const Stats t = a;
     a = b;
     b = t;
     if constexpr (kMode == kAllStats) a.zsum = b.zsum;  // already summed
+    if constexpr (kRaw) a.xm = b.xm;                    // already merged
   }
   // Now a.m >= b.m (or both -inf). A -inf side holds sums of 0 or NaN: add them as they are.
   if (b.m == kNegInf) {
@@ -243,7 +267,7 @@ __device__ __forceinline__ void fold(Stats& a, const float (&u)[n], float c) {
   }
 }
 
-template <int kMode, int kWidth>
+template <int kMode, int kWidth, bool kRaw = false>
 __device__ __forceinline__ void warp_reduce(Stats& a, float c) {
 #pragma unroll
   for (int off = kWidth / 2; off > 0; off /= 2) {
@@ -253,7 +277,8 @@ __device__ __forceinline__ void warp_reduce(Stats& a, float c) {
     b.sz = kMode >= kEntropy ? __shfl_xor_sync(0xffffffffu, a.sz, off) : 0.f;
     b.s2 = kMode == kAllStats ? __shfl_xor_sync(0xffffffffu, a.s2, off) : 0.f;
     b.zsum = kMode == kAllStats ? __shfl_xor_sync(0xffffffffu, a.zsum, off) : 0.f;
-    merge<kMode>(a, b, c);
+    b.xm = kRaw ? __shfl_xor_sync(0xffffffffu, a.xm, off) : kNegInf;
+    merge<kMode, kRaw>(a, b, c);
   }
 }
 
@@ -341,11 +366,34 @@ __device__ __forceinline__ void for_row(const T* src, int64_t n, int lane, Scala
   for (int64_t i = head + nvec * kN + lane; i < n; i += kTpr) scalar(i, to_float(src[i]));
 }
 
+// is-argmax under the general transform is decided on raw logits: z(x) is monotone (increasing
+// when scale and 1 / temperature have one sign, decreasing otherwise), so the label's z is the
+// row's max exactly when sign * x_y is the max of sign * x. That is exact and the same on every
+// device, where comparing float z would depend on each device's tanh at near-ties.
+__host__ __device__ inline float raw_sign(const core::LogitTransform& tf) {
+  return (tf.scale > 0.f) == (tf.inv_temperature > 0.f) ? 1.f : -1.f;
+}
+
+// Records label y of row r in e (nullable) unless a bad label is already held there. Only rows
+// with bad labels get here; the plain read first keeps a flood of them from queueing atomics.
+__device__ __forceinline__ void record_label_error(LabelError* e, int64_t r, int64_t y, int64_t V,
+                                                   int64_t ignore_index) {
+  if (!e || __ldcv(&e->state) != LabelError::kEmpty) return;  // ld.volatile: not a cached copy
+  if (atomicCAS(&e->state, LabelError::kEmpty, LabelError::kWriting) != LabelError::kEmpty) return;
+  e->position = r;
+  e->value = y;
+  e->vocab = V;
+  e->ignore_index = ignore_index;
+  __threadfence_system();  // the fields reach the host before the state says they are there
+  atomicExch(&e->state, LabelError::kReady);
+}
+
 // The per-row results from the merged state (lane 0 of the row's group, or the merge kernel).
-template <class T, bool kGeneral>
+template <class T, bool kGeneral, bool kRaw>
 __device__ __forceinline__ void finish_row(int64_t r, int64_t y, bool active, const Stats& st,
                                            const T* row, int64_t V, const core::LogProbParams& p,
-                                           float a, const core::ForwardOutputs& out) {
+                                           float a, const core::ForwardOutputs& out,
+                                           LabelError* label_error) {
   if (!active) {
     if (out.logprob) out.logprob[r] = 0.f;
     if (out.lse) out.lse[r] = 0.f;
@@ -355,19 +403,35 @@ __device__ __forceinline__ void finish_row(int64_t r, int64_t y, bool active, co
     if (out.is_argmax) out.is_argmax[r] = false;
     return;
   }
+  const bool in_range = y >= 0 && y < V;  // never read outside the row
+  // Out of range: NaN everywhere, as on the CPU (see the contract above).
+  if (!in_range) {
+    record_label_error(label_error, r, y, V, p.ignore_index);
+    if (out.logprob) out.logprob[r] = kNaN;
+    if (out.lse) out.lse[r] = kNaN;
+    if (out.entropy) out.entropy[r] = kNaN;
+    if (out.log_sum_p2) out.log_sum_p2[r] = kNaN;
+    if (out.mean_logit) out.mean_logit[r] = kNaN;
+    if (out.is_argmax) out.is_argmax[r] = false;
+    return;
+  }
   // st.s = 0 only for an all -inf row: lse -inf, the rest NaN (see the contract above).
   const bool mass = st.s > 0.f || st.s != st.s;
   const float ls = logf(st.s);
   const float lse = mass ? a * st.m + ls : kNegInf;
-  const bool in_range = y >= 0 && y < V;  // never read outside the row
-  const float uy = in_range ? to_u<kGeneral>(to_float(row[y]), Transform(p.transform)) : kNaN;
+  const float xy = to_float(row[y]);
+  const float uy = to_u<kGeneral>(xy, Transform(p.transform));
   if (out.logprob) out.logprob[r] = mass ? a * uy - lse : kNaN;
   if (out.lse) out.lse[r] = lse;
   // __fdividef (no division subroutine): 1 <= s <= V here, far from its 2^126 limit.
   if (out.entropy) out.entropy[r] = mass ? ls - a * fast_div(st.sz, st.s) : kNaN;
   if (out.log_sum_p2) out.log_sum_p2[r] = mass ? logf(st.s2) - 2.f * ls : kNaN;
   if (out.mean_logit) out.mean_logit[r] = a * fast_div(st.zsum, static_cast<float>(V));
-  if (out.is_argmax) out.is_argmax[r] = mass && uy >= st.m && lse == lse;  // lse not NaN
+  if (out.is_argmax) {  // false for every bad row: lse NaN or -inf
+    // Without kRaw the transform is linear with a positive factor: u = x, already raw.
+    const bool top = kRaw ? raw_sign(p.transform) * xy >= st.xm : uy >= st.m;
+    out.is_argmax[r] = mass && top && lse == lse;
+  }
 }
 
 // layout.offset(r) without a 64-bit division (a subroutine call on the GPU, like float64
@@ -413,12 +477,14 @@ __global__ void __launch_bounds__(KernelPolicy::kBlockThreads)
     token_logprobs_forward_kernel(const T* __restrict__ logits, core::RowLayout layout,
                                   const int64_t* __restrict__ labels, core::LogProbParams p,
                                   core::ForwardOutputs out, int64_t chunk,
-                                  detail::Stats* __restrict__ partial, double inv) {
+                                  detail::Stats* __restrict__ partial, double inv,
+                                  LabelError* label_error) {
   using namespace detail;
   constexpr int kTpr = kThreadsPerRow;
   constexpr int kRowsPerBlock = KernelPolicy::kBlockThreads / kTpr;
   constexpr int kWarpsPerRow = kTpr > 32 ? kTpr / 32 : 1;
   constexpr int kN = VecTraits<T>::kN;
+  constexpr bool kRaw = kGeneral && kMode == kAllStats;  // raw max for is-argmax (raw_sign)
   // The soft-cap path's tanh needs registers of its own: fewer loads in flight there.
   constexpr int kUnroll = kGeneral ? 2 : KernelPolicy::kUnroll;
   __shared__ Stats smem[kRowsPerBlock * kWarpsPerRow];
@@ -428,6 +494,7 @@ __global__ void __launch_bounds__(KernelPolicy::kBlockThreads)
   const Transform tf(p.transform);  // a value: a reference would pin the param in memory
   const float a = linear_factor(p.transform, kGeneral);
   const float c = a * kLog2e;
+  const float sgn = raw_sign(p.transform);
   const int64_t lo = static_cast<int64_t>(blockIdx.y) * chunk;
   const int64_t n = (V - lo < chunk ? V - lo : chunk);
   // Uniform trip count across the block so every thread reaches every shuffle and barrier.
@@ -443,6 +510,7 @@ __global__ void __launch_bounds__(KernelPolicy::kBlockThreads)
       for_row<T, kTpr, kUnroll>(
           src, n, lane,
           [&](int64_t, float x) {
+            if constexpr (kRaw) st.xm = fmaxf(st.xm, sgn * x);
             const float u[1] = {to_u<kGeneral>(x, tf)};
             fold<kMode>(st, u, c);
           },
@@ -451,26 +519,30 @@ __global__ void __launch_bounds__(KernelPolicy::kBlockThreads)
             unpack<T>(raw, u);
             if constexpr (kGeneral) {
 #pragma unroll
-              for (int k = 0; k < kN; ++k) u[k] = tf.apply(u[k]);
+              for (int k = 0; k < kN; ++k) {
+                if constexpr (kRaw) st.xm = fmaxf(st.xm, sgn * u[k]);
+                u[k] = tf.apply(u[k]);
+              }
             }
             fold<kMode>(st, u, c);
           });
     }
-    warp_reduce<kMode, (kTpr < 32 ? kTpr : 32)>(st, c);
+    warp_reduce<kMode, (kTpr < 32 ? kTpr : 32), kRaw>(st, c);
     if constexpr (kWarpsPerRow > 1) {
       const int warp_in_row = lane / 32;
       if (lane % 32 == 0) smem[group * kWarpsPerRow + warp_in_row] = st;
       __syncthreads();
       if (lane == 0)
-        for (int w = 1; w < kWarpsPerRow; ++w) merge<kMode>(st, smem[group * kWarpsPerRow + w], c);
+        for (int w = 1; w < kWarpsPerRow; ++w)
+          merge<kMode, kRaw>(st, smem[group * kWarpsPerRow + w], c);
       __syncthreads();
     }
     if (lane == 0 && valid) {
       if (partial) {
         if (active) partial[r * gridDim.y + blockIdx.y] = st;
       } else {
-        finish_row<T, kGeneral>(r, y, active, st, logits + row_offset(layout, r, inv), V, p, a,
-                                out);
+        finish_row<T, kGeneral, kRaw>(r, y, active, st, logits + row_offset(layout, r, inv), V, p,
+                                      a, out, label_error);
       }
     }
   }
@@ -482,8 +554,10 @@ __global__ void __launch_bounds__(KernelPolicy::kBlockThreads)
     token_logprobs_merge_kernel(const T* __restrict__ logits, core::RowLayout layout,
                                 const int64_t* __restrict__ labels, core::LogProbParams p,
                                 core::ForwardOutputs out, int splits,
-                                const detail::Stats* __restrict__ partial, double inv) {
+                                const detail::Stats* __restrict__ partial, double inv,
+                                LabelError* label_error) {
   using namespace detail;
+  constexpr bool kRaw = kGeneral && kMode == kAllStats;
   const int64_t rows = layout.rows();
   const float a = linear_factor(p.transform, kGeneral);
   for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; r < rows;
@@ -492,9 +566,9 @@ __global__ void __launch_bounds__(KernelPolicy::kBlockThreads)
     const bool active = y != p.ignore_index;
     Stats st = empty_stats();
     if (active)
-      for (int k = 0; k < splits; ++k) merge<kMode>(st, partial[r * splits + k], a * kLog2e);
-    finish_row<T, kGeneral>(r, y, active, st, logits + row_offset(layout, r, inv), layout.vocab, p,
-                            a, out);
+      for (int k = 0; k < splits; ++k) merge<kMode, kRaw>(st, partial[r * splits + k], a * kLog2e);
+    finish_row<T, kGeneral, kRaw>(r, y, active, st, logits + row_offset(layout, r, inv),
+                                  layout.vocab, p, a, out, label_error);
   }
 }
 
@@ -658,16 +732,20 @@ cudaError_t dispatch_mode(int mode, F&& f) {
 
 }  // namespace detail
 
+// label_error (nullable, device-visible): where the kernel records an out-of-range label.
 template <class T>
 cudaError_t launch_token_logprobs_forward(const T* logits, const core::RowLayout& layout,
                                           const int64_t* labels, const core::LogProbParams& p,
-                                          const core::ForwardOutputs& out, cudaStream_t stream) {
+                                          const core::ForwardOutputs& out, cudaStream_t stream,
+                                          LabelError* label_error = nullptr) {
   const int64_t rows = layout.rows(), V = layout.vocab;
   if (rows == 0) return cudaSuccess;
-  const int mode = (out.log_sum_p2 || out.mean_logit) ? kAllStats
-                   : out.entropy                      ? kEntropy
-                                                      : kLseOnly;
   const bool general = detail::general_transform(p.transform);
+  // is-argmax under a general transform needs the raw max, kept only by kAllStats (so the
+  // soft-cap path pays for it only when asked).
+  const int mode = (out.log_sum_p2 || out.mean_logit || (general && out.is_argmax)) ? kAllStats
+                   : out.entropy                                                    ? kEntropy
+                                                                                    : kLseOnly;
   const detail::Shape sh = detail::shape_for(rows, V);
   detail::Stats* partial = nullptr;
   if (sh.splits > 1) {
@@ -684,7 +762,7 @@ cudaError_t launch_token_logprobs_forward(const T* logits, const core::RowLayout
         cudaError_t err = detail::launch_kernel(
             token_logprobs_forward_kernel<T, kTpr, kMode, kGen>, dim3(sh.grid_x, sh.splits),
             KernelPolicy::kBlockThreads, stream, logits, layout, labels, p, out, sh.chunk, partial,
-            detail::inv_inner(layout));
+            detail::inv_inner(layout), label_error);
         if (err != cudaSuccess || !partial) return err;
         if constexpr (kTpr == KernelPolicy::kBlockThreads) {
           const int64_t mb = (rows + KernelPolicy::kBlockThreads - 1) / KernelPolicy::kBlockThreads;
@@ -692,7 +770,7 @@ cudaError_t launch_token_logprobs_forward(const T* logits, const core::RowLayout
               token_logprobs_merge_kernel<T, kMode, kGen>,
               dim3(static_cast<unsigned>(mb < 65535 ? mb : 65535)), KernelPolicy::kBlockThreads,
               stream, logits, layout, labels, p, out, static_cast<int>(sh.splits),
-              static_cast<const detail::Stats*>(partial), detail::inv_inner(layout));
+              static_cast<const detail::Stats*>(partial), detail::inv_inner(layout), label_error);
         }
         return err;
       });
