@@ -24,13 +24,16 @@ struct Level {
 };
 
 std::vector<Level> levels() {
-  std::vector<Level> v{{kc::CpuCapability::kBaseline, &kc::HAFRM_CPU_CAT(base, HAFRM_CPU_TU_ISA)::exp_np_array}};
+  std::vector<Level> v{
+      {kc::CpuCapability::kBaseline, &kc::HAFRM_CPU_CAT(base, HAFRM_CPU_TU_ISA)::exp_np_array}};
 #if HAFRM_CPU_X86_DISPATCH
   const auto hw = kc::detect_cpu_capability();
   if (hw >= kc::CpuCapability::kAvx2)
-    v.push_back({kc::CpuCapability::kAvx2, &kc::HAFRM_CPU_CAT(avx2, HAFRM_CPU_TU_ISA)::exp_np_array});
+    v.push_back(
+        {kc::CpuCapability::kAvx2, &kc::HAFRM_CPU_CAT(avx2, HAFRM_CPU_TU_ISA)::exp_np_array});
   if (hw >= kc::CpuCapability::kAvx512)
-    v.push_back({kc::CpuCapability::kAvx512, &kc::HAFRM_CPU_CAT(avx512, HAFRM_CPU_TU_ISA)::exp_np_array});
+    v.push_back(
+        {kc::CpuCapability::kAvx512, &kc::HAFRM_CPU_CAT(avx512, HAFRM_CPU_TU_ISA)::exp_np_array});
 #endif
   return v;
 }
@@ -78,10 +81,11 @@ TEST_CASE("the kernels' exp is within 2 ulp on every float in [-87, 0], at every
 }
 
 TEST_CASE("the kernels' exp: -0, -inf, NaN and below -87", "[exp_bound]") {
-  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity(),
+              nan = std::numeric_limits<float>::quiet_NaN();
   // 16 inputs: one full AVX-512 vector, so the vector path (not only the scalar tail) sees them.
-  std::vector<float> x{-0.f, -inf, nan, -87.5f, -100.f, -1e30f, 0.f, -1.f,
-                       -inf, nan,  -0.f, -88.f, -2.f,   -50.f,  -inf, nan};
+  std::vector<float> x{-0.f, -inf, nan,  -87.5f, -100.f, -1e30f, 0.f,  -1.f,
+                       -inf, nan,  -0.f, -88.f,  -2.f,   -50.f,  -inf, nan};
   for (const auto& l : levels()) {
     CAPTURE(kc::capability_name(l.cap));
     std::vector<float> y(x.size());

@@ -16,7 +16,8 @@ struct PoolReset {
 };
 
 // The float64 reference gradient of sum(w * logprobs) w.r.t. logits.
-torch::Tensor reference_grad(const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& w) {
+torch::Tensor reference_grad(const torch::Tensor& x, const torch::Tensor& y,
+                             const torch::Tensor& w) {
   auto xr = x.to(torch::kDouble).requires_grad_();
   hafrm::TokenLogProbOptions o;
   o.backend = hafrm::LogProbBackend::kReference;
@@ -31,7 +32,8 @@ torch::Tensor fused_grad(const torch::Tensor& x, const torch::Tensor& y, const t
 }
 }  // namespace
 
-TEST_CASE("gradient pool: a dead gradient's buffer is reused, with exact values", "[logprobs][pool]") {
+TEST_CASE("gradient pool: a dead gradient's buffer is reused, with exact values",
+          "[logprobs][pool]") {
   PoolReset reset;
   void* first_ptr = nullptr;
   for (int step = 0; step < 3; ++step) {

@@ -30,8 +30,8 @@ inline uint64_t parse_count(std::string_view flag, const std::string& value) {
 }
 
 struct GeneratorInfo {
-  std::string_view program;             // for messages: "hafrm_gen_rules_data"
-  std::filesystem::path default_out;    // "data/rules"
+  std::string_view program;           // for messages: "hafrm_gen_rules_data"
+  std::filesystem::path default_out;  // "data/rules"
   uint64_t default_seed = 0;
 };
 

@@ -68,8 +68,8 @@ class DataParallel {
 
   // The model's parameters, bucketed once.
   void attach(std::vector<torch::Tensor> params) {
-    buckets_ = std::make_unique<hafrm::distributed::GradientBuckets>(std::move(params),
-                                                                     bucket_bytes_);
+    buckets_ =
+        std::make_unique<hafrm::distributed::GradientBuckets>(std::move(params), bucket_bytes_);
   }
   void average_gradients() {
     TORCH_INTERNAL_ASSERT(buckets_, "DataParallel: attach() the parameters first");

@@ -69,7 +69,7 @@ struct TrainConfig {
   std::string objective = "haf";                    // bt | haf | dpo
   std::string reward_loss, policy_loss, weighting;  // "" = the objective's default
   std::string readout = "last-token";               // last-token | last-position
-  std::string logprob_backend = "fused";             // fused | reference (timing comparisons)
+  std::string logprob_backend = "fused";            // fused | reference (timing comparisons)
   std::string reference = "precompute";  // precompute (once, cached) | model (live forward)
   // Optimisation.
   int64_t steps = 2000;
@@ -95,8 +95,8 @@ struct TrainConfig {
   std::string progress = "auto";  // auto | bar | plain | none
   std::string resume;             // checkpoint to continue from
   // Data parallel (under torchrun; see distributed.hpp). batch_size is per rank.
-  int64_t bucket_kb = 25 << 10;   // gradient all-reduce bucket size, KiB
-  int64_t dist_timeout_s = 300;   // c10d store and collective timeout
+  int64_t bucket_kb = 25 << 10;  // gradient all-reduce bucket size, KiB
+  int64_t dist_timeout_s = 300;  // c10d store and collective timeout
 };
 
 struct StepStats {
@@ -240,11 +240,10 @@ class Trainer {
     ao.max_prompt_length = cfg_.max_prompt_length;
     train_ = load_split("train", cfg_.train_path, *tokenizer_, ao, cfg_.skip_bad);
     if (static_cast<int64_t>(train_.pairs.size()) < global_batch())
-      throw std::invalid_argument(cfg_.train_path + " has " + std::to_string(train_.pairs.size()) +
-                                  " pairs, fewer than --batch-size " +
-                                  std::to_string(cfg_.batch_size) +
-                                  (world() > 1 ? " x " + std::to_string(world()) + " processes"
-                                               : std::string()));
+      throw std::invalid_argument(
+          cfg_.train_path + " has " + std::to_string(train_.pairs.size()) +
+          " pairs, fewer than --batch-size " + std::to_string(cfg_.batch_size) +
+          (world() > 1 ? " x " + std::to_string(world()) + " processes" : std::string()));
     if (!cfg_.eval_path.empty())
       eval_ = load_split("eval", cfg_.eval_path, *tokenizer_, ao, cfg_.skip_bad);
     if (!cfg_.ood_path.empty())
@@ -318,7 +317,8 @@ class Trainer {
     }
     if (dp_) {  // mean gradient and mean statistics over the ranks' slices of the global batch
       dp_->average_gradients();
-      const auto m = dp_->mean({s.loss, s.reward_loss, s.policy_loss, s.reward_acc, s.implicit_acc});
+      const auto m =
+          dp_->mean({s.loss, s.reward_loss, s.policy_loss, s.reward_acc, s.implicit_acc});
       s.loss = m[0], s.reward_loss = m[1], s.policy_loss = m[2], s.reward_acc = m[3];
       s.implicit_acc = m[4];
     }
@@ -555,11 +555,11 @@ class Trainer {
     if (lead)
       for (const auto& stale : remove_stale_checkpoint_temporaries(ckpt))
         notes_.push_back("note: removed " + stale.string() + ", left by a killed checkpoint write");
-    MetricsLog metrics = lead ? MetricsLog(cfg_.metrics_path.empty()
-                                               ? out / "metrics.jsonl"
-                                               : std::filesystem::path(cfg_.metrics_path),
-                                           resumed_from_)
-                              : MetricsLog();
+    MetricsLog metrics =
+        lead ? MetricsLog(cfg_.metrics_path.empty() ? out / "metrics.jsonl"
+                                                    : std::filesystem::path(cfg_.metrics_path),
+                          resumed_from_)
+             : MetricsLog();
     Progress progress(lead ? Progress::resolve(cfg_.progress) : Progress::Mode::kNone, cfg_.steps,
                       step_);
     detail::StopSignals signals;

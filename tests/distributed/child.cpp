@@ -39,19 +39,21 @@ int collectives(hd::Communicator& comm) {
     std::fprintf(stderr, "allreduce_ sum wrong\n");
     return 1;
   }
-  if (comm.allreduce(static_cast<double>(r), c10d::ReduceOp::MAX) != W - 1 || !comm.any(r == W - 1) ||
-      comm.any(false)) {
+  if (comm.allreduce(static_cast<double>(r), c10d::ReduceOp::MAX) != W - 1 ||
+      !comm.any(r == W - 1) || comm.any(false)) {
     std::fprintf(stderr, "allreduce max / any wrong\n");
     return 1;
   }
   // Parameters of mixed sizes and dtypes; parameter 2 has no gradient on rank 0.
   for (const int64_t bucket_bytes : {int64_t{64}, int64_t{1} << 20}) {
-    std::vector<torch::Tensor> params = {
-        torch::zeros({3, 5}).set_requires_grad(true), torch::zeros({17}).set_requires_grad(true),
-        torch::zeros({4, 4}).set_requires_grad(true),
-        torch::zeros({6}, torch::kDouble).set_requires_grad(true)};
+    std::vector<torch::Tensor> params = {torch::zeros({3, 5}).set_requires_grad(true),
+                                         torch::zeros({17}).set_requires_grad(true),
+                                         torch::zeros({4, 4}).set_requires_grad(true),
+                                         torch::zeros({6}, torch::kDouble).set_requires_grad(true)};
     for (int i = 0; i < static_cast<int>(params.size()); ++i)
-      if (!(i == 2 && r == 0)) params[static_cast<std::size_t>(i)].mutable_grad() = grad_of(r, i, params[static_cast<std::size_t>(i)]);
+      if (!(i == 2 && r == 0))
+        params[static_cast<std::size_t>(i)].mutable_grad() =
+            grad_of(r, i, params[static_cast<std::size_t>(i)]);
     hd::GradientBuckets buckets(params, bucket_bytes);
     if (bucket_bytes == 64 && buckets.num_buckets() < 3) {
       std::fprintf(stderr, "expected several buckets at 64 bytes, got %lld\n",

@@ -43,8 +43,8 @@ inline int free_port() {
 }
 
 struct ProcResult {
-  int exit_code = -1;     // -1: killed at the deadline
-  std::string output;     // stdout + stderr
+  int exit_code = -1;  // -1: killed at the deadline
+  std::string output;  // stdout + stderr
 };
 
 inline std::filesystem::path self_exe() { return std::filesystem::read_symlink("/proc/self/exe"); }

@@ -23,14 +23,14 @@ std::filesystem::path scratch(const std::string& name) {
 
 std::string all_output(const std::vector<ht::ProcResult>& r) {
   std::string s;
-  for (std::size_t i = 0; i < r.size(); ++i) s += "--- rank " + std::to_string(i) + "\n" + r[i].output;
+  for (std::size_t i = 0; i < r.size(); ++i)
+    s += "--- rank " + std::to_string(i) + "\n" + r[i].output;
   return s;
 }
 
 }  // namespace
 
-TEST_CASE("collectives and bucketed gradient mean agree with a local reference",
-          "[distributed]") {
+TEST_CASE("collectives and bucketed gradient mean agree with a local reference", "[distributed]") {
   const int world = GENERATE(2, 3);
   const auto dir = scratch("coll" + std::to_string(world));
   const auto res = ht::run_ranks({ht::self_exe().string(), "--child", "collectives"}, world,

@@ -75,12 +75,17 @@ struct EnvGuard {  // sets variables for one test and restores the previous stat
   void set(const char* k, const char* v) {
     const char* old = std::getenv(k);
     saved.emplace_back(k, old ? std::optional<std::string>(old) : std::nullopt);
-    if (v) ::setenv(k, v, 1); else ::unsetenv(k);
+    if (v)
+      ::setenv(k, v, 1);
+    else
+      ::unsetenv(k);
   }
   ~EnvGuard() {
     for (auto it = saved.rbegin(); it != saved.rend(); ++it)
-      if (it->second) ::setenv(it->first.c_str(), it->second->c_str(), 1);
-      else ::unsetenv(it->first.c_str());
+      if (it->second)
+        ::setenv(it->first.c_str(), it->second->c_str(), 1);
+      else
+        ::unsetenv(it->first.c_str());
   }
 };
 }  // namespace
@@ -95,7 +100,8 @@ TEST_CASE("launch variables: absent, valid, and malformed ones named", "[sampler
   g.set("WORLD_SIZE", "2");
   CHECK_THROWS_WITH(hd::LaunchEnv::from_environment(), Contains("RANK is not set"));
   g.set("RANK", "2");
-  CHECK_THROWS_WITH(hd::LaunchEnv::from_environment(), Contains("RANK=\"2\" must be an integer in [0, 1]"));
+  CHECK_THROWS_WITH(hd::LaunchEnv::from_environment(),
+                    Contains("RANK=\"2\" must be an integer in [0, 1]"));
   g.set("RANK", "1");
   g.set("MASTER_ADDR", "10.0.0.1");
   g.set("MASTER_PORT", "http");

@@ -69,9 +69,9 @@ class Communicator {
     try {
       tcp = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
     } catch (const std::exception& e) {
-      throw std::runtime_error("rank " + std::to_string(env.rank) + ": cannot reach the c10d store at " +
-                               env.master_addr + ":" + std::to_string(env.master_port) + ": " +
-                               e.what());
+      throw std::runtime_error("rank " + std::to_string(env.rank) +
+                               ": cannot reach the c10d store at " + env.master_addr + ":" +
+                               std::to_string(env.master_port) + ": " + e.what());
     }
     c->store_ = c10::make_intrusive<c10d::PrefixStore>(
         "hafrm/attempt_" + std::to_string(env.restart_count), tcp);
@@ -84,8 +84,8 @@ class Communicator {
       c10::cuda::set_device(opt.device.index());
       auto o = c10d::ProcessGroupNCCL::Options::create();
       o->timeout = opt.timeout;
-      c->backend_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(c->store_, env.rank,
-                                                                env.world_size, o);
+      c->backend_ =
+          c10::make_intrusive<c10d::ProcessGroupNCCL>(c->store_, env.rank, env.world_size, o);
       c->backend_name_ = "nccl";
 #else
       throw std::invalid_argument(
@@ -98,8 +98,8 @@ class Communicator {
                   opt.device.str(), " needs NCCL");
       auto o = c10d::ProcessGroupGloo::Options::create(opt.timeout);
       o->devices.push_back(gloo_device(env.master_addr));
-      c->backend_ = c10::make_intrusive<c10d::ProcessGroupGloo>(c->store_, env.rank,
-                                                                env.world_size, o);
+      c->backend_ =
+          c10::make_intrusive<c10d::ProcessGroupGloo>(c->store_, env.rank, env.world_size, o);
       c->backend_name_ = "gloo";
     }
     c->timeout_ = opt.timeout;

@@ -31,9 +31,9 @@
 namespace hafrm {
 
 struct GradientBufferStats {
-  int64_t reused = 0;     // buffers handed out again
-  int64_t allocated = 0;  // large buffers allocated fresh
-  int64_t bytes_held = 0; // bytes the pool keeps alive right now
+  int64_t reused = 0;      // buffers handed out again
+  int64_t allocated = 0;   // large buffers allocated fresh
+  int64_t bytes_held = 0;  // bytes the pool keeps alive right now
 };
 
 namespace detail {
@@ -50,8 +50,10 @@ class GradBufferPool {
 
   // A contiguous tensor of `sizes` on the CPU, uninitialised: the caller writes every element.
   torch::Tensor acquire(c10::IntArrayRef sizes, const torch::TensorOptions& opts) {
-    const int64_t bytes = c10::multiply_integers(sizes) * static_cast<int64_t>(opts.dtype().itemsize());
-    if (bytes < kMinBytes || !enabled_.load(std::memory_order_relaxed)) return fresh(sizes, opts, false);
+    const int64_t bytes =
+        c10::multiply_integers(sizes) * static_cast<int64_t>(opts.dtype().itemsize());
+    if (bytes < kMinBytes || !enabled_.load(std::memory_order_relaxed))
+      return fresh(sizes, opts, false);
     std::lock_guard<std::mutex> lock(mutex_);
     for (auto& s : slots_) {
       // Only this handle refers to the storage: every tensor that used it is gone. At most twice
@@ -132,10 +134,14 @@ class GradBufferPool {
 
 // Turn reuse of large CPU gradient buffers on or off for this process (default on, unless the
 // environment variable HAFRM_GRAD_BUFFER_REUSE=0); turning it off also releases what is held.
-inline void set_gradient_buffer_reuse(bool on) { detail::GradBufferPool::instance().set_enabled(on); }
+inline void set_gradient_buffer_reuse(bool on) {
+  detail::GradBufferPool::instance().set_enabled(on);
+}
 inline bool gradient_buffer_reuse() { return detail::GradBufferPool::instance().enabled(); }
 // Give back the buffers the pool holds (a buffer still in use stays with its user).
 inline void release_gradient_buffers() { detail::GradBufferPool::instance().release(); }
-inline GradientBufferStats gradient_buffer_stats() { return detail::GradBufferPool::instance().stats(); }
+inline GradientBufferStats gradient_buffer_stats() {
+  return detail::GradBufferPool::instance().stats();
+}
 
 }  // namespace hafrm

@@ -172,9 +172,8 @@ inline std::vector<SplitSpec> default_split_specs(uint64_t seed = kDefaultSeed) 
 }
 
 inline std::vector<Split> generate_splits(const std::vector<SplitSpec>& specs) {
-  return generate_splits_in_order(specs, [](const SplitSpec& spec, auto& used) {
-    return generate_split(spec, used);
-  });
+  return generate_splits_in_order(
+      specs, [](const SplitSpec& spec, auto& used) { return generate_split(spec, used); });
 }
 
 inline std::vector<Split> generate_default_splits(uint64_t seed = kDefaultSeed) {
