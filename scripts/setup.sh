@@ -10,7 +10,7 @@ CMAKE_VERSION_SPEC="${HAFRM_CMAKE_SPEC:-cmake>=4.0,<5}"
 
 APT_PKGS=(build-essential libeigen3-dev catch2 libbenchmark-dev nlohmann-json3-dev
           libsentencepiece-dev sentencepiece ccache python3-venv
-          libcli11-dev clang-16 libclang-rt-16-dev libgloo-dev)
+          libcli11-dev clang-16 libclang-rt-16-dev llvm-16 libgloo-dev)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

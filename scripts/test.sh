@@ -46,6 +46,10 @@ if [[ "${HAFRM_SANITIZERS:-1}" != 0 ]]; then
 
   t0=$SECONDS
   FUZZ_SECONDS="${HAFRM_FUZZ_SECONDS:-60}"
+  # Leak checks symbolize stacks (llvm-16's symbolizer, from setup.sh) so that fuzz/lsan.supp can
+  # name the two LibTorch allocation sites it suppresses; anything else that leaks is a finding.
+  export ASAN_SYMBOLIZER_PATH="${ASAN_SYMBOLIZER_PATH:-/usr/lib/llvm-16/bin/llvm-symbolizer}"
+  export LSAN_OPTIONS="suppressions=$ROOT/fuzz/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
   echo "[test] fuzz: configure + build (preset fuzz)"
   cmake --preset fuzz -DHAFRM_PYTHON="$VENV/bin/python" > build-fuzz-configure.log 2>&1 \
     || { cat build-fuzz-configure.log; exit 1; }
