@@ -1,26 +1,32 @@
 # hafrmDistributed.cmake: the c10d layer (include/hafrm/distributed) on top of the LibTorch the
 # project uses. The torch wheel ships the c10d headers and exports ProcessGroupGloo from
 # libtorch_cpu.so, but not the Gloo headers ProcessGroupGloo.hpp includes: Debian's libgloo-dev
-# supplies them (../shared/LIBTORCH.md). NCCL's header comes with the wheel's nvidia-nccl package.
+# supplies them (docs/building.md). NCCL's header comes with the wheel's nvidia-nccl package.
 #
-#   HAFRM_WITH_DISTRIBUTED=AUTO (default): build the layer when both are found, else skip it.
-#   HAFRM_WITH_DISTRIBUTED=ON: stop at configure, naming what is missing.
-#   HAFRM_WITH_DISTRIBUTED=OFF: never.
+#   hafrm_setup_distributed(<mode> <found_var>)
+#     mode AUTO: define the target when both are found, else skip it (a status line says why).
+#     mode ON:   stop at configure, naming what is missing.
+#     mode OFF:  never.
 # Defines the INTERFACE target hafrm::distributed (hafrm::hafrm + USE_C10D_GLOO, and
-# USE_C10D_NCCL for a CUDA build with nccl.h) and sets HAFRM_DISTRIBUTED_FOUND.
-set(HAFRM_WITH_DISTRIBUTED AUTO CACHE STRING
-    "Build hafrm's c10d layer (data parallel, vocab parallel): AUTO, ON or OFF")
-set_property(CACHE HAFRM_WITH_DISTRIBUTED PROPERTY STRINGS AUTO ON OFF)
-
-function(hafrm_setup_distributed)
-  set(HAFRM_DISTRIBUTED_FOUND OFF PARENT_SCOPE)
-  string(TOUPPER "${HAFRM_WITH_DISTRIBUTED}" _mode)
+# USE_C10D_NCCL for a CUDA build with nccl.h) and sets <found_var> in the caller.
+#
+# Used twice: by this project's CMakeLists.txt (HAFRM_WITH_DISTRIBUTED) and by the installed
+# hafrmConfig.cmake for `find_package(hafrm COMPONENTS distributed)`. The target is defined in the
+# consumer's build rather than exported because the Gloo include directory and NCCL are found
+# where the consumer builds, not where hafrm was installed.
+function(hafrm_setup_distributed mode found_var)
+  set(${found_var} OFF PARENT_SCOPE)
+  string(TOUPPER "${mode}" _mode)
   if(_mode STREQUAL "OFF")
     message(STATUS "hafrm: distributed layer off (HAFRM_WITH_DISTRIBUTED=OFF)")
     return()
   endif()
   if(NOT _mode MATCHES "^(AUTO|ON)$")
-    message(FATAL_ERROR "HAFRM_WITH_DISTRIBUTED must be AUTO, ON or OFF, got '${HAFRM_WITH_DISTRIBUTED}'")
+    message(FATAL_ERROR "HAFRM_WITH_DISTRIBUTED must be AUTO, ON or OFF, got '${mode}'")
+  endif()
+  if(TARGET hafrm::distributed)  # a second find_package(hafrm COMPONENTS distributed)
+    set(${found_var} ON PARENT_SCOPE)
+    return()
   endif()
 
   find_path(HAFRM_C10D_INCLUDE_DIR torch/csrc/distributed/c10d/ProcessGroupGloo.hpp
@@ -38,7 +44,7 @@ function(hafrm_setup_distributed)
   if(_missing)
     list(JOIN _missing "; " _why)
     if(_mode STREQUAL "ON")
-      message(FATAL_ERROR "HAFRM_WITH_DISTRIBUTED=ON but hafrm cannot find ${_why}")
+      message(FATAL_ERROR "hafrm: the distributed layer was required but hafrm cannot find ${_why}")
     endif()
     message(STATUS "hafrm: distributed layer skipped (AUTO): missing ${_why}")
     return()
@@ -46,7 +52,7 @@ function(hafrm_setup_distributed)
 
   add_library(hafrm_distributed INTERFACE)
   add_library(hafrm::distributed ALIAS hafrm_distributed)
-  target_link_libraries(hafrm_distributed INTERFACE hafrm)
+  target_link_libraries(hafrm_distributed INTERFACE hafrm::hafrm)
   target_include_directories(hafrm_distributed SYSTEM INTERFACE "${HAFRM_GLOO_INCLUDE_DIR}")
   # ProcessGroupGloo.hpp is empty unless USE_C10D_GLOO is defined (as torch's own build does).
   target_compile_definitions(hafrm_distributed INTERFACE USE_C10D_GLOO HAFRM_WITH_DISTRIBUTED=1)
@@ -64,5 +70,5 @@ function(hafrm_setup_distributed)
     endif()
   endif()
   message(STATUS "hafrm: distributed layer on (Gloo headers ${HAFRM_GLOO_INCLUDE_DIR}, NCCL ${_nccl})")
-  set(HAFRM_DISTRIBUTED_FOUND ON PARENT_SCOPE)
+  set(${found_var} ON PARENT_SCOPE)
 endfunction()

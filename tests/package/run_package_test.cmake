@@ -21,7 +21,8 @@ if(MODE STREQUAL "install")
   if(NOT rc EQUAL 0)
     message(FATAL_ERROR "install failed (${rc})")
   endif()
-  foreach(f hafrmConfig.cmake hafrmTorch.cmake cuda_ops/CMakeLists.txt src/hafrm_cuda_ops.cu)
+  foreach(f hafrmConfig.cmake hafrmTorch.cmake hafrmDistributed.cmake cuda_ops/CMakeLists.txt
+            src/hafrm_cuda_ops.cu)
     if(NOT EXISTS "${prefix}/share/hafrm/cmake/${f}")
       message(FATAL_ERROR "install did not produce share/hafrm/cmake/${f}")
     endif()
@@ -47,8 +48,8 @@ endif()
 set(expect_cuda OFF)
 if(CONSUMER STREQUAL "cpu_only")
   list(APPEND args -DHAFRM_WITH_CUDA=OFF)
-elseif(CONSUMER STREQUAL "cxx17")
-  list(APPEND args -DHAFRM_WITH_CUDA=OFF)  # what this one tests is the C++ standard
+elseif(CONSUMER STREQUAL "cxx17" OR CONSUMER STREQUAL "distributed")
+  list(APPEND args -DHAFRM_WITH_CUDA=OFF)  # what these test is the C++ standard / the c10d layer
 elseif(NOT CONSUMER STREQUAL "fetchcontent")  # fetchcontent sets HAFRM_WITH_CUDA OFF itself
   set(expect_cuda ${EXPECT_CUDA})
 endif()
@@ -115,9 +116,15 @@ if(CONSUMER STREQUAL "cxx17")
   message(STATUS "C++17 requested, compiled as C++20")
 endif()
 
-execute_process(COMMAND "${cbuild}/consumer" 40 16 RESULT_VARIABLE rc OUTPUT_VARIABLE out
+set(run_args 40 16)
+set(expect_out "gpt_integration OK")
+if(CONSUMER STREQUAL "distributed")  # its own small main (see consumers/distributed)
+  set(run_args "")
+  set(expect_out "distributed OK")
+endif()
+execute_process(COMMAND "${cbuild}/consumer" ${run_args} RESULT_VARIABLE rc OUTPUT_VARIABLE out
                 ERROR_VARIABLE err)
 message(STATUS "consumer printed:\n${out}${err}")
-if(NOT rc EQUAL 0 OR NOT out MATCHES "gpt_integration OK")
+if(NOT rc EQUAL 0 OR NOT out MATCHES "${expect_out}")
   fail("run failed (${rc})")
 endif()

@@ -7,14 +7,27 @@ and a 2-process checkpoint resumes in 1 process. Every run has a hard timeout.
 A = 1 process, 12 steps, batch 8. B = torchrun 2 processes, 6 steps, batch 4 per rank (global 8).
 C = 1 process resuming B's checkpoint to step 12. B's steps 1-6 and C's 7-12 must equal A's.
 The constant schedule keeps the learning rate independent of --steps (B stops at 6, A at 12).
+
+Then the interruptions, each bounded in time:
+D = torchrun 2 processes, Ctrl-C (SIGINT to the whole process group, as a terminal sends it) after
+    a few steps: every rank stops at the same step, rank 0 writes the checkpoint, exit 130;
+E = torchrun 2 processes resuming D's checkpoint: D's steps + E's steps must equal A's.
+F = torchrun 2 processes, one worker SIGKILLed mid-run: torchrun must end the other and exit
+    non-zero (no hang).
+G = 2 processes started without torchrun (RANK/WORLD_SIZE/MASTER_* set by hand), rank 1
+    SIGKILLed mid-run: rank 0 must fail with an error within --dist-timeout plus a margin.
+G2 = the same with rank 1 SIGSTOPped (alive, silent): rank 0 fails on the collective's timeout.
+H = rank 1 alone, its store (rank 0) never started: fails naming the store within the timeout.
 """
 import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 # Float32 training: the ranks' half-batches differ from one batch only in summation order
 # (and padding length); measured drift over 30 steps was below 4e-7 relative.
@@ -22,6 +35,12 @@ RTOL = 1e-4
 COMMON = ["--steps", "12", "--log-every", "1", "--eval-every", "0", "--checkpoint-every", "0",
           "--schedule", "constant", "--warmup-steps", "0", "--progress", "plain", "--threads", "1",
           "--eval", "", "--ood", "", "--dist-timeout", "60"]
+
+
+# The interrupted runs are this long (A too, so they have a reference for every step); the
+# constant learning rate makes A's first 12 steps the same as a 12-step run's.
+LONG = 60
+DEAD_PEER_TIMEOUT = 8  # --dist-timeout (s) of the runs without torchrun (G, G2, H)
 
 
 def run(cmd, timeout):
@@ -45,6 +64,86 @@ def run(cmd, timeout):
     return out
 
 
+def start(cmd, env_extra=None, log=None):
+    """Starts cmd in a session of its own (so the whole group can be signalled or killed)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    env.update(env_extra or {})
+    print("+", " ".join(cmd), flush=True)
+    return subprocess.Popen(cmd, env=env, stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+def finish(p, timeout, what):
+    """Waits for p; on timeout kills its group and fails (the point of these runs: no hang)."""
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, _ = p.communicate()
+        print(out)
+        sys.exit(f"FAILED: {what} did not end within {timeout} s")
+    return p.returncode, out or ""
+
+
+def train_steps_logged(path):
+    try:
+        with open(path) as f:
+            return sum(1 for line in f if '"split":"train"' in line.replace(" ", ""))
+    except FileNotFoundError:
+        return 0
+
+
+def wait_for_steps(path, n, p, timeout):
+    """Until metrics at path hold n training steps; fails if p ends first or time runs out."""
+    t0 = time.monotonic()
+    while train_steps_logged(path) < n:
+        if p.poll() is not None:
+            out = p.stdout.read() if p.stdout else ""
+            print(out)
+            sys.exit(f"FAILED: the run ended (exit {p.returncode}) before {n} steps were logged")
+        if time.monotonic() - t0 > timeout:
+            os.killpg(p.pid, signal.SIGKILL)
+            sys.exit(f"FAILED: {n} steps not logged within {timeout} s")
+        time.sleep(0.05)
+
+
+def workers_of(pid):
+    """The direct children of pid (torchrun's agent starts the workers as its children)."""
+    kids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    kids.append(int(d))
+            except (OSError, IndexError, ValueError):
+                pass
+    return kids
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def compare(ref, got, steps, what):
+    if sorted(got) != list(steps):
+        sys.exit(f"FAILED: {what}: steps logged {sorted(got)}, expected {list(steps)}")
+    worst = 0.0
+    for s in steps:
+        for x, y, name in zip(ref[s], got[s], ("loss", "reward_loss", "policy_loss", "grad_norm")):
+            rel = abs(x - y) / max(abs(x), 1e-12)
+            worst = max(worst, rel)
+            if rel > RTOL:
+                sys.exit(f"FAILED: {what}: step {s} {name}: 1 process {x!r}, data parallel {y!r} "
+                         f"(relative {rel:.2e} > {RTOL})")
+    return worst
+
+
 def losses(path):
     out = {}
     with open(path) as f:
@@ -66,7 +165,8 @@ def main():
         with open(a.train) as f, open(f"{d}/train.jsonl", "w") as g:
             g.writelines(line for _, line in zip(range(256), f))
         COMMON.extend(["--train", f"{d}/train.jsonl"])
-        run([a.haf_rm, *COMMON, "--batch-size", "8", "--out", f"{d}/A"], a.timeout)
+        run([a.haf_rm, *COMMON, "--steps", str(LONG), "--batch-size", "8", "--out", f"{d}/A"],
+            a.timeout)
         out = run([a.torchrun, "--no-python", "--standalone", "--nproc-per-node", "2", a.haf_rm,
                    *COMMON, "--steps", "6", "--batch-size", "4", "--out", f"{d}/B"], a.timeout)
         if "data parallel: 2 processes (gloo), global batch 8" not in out:
@@ -76,20 +176,114 @@ def main():
              "--resume", f"{d}/B/checkpoint.pt"], a.timeout)
         ref, b, c = losses(f"{d}/A/metrics.jsonl"), losses(f"{d}/B/metrics.jsonl"), \
             losses(f"{d}/C/metrics.jsonl")
+        if sorted(ref) != list(range(1, LONG + 1)):
+            sys.exit(f"FAILED: steps logged by A {sorted(ref)}")
         got = {**{s: v for s, v in b.items() if s <= 6}, **{s: v for s, v in c.items() if s > 6}}
-        if sorted(got) != list(range(1, 13)) or sorted(ref) != list(range(1, 13)):
-            sys.exit(f"FAILED: steps logged A {sorted(ref)}, B+C {sorted(got)}")
-        worst = 0.0
-        for s in range(1, 13):
-            for x, y, name in zip(ref[s], got[s], ("loss", "reward_loss", "policy_loss", "grad_norm")):
-                rel = abs(x - y) / max(abs(x), 1e-12)
-                worst = max(worst, rel)
-                if rel > RTOL:
-                    sys.exit(f"FAILED: step {s} {name}: 1 process {x!r}, data parallel {y!r} "
-                             f"(relative {rel:.2e} > {RTOL})")
+        worst = compare(ref, got, range(1, 13), "B + C")
         print(f"OK: 12 steps, 1 process vs 2 processes (steps 1-6) + 1-process resume of the "
               f"2-process checkpoint (7-12): worst relative difference {worst:.2e} (tolerance {RTOL})")
 
+        torchrun2 = [a.torchrun, "--no-python", "--standalone", "--nproc-per-node", "2", a.haf_rm]
+        long_run = [*COMMON, "--steps", str(LONG), "--batch-size", "4"]
+
+        # D + E: Ctrl-C under torchrun, then resume with torchrun.
+        p = start([*torchrun2, *long_run, "--out", f"{d}/D"])
+        wait_for_steps(f"{d}/D/metrics.jsonl", 3, p, a.timeout)
+        os.killpg(p.pid, signal.SIGINT)
+        rc, out = finish(p, 120, "the Ctrl-C'd 2-process run")
+        dsteps = losses(f"{d}/D/metrics.jsonl")
+        k = max(dsteps)
+        if rc == 0 or k >= LONG or not os.path.exists(f"{d}/D/checkpoint.pt"):
+            print(out)
+            sys.exit(f"FAILED: Ctrl-C: exit {rc}, last step {k} of {LONG}, checkpoint "
+                     f"{os.path.exists(f'{d}/D/checkpoint.pt')} (expected non-zero, < {LONG}, True)")
+        run([*torchrun2, *long_run, "--out", f"{d}/E", "--resume", f"{d}/D/checkpoint.pt"],
+            a.timeout)
+        e = losses(f"{d}/E/metrics.jsonl")
+        got = {**{s: v for s, v in dsteps.items() if s <= k}, **{s: v for s, v in e.items() if s > k}}
+        worst = compare(ref, got, range(1, LONG + 1), "Ctrl-C + resume")
+        print(f"OK: Ctrl-C under torchrun at step {k} (exit {rc}), resumed with torchrun to step "
+              f"{LONG}: worst relative difference to 1 process {worst:.2e}")
+
+        # F: a worker killed under torchrun.
+        p = start([*torchrun2, *long_run, "--out", f"{d}/F"])
+        wait_for_steps(f"{d}/F/metrics.jsonl", 2, p, a.timeout)
+        kids = workers_of(p.pid)
+        if len(kids) != 2:
+            os.killpg(p.pid, signal.SIGKILL)
+            sys.exit(f"FAILED: expected torchrun to have 2 workers, found {kids}")
+        t0 = time.monotonic()
+        os.kill(max(kids), signal.SIGKILL)
+        rc, out = finish(p, 120, "torchrun after a worker was killed")
+        if rc == 0:
+            print(out)
+            sys.exit("FAILED: torchrun exited 0 although a worker was killed")
+        print(f"OK: one of 2 workers SIGKILLed: torchrun ended the run in "
+              f"{time.monotonic() - t0:.1f} s, exit {rc}")
+
+        # G: no agent; rank 1 killed; rank 0 must fail on its own within the c10d timeout.
+        port = str(free_port())
+        dist = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+        short = [*long_run, "--dist-timeout", str(DEAD_PEER_TIMEOUT)]
+        with open(f"{d}/G0.log", "w") as log0:
+            p0 = start([a.haf_rm, *short, "--out", f"{d}/G"], {**dist, "RANK": "0"}, log0)
+            p1 = start([a.haf_rm, *short, "--out", f"{d}/G1"], {**dist, "RANK": "1"},
+                       subprocess.DEVNULL)
+            wait_for_steps(f"{d}/G/metrics.jsonl", 2, p0, a.timeout)
+            t0 = time.monotonic()
+            os.killpg(p1.pid, signal.SIGKILL)
+            p1.wait()
+            rc, _ = finish(p0, DEAD_PEER_TIMEOUT + 60, "rank 0 after rank 1 was killed")
+        took = time.monotonic() - t0
+        with open(f"{d}/G0.log") as f:
+            out = f.read()
+        if rc == 0 or "rank 0: a gloo collective failed" not in out:
+            print(out)
+            sys.exit(f"FAILED: rank 0 after its peer died: exit {rc}, expected an error")
+        print(f"OK: without torchrun, rank 1 SIGKILLed: rank 0 failed with an error in {took:.1f} s "
+              f"(--dist-timeout {DEAD_PEER_TIMEOUT}): {last_error_line(out)}")
+
+        # G2: no agent; rank 1 stopped (SIGSTOP: alive but silent, the case a closed socket does
+        # not reveal); rank 0 must fail once the collective's timeout has passed.
+        port = str(free_port())
+        dist = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+        with open(f"{d}/G2.log", "w") as log0:
+            p0 = start([a.haf_rm, *short, "--out", f"{d}/G2"], {**dist, "RANK": "0"}, log0)
+            p1 = start([a.haf_rm, *short, "--out", f"{d}/G2_1"], {**dist, "RANK": "1"},
+                       subprocess.DEVNULL)
+            wait_for_steps(f"{d}/G2/metrics.jsonl", 2, p0, a.timeout)
+            t0 = time.monotonic()
+            os.killpg(p1.pid, signal.SIGSTOP)
+            try:
+                rc, _ = finish(p0, DEAD_PEER_TIMEOUT + 60, "rank 0 while rank 1 was stopped")
+            finally:
+                os.killpg(p1.pid, signal.SIGKILL)
+                p1.wait()
+        took = time.monotonic() - t0
+        with open(f"{d}/G2.log") as f:
+            out = f.read()
+        if rc == 0 or "rank 0: a gloo collective" not in out:
+            print(out)
+            sys.exit(f"FAILED: rank 0 while its peer was stopped: exit {rc}, expected an error")
+        print(f"OK: without torchrun, rank 1 SIGSTOPped: rank 0 failed in {took:.1f} s "
+              f"(--dist-timeout {DEAD_PEER_TIMEOUT}): {last_error_line(out)}")
+
+        # H: the store never comes up.
+        port = str(free_port())
+        t0 = time.monotonic()
+        p = start([a.haf_rm, *short, "--out", f"{d}/H"],
+                  {"WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
+        rc, out = finish(p, DEAD_PEER_TIMEOUT + 60, "a rank whose store never started")
+        if rc == 0 or "rank 1: cannot reach the c10d store at 127.0.0.1:" not in out:
+            print(out)
+            sys.exit(f"FAILED: unreachable store: exit {rc}, expected an error naming the store")
+        print(f"OK: unreachable store: exit {rc} after {time.monotonic() - t0:.1f} s: "
+              f"{last_error_line(out)}")
+
+
+def last_error_line(out):
+    lines = [l for l in out.splitlines() if l.startswith("haf_rm: error:")]
+    return (lines[-1] if lines else out.strip().splitlines()[-1])[:200]
 
 if __name__ == "__main__":
     main()

@@ -71,7 +71,7 @@ class Communicator {
     } catch (const std::exception& e) {
       throw std::runtime_error("rank " + std::to_string(env.rank) +
                                ": cannot reach the c10d store at " + env.master_addr + ":" +
-                               std::to_string(env.master_port) + ": " + e.what());
+                               std::to_string(env.master_port) + ": " + without_backtrace(e));
     }
     c->store_ = c10::make_intrusive<c10d::PrefixStore>(
         "hafrm/attempt_" + std::to_string(env.restart_count), tcp);
@@ -130,8 +130,19 @@ class Communicator {
     o.timeout = timeout_;
     return backend_->allreduce(v, o);
   }
+  // A collective whose peer died fails here: Gloo reports the closed connection at once, a peer
+  // that hangs runs into the timeout. Either way the error names this rank and says why.
   void wait(const c10::intrusive_ptr<c10d::Work>& w) {
-    if (!w->wait(timeout_))
+    bool done = false;
+    try {
+      done = w->wait(timeout_);
+    } catch (const std::exception& e) {
+      throw std::runtime_error("rank " + std::to_string(rank_) + ": a " + backend_name_ +
+                               " collective failed (a peer process exited or stopped answering, or the "
+                               "network failed): " +
+                               without_backtrace(e));
+    }
+    if (!done)
       throw std::runtime_error("rank " + std::to_string(rank_) + ": a " + backend_name_ +
                                " collective did not finish within " +
                                std::to_string(timeout_.count()) + " ms");
@@ -156,6 +167,12 @@ class Communicator {
 
  private:
   Communicator() = default;
+
+  // c10::Error's what() carries a C++ backtrace of LibTorch's frames: noise in a user's error.
+  static std::string without_backtrace(const std::exception& e) {
+    if (const auto* c = dynamic_cast<const c10::Error*>(&e)) return c->what_without_backtrace();
+    return e.what();
+  }
 
   // GLOO_SOCKET_IFNAME picks an interface (as in torch.distributed); a loopback master means a
   // single machine, so bind to 127.0.0.1; otherwise bind to the address this host resolves to.
