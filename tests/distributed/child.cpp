@@ -78,6 +78,64 @@ int collectives(hd::Communicator& comm) {
   return 0;
 }
 
+// Overlapped bucket all-reduce (attach / prepare_for_backward / backward / finish) over two
+// steps of two accumulated micro-batches each, with a parameter the graph never uses: every
+// gradient must equal the mean over the ranks of the locally accumulated gradients, which each
+// rank can compute for every other rank (the inputs are seeded by rank, step and micro-batch).
+int overlap(hd::Communicator& comm) {
+  const int W = comm.world_size(), r = comm.rank();
+  torch::manual_seed(11);
+  auto l1 = torch::nn::Linear(6, 8), l2 = torch::nn::Linear(8, 5), l3 = torch::nn::Linear(5, 1);
+  auto unused = torch::zeros({3}).set_requires_grad(true);
+  // The unused parameter first, so it lands in the last bucket (buckets are formed from the last
+  // parameter back and launched in order: an unused one holds back its bucket and the later ones).
+  std::vector<torch::Tensor> params{unused};
+  for (auto* m : {&l1, &l2, &l3})
+    for (auto& p : (*m)->parameters()) params.push_back(p);
+  const auto loss_of = [&](int rank, int step, int micro) {
+    auto g = torch::make_generator<at::CPUGeneratorImpl>(100 * rank + 10 * step + micro);
+    auto x = torch::randn({4, 6}, g);
+    return l3->forward(torch::tanh(l2->forward(torch::relu(l1->forward(x))))).pow(2).mean();
+  };
+  hd::GradientBuckets buckets(params, 96);  // small buckets: several launched mid-backward
+  buckets.attach(comm);
+  for (int step = 0; step < 2; ++step) {
+    // Expected: the mean over ranks q of q's accumulated gradient (at the current weights).
+    std::vector<torch::Tensor> want;
+    for (auto& p : params) want.push_back(torch::zeros_like(p));
+    for (int q = 0; q < W; ++q) {
+      for (auto& p : params) p.mutable_grad() = torch::Tensor();
+      for (int m = 0; m < 2; ++m) (loss_of(q, step, m) * 0.5).backward();
+      for (std::size_t i = 0; i < params.size(); ++i)
+        if (params[i].grad().defined()) want[i] += params[i].grad() / W;
+    }
+    for (auto& p : params) p.mutable_grad() = torch::Tensor();
+    for (int m = 0; m < 2; ++m) {
+      buckets.prepare_for_backward(m == 1);
+      (loss_of(r, step, m) * 0.5).backward();
+    }
+    // Every bucket but the last (which holds the unused parameter) must have started inside the
+    // backward.
+    if (buckets.launched_during_backward() != buckets.num_buckets() - 1) {
+      std::fprintf(stderr, "expected %lld of %lld buckets launched during the backward, got %lld\n",
+                   static_cast<long long>(buckets.num_buckets() - 1),
+                   static_cast<long long>(buckets.num_buckets()),
+                   static_cast<long long>(buckets.launched_during_backward()));
+      return 1;
+    }
+    buckets.finish();
+    for (std::size_t i = 0; i < params.size(); ++i)
+      if (!close(params[i].grad(), want[i])) {
+        std::fprintf(stderr, "overlapped mean wrong for parameter %zu at step %d\n", i, step);
+        return 1;
+      }
+    torch::NoGradGuard ng;  // move the weights so the second step's graph differs
+    for (auto& p : params) p.sub_(0.1 * p.grad());
+  }
+  comm.barrier();
+  return 0;
+}
+
 // The last rank dies after the group is up; the others must get an error, not hang.
 int peer_dies(hd::Communicator& comm) {
   if (comm.rank() == comm.world_size() - 1) std::_Exit(3);
@@ -113,6 +171,7 @@ int run_child(const char* scenario) {
       return 5;
     }
     auto comm = hd::Communicator::create(*env, opt);
+    if (s == "overlap") return overlap(*comm);
     if (s == "collectives") return collectives(*comm);
     if (s == "peer_dies") return peer_dies(*comm);
     std::fprintf(stderr, "child: unknown scenario %s\n", scenario);

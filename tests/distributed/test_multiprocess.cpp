@@ -40,6 +40,17 @@ TEST_CASE("collectives and bucketed gradient mean agree with a local reference",
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("bucket all-reduces overlapped with the backward give the mean gradient",
+          "[distributed]") {
+  const int world = GENERATE(2, 3);
+  const auto dir = scratch("overlap" + std::to_string(world));
+  const auto res = ht::run_ranks({ht::self_exe().string(), "--child", "overlap"}, world,
+                                 ht::free_port(), dir, 120s, {"HAFRM_TEST_TIMEOUT_MS=30000"});
+  INFO(all_output(res));
+  for (const auto& r : res) CHECK(r.exit_code == 0);
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("a rank that dies ends the others with an error, not a hang", "[distributed]") {
   const auto dir = scratch("dies");
   const auto t0 = std::chrono::steady_clock::now();
