@@ -71,8 +71,8 @@ struct TrainConfig {
   int64_t dist_timeout_s = 300;  // c10d store and collective timeout
 };
 
-// The checks the command line cannot make for a TrainConfig built in code (tests, other
-// programs): the CLI's validators already refuse these values with the same option names.
+// Checks a TrainConfig built in code (tests, other programs); the command line's validators
+// refuse the same values earlier, naming the same options.
 inline void validate_config(const TrainConfig& c) {
   auto fail = [](const std::string& m) { throw std::invalid_argument(m); };
   if (c.steps < 0) fail("--steps must be >= 0");

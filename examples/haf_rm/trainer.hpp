@@ -42,8 +42,8 @@ class Trainer {
   // dp: null for one process (exactly the single-process trainer); see distributed.hpp.
   // With cfg.resume set, continues from that checkpoint (CheckpointError if it does not fit).
   explicit Trainer(TrainConfig config, std::shared_ptr<DataParallel> dp = nullptr)
-      // On the heap: the state caches per-split data keyed by the splits' addresses, and a
-      // Trainer stays movable.
+      // On the heap: the state caches reference sums keyed by its own splits' addresses, so it
+      // must not move when a Trainer does.
       : st_(std::make_unique<TrainState>(std::move(config), std::move(dp))) {
     if (!st_->cfg.resume.empty())
       load_trainer_checkpoint(*st_, st_->cfg.resume);
