@@ -1,43 +1,25 @@
 // losses.hpp: the trainer's objective, built from spec strings ("bt", "sigmoid:beta=0.1",
 // "constant:reward=1,alpha=0.2", "alternate:period=10").
 //
-// The specs are parsed by the library's registry (hafrm/losses/registry.hpp), so every loss and
-// weighting the library offers is selectable from the command line.
+// The specs are parsed and checked by the library's registry (hafrm/losses/registry.hpp) alone,
+// so every loss and weighting the library offers is selectable from the command line and a bad
+// spec gets the registry's error. The trainer never needs a spec's parameters itself: its scores
+// rank pairs, and DPO's beta > 0 does not change the implicit reward's ranking.
 //
-//   auto objective = hafrm::examples::rm::make_objective("haf", "", "", "");
-//   hafrm::HybridOutput out = objective.loss(f.rewards, f.policy, step);
+//   auto spec = hafrm::examples::rm::resolve_objective("haf", "", "", "");  // "" = defaults
+//   auto objective = hafrm::examples::rm::make_objective(spec);
+//   hafrm::HybridOutput out = objective(f.rewards, f.policy, step);
 #pragma once
 
-#include <functional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
-#include <vector>
 
 #include <hafrm/losses/hybrid.hpp>
-#include <hafrm/losses/policy.hpp>
-#include <hafrm/losses/reward.hpp>
-#include <hafrm/losses/weighting.hpp>
-
 #include <hafrm/losses/registry.hpp>
 
 namespace hafrm::examples::rm {
-
-// The numeric parameter `key` of a spec, or `fallback` when the spec does not set it or does not
-// parse (the registry then reports the error). Only the first loss of a weighted list
-// ("sigmoid:beta=0.1,ipo:beta=0.5@0.2") is looked at: the trainer reads beta for the implicit
-// reward.
-inline double spec_param(std::string_view spec, const std::string& key, double fallback) {
-  try {
-    const auto items = hafrm::parse_loss_spec(spec);
-    for (const auto& [k, v] : items.front().params)
-      if (k == key) return std::stod(v);
-    return fallback;
-  } catch (const std::exception&) {
-    return fallback;
-  }
-}
 
 using RewardLossFn = hafrm::AnyRewardLoss;
 using PolicyLossFn = hafrm::AnyPolicyLoss;
@@ -54,7 +36,6 @@ struct ObjectiveSpec {
   std::string objective;  // "bt" | "haf" | "dpo"
   std::string reward_loss, policy_loss, weighting;
   bool score_is_implicit = false;
-  double beta = 0.1;  // for the implicit reward beta * (logp - ref)
 };
 
 // Fills the objective's defaults for the specs left empty: bt = alpha 0, haf = HaF defaults
@@ -76,7 +57,6 @@ inline ObjectiveSpec resolve_objective(const std::string& objective, std::string
   s.policy_loss = policy_loss.empty() ? "sigmoid:beta=0.1" : std::move(policy_loss);
   s.weighting = weighting.empty() ? default_weighting : std::move(weighting);
   s.score_is_implicit = objective == "dpo";
-  s.beta = spec_param(s.policy_loss, "beta", 0.1);
   return s;
 }
 

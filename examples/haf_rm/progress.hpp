@@ -17,6 +17,17 @@
 
 namespace hafrm::examples::rm {
 
+namespace detail {
+
+// One number through a printf format ("%.4f", "%.2e"), for the lines the trainer prints.
+inline std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+}  // namespace detail
+
 inline std::string format_duration(double seconds) {
   if (!(seconds >= 0.0) || seconds > 1e7) return "--:--";
   const long s = static_cast<long>(seconds + 0.5);

@@ -279,7 +279,6 @@ TEST_CASE("objectives weigh the two terms as documented", "[haf_rm][objective]")
   CHECK_FALSE(bt.score_is_implicit);
   CHECK_FALSE(haf.score_is_implicit);
   CHECK(dpo.score_is_implicit);
-  CHECK(haf.beta == 0.1);
   auto w = [](const rm::ObjectiveSpec& s) { return rm::make_objective(s).weighting(0); };
   CHECK(w(bt).reward == 1.0);
   CHECK(w(bt).policy == 0.0);

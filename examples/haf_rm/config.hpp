@@ -1,0 +1,116 @@
+// config.hpp: what one haf_rm run is asked to do (TrainConfig), the checks on it, and the
+// learning-rate schedule it implies. cli.hpp fills a TrainConfig from the command line; tests
+// build one directly.
+//
+//   hafrm::examples::rm::TrainConfig cfg;       // defaults: hybrid model on data/synthetic
+//   cfg.objective = "bt";
+//   hafrm::examples::rm::validate_config(cfg);  // std::invalid_argument naming the option
+//   double lr = hafrm::examples::rm::learning_rate(cfg, /*step=*/10);
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numbers>
+#include <stdexcept>
+#include <string>
+
+#include <hafrm_examples/assemble.hpp>
+
+#include "model.hpp"
+
+#ifndef HAFRM_EXAMPLES_DATA_DIR
+#define HAFRM_EXAMPLES_DATA_DIR "data"
+#endif
+
+namespace hafrm::examples::rm {
+
+struct TrainConfig {
+  // Data and tokenization.
+  std::string train_path = HAFRM_EXAMPLES_DATA_DIR "/synthetic/train.jsonl";
+  std::string eval_path = HAFRM_EXAMPLES_DATA_DIR "/synthetic/eval.jsonl";
+  std::string ood_path = HAFRM_EXAMPLES_DATA_DIR "/synthetic/ood.jsonl";  // "" = none
+  std::string tokenizer = "byte";       // or a SentencePiece .model path
+  std::string prompt_template = "phi";  // phi | mistral | raw
+  int64_t max_length = 128;
+  int64_t max_prompt_length = 64;
+  bool skip_bad = false;
+  // Model.
+  ModelConfig model;
+  // Objective.
+  std::string objective = "haf";                    // bt | haf | dpo
+  std::string reward_loss, policy_loss, weighting;  // "" = the objective's default
+  std::string readout = "last-token";               // last-token | last-position
+  std::string logprob_backend = "fused";            // fused | reference (timing comparisons)
+  std::string reference = "precompute";  // precompute (once, cached) | model (live forward)
+  // Optimisation.
+  int64_t steps = 2000;
+  int64_t batch_size = 32;
+  int64_t grad_accum = 1;
+  double lr = 2e-3;
+  double weight_decay = 0.1;
+  double adam_eps = 1e-5;  // the HaF reference code's value
+  double clip = 1.0;       // <= 0: no clipping (the norm is still logged)
+  int64_t warmup_steps = 50;
+  std::string schedule = "cosine";  // cosine | constant
+  double min_lr_ratio = 0.1;
+  uint64_t seed = 0;
+  int threads = 0;  // 0 = LibTorch's default
+  std::string device = "cpu";
+  // Output.
+  std::string out_dir = "runs/haf_rm";
+  std::string metrics_path;        // "" = <out_dir>/metrics.jsonl; ".csv" for CSV
+  int64_t checkpoint_every = 500;  // 0 = only at the end and on SIGINT/SIGTERM
+  int64_t log_every = 25;
+  int64_t eval_every = 250;  // 0 = only at the end
+  int64_t eval_batch = 256;
+  std::string progress = "auto";  // auto | bar | plain | none
+  std::string resume;             // checkpoint to continue from
+  // Data parallel (under torchrun; see distributed.hpp). batch_size is per rank.
+  int64_t bucket_kb = 25 << 10;  // gradient all-reduce bucket size, KiB
+  int64_t dist_timeout_s = 300;  // c10d store and collective timeout
+};
+
+// Checks a TrainConfig built in code (tests, other programs); the command line's validators
+// refuse the same values earlier, naming the same options.
+inline void validate_config(const TrainConfig& c) {
+  auto fail = [](const std::string& m) { throw std::invalid_argument(m); };
+  if (c.steps < 0) fail("--steps must be >= 0");
+  if (c.batch_size < 1 || c.grad_accum < 1 || c.eval_batch < 1)
+    fail("--batch-size, --grad-accum and --eval-batch must be >= 1");
+  if (!(c.lr > 0)) fail("--lr must be > 0");
+  if (c.warmup_steps < 0) fail("--warmup-steps must be >= 0");
+  if (c.schedule != "cosine" && c.schedule != "constant")
+    fail("--schedule must be cosine or constant, got \"" + c.schedule + "\"");
+  if (c.readout != "last-token" && c.readout != "last-position")
+    fail("--readout must be last-token or last-position, got \"" + c.readout + "\"");
+  if (c.reference != "precompute" && c.reference != "model")
+    fail("--reference must be precompute or model, got \"" + c.reference + "\"");
+  if (c.log_every < 1) fail("--log-every must be >= 1");
+  if (c.checkpoint_every < 0 || c.eval_every < 0)
+    fail("--checkpoint-every and --eval-every must be >= 0");
+}
+
+inline PromptTemplate template_by_name(const std::string& name) {
+  if (name == "phi") return PromptTemplate::phi();
+  if (name == "mistral") return PromptTemplate::mistral();
+  if (name == "raw") return PromptTemplate::raw();
+  throw std::invalid_argument("--template must be phi, mistral or raw, got \"" + name + "\"");
+}
+
+// The learning rate of optimizer step `step` (0-based): linear warm-up to cfg.lr, then cosine
+// decay to min_lr_ratio * lr over the remaining steps (or constant). It depends on cfg.steps,
+// so a resumed run with another --steps follows the new schedule from where it resumes.
+inline double learning_rate(const TrainConfig& cfg, int64_t step) {
+  double f = 1.0;
+  if (cfg.warmup_steps > 0 && step < cfg.warmup_steps)
+    f = static_cast<double>(step + 1) / static_cast<double>(cfg.warmup_steps);
+  if (cfg.schedule == "cosine") {
+    const double span = static_cast<double>(std::max<int64_t>(1, cfg.steps - cfg.warmup_steps));
+    const double t = std::clamp(static_cast<double>(step - cfg.warmup_steps) / span, 0.0, 1.0);
+    f *= cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + std::cos(std::numbers::pi * t));
+  }
+  return cfg.lr * f;
+}
+
+}  // namespace hafrm::examples::rm

@@ -1,0 +1,133 @@
+// evaluation.hpp: preference accuracy of the haf_rm trainer on a split, for the reward head and
+// for DPO's implicit reward, overall, by the records' "corruption" kind, and against the hidden
+// gold ordering where the records carry one (data/rules).
+//
+//   hafrm::examples::rm::SplitEval e = hafrm::examples::rm::evaluate_split(state, *state.eval);
+//   std::puts(hafrm::examples::rm::describe_eval(e, *state.eval).c_str());
+#pragma once
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "progress.hpp"
+#include "train_state.hpp"
+
+namespace hafrm::examples::rm {
+
+struct Accuracy {
+  int64_t n = 0;
+  double reward = 0, implicit = 0;  // fraction of pairs with score(chosen) > score(rejected)
+};
+
+struct SplitEval {
+  std::string split;
+  Accuracy all;
+  std::map<std::string, Accuracy> by_kind;  // "swap" / "substitute" on the synthetic data
+  double score = 0;                         // the objective's score: reward or implicit
+  // Accuracy against the hidden gold ordering (score(gold-better) > score(gold-worse)) over the
+  // pairs whose records carry "gold_agrees" (data/rules); absent when none does.
+  std::optional<Accuracy> gold;
+  double gold_score = 0;  // the objective's score against the gold ordering
+};
+
+// Accuracy against a hidden gold ordering: over the pairs whose gold is known (gold[i] 1: the
+// label agrees with it, 0: it does not, -1: unknown), the fraction the score ranks the gold way,
+// i.e. chosen_wins[i] (score(chosen) > score(rejected)) where the label agrees and
+// rejected_wins[i] where it does not; a tie is wrong either way. Returns {pairs, accuracy},
+// {0, 0} when no pair has a known gold ordering.
+inline std::pair<int64_t, double> gold_accuracy(const std::vector<int8_t>& gold,
+                                                const torch::Tensor& chosen_wins,
+                                                const torch::Tensor& rejected_wins) {
+  TORCH_CHECK(chosen_wins.numel() == static_cast<int64_t>(gold.size()) &&
+                  rejected_wins.numel() == chosen_wins.numel(),
+              "gold_accuracy: chosen_wins and rejected_wins need one entry per gold flag (",
+              gold.size(), "), got ", chosen_wins.numel(), " and ", rejected_wins.numel());
+  const auto c = chosen_wins.to(torch::kBool).cpu().contiguous(),
+             r = rejected_wins.to(torch::kBool).cpu().contiguous();
+  const bool* cw = c.data_ptr<bool>();
+  const bool* rw = r.data_ptr<bool>();
+  int64_t known = 0, right = 0;
+  for (std::size_t i = 0; i < gold.size(); ++i) {
+    if (gold[i] < 0) continue;
+    ++known;
+    right += gold[i] == 1 ? cw[i] : rw[i];
+  }
+  return {known, known ? static_cast<double>(right) / static_cast<double>(known) : 0.0};
+}
+
+// Preference accuracy on a split: strict r(chosen) > r(rejected), for the reward head and for
+// the implicit reward beta * ((logp_c - ref_c) - (logp_r - ref_r)) (beta > 0 does not change
+// the ranking). A zero reward head (untrained, e.g. under dpo) scores 0 here, as in the paper.
+// Leaves the model in training mode.
+inline SplitEval evaluate_split(TrainState& st, const Split& split) {
+  auto& refs = st.split_refs(split);
+  torch::NoGradGuard ng;
+  st.model->eval();
+  const auto n = static_cast<int64_t>(split.pairs.size());
+  // Rows: reward ok, implicit ok, reward reversed, implicit reversed; each rank fills its share
+  // of the pairs and the sum over the ranks completes them.
+  auto flags = torch::zeros({4, n}, torch::kDouble);
+  const auto [first, last] = st.share(n);
+  for (int64_t s = first; s < last; s += st.cfg.eval_batch) {
+    std::vector<int64_t> idx;
+    for (int64_t i = s; i < std::min(last, s + st.cfg.eval_batch); ++i) idx.push_back(i);
+    auto f = st.forward(split, refs, idx);
+    const auto len = static_cast<int64_t>(idx.size());
+    flags[0].narrow(0, s, len).copy_(f.rewards.chosen > f.rewards.rejected);
+    flags[1].narrow(0, s, len).copy_(implicit_margin(f) > 0);
+    flags[2].narrow(0, s, len).copy_(f.rewards.rejected > f.rewards.chosen);
+    flags[3].narrow(0, s, len).copy_(implicit_margin(f) < 0);
+  }
+  if (st.dp) st.dp->sum_(flags);
+  st.model->train();
+  auto r = flags[0], m = flags[1];
+  SplitEval e;
+  e.split = split.name;
+  e.all = {n, r.mean().item<double>(), m.mean().item<double>()};
+  std::map<std::string, std::vector<int64_t>> groups;
+  for (int64_t i = 0; i < n; ++i)
+    if (!split.kinds[static_cast<std::size_t>(i)].empty())
+      groups[split.kinds[static_cast<std::size_t>(i)]].push_back(i);
+  for (auto& [kind, rows] : groups) {
+    auto ix = torch::tensor(rows, torch::kLong);
+    e.by_kind[kind] = {static_cast<int64_t>(rows.size()),
+                       r.index_select(0, ix).mean().item<double>(),
+                       m.index_select(0, ix).mean().item<double>()};
+  }
+  e.score = st.spec.score_is_implicit ? e.all.implicit : e.all.reward;
+  if (split.gold.size() == split.pairs.size()) {
+    const auto gr = gold_accuracy(split.gold, flags[0], flags[2]);
+    const auto gm = gold_accuracy(split.gold, flags[1], flags[3]);
+    if (gr.first > 0) {
+      e.gold = Accuracy{gr.first, gr.second, gm.second};
+      e.gold_score = st.spec.score_is_implicit ? e.gold->implicit : e.gold->reward;
+    }
+  }
+  return e;
+}
+
+// One line for the log: "eval (N pairs, path): reward head acc ... | implicit reward acc ...".
+inline std::string describe_eval(const SplitEval& e, const Split& s) {
+  auto kinds = [&](bool implicit) {
+    std::string k;
+    for (const auto& [name, a] : e.by_kind)
+      k += (k.empty() ? " [" : ", ") + name + " " +
+           detail::fmt("%.3f", implicit ? a.implicit : a.reward);
+    return k.empty() ? k : k + "]";
+  };
+  return e.split + " (" + std::to_string(e.all.n) + " pairs, " + s.path + "): reward head acc " +
+         detail::fmt("%.3f", e.all.reward) + kinds(false) + " | implicit reward acc " +
+         detail::fmt("%.3f", e.all.implicit) + kinds(true) +
+         (e.gold ? " | vs gold ordering: reward head " + detail::fmt("%.3f", e.gold->reward) +
+                       ", implicit " + detail::fmt("%.3f", e.gold->implicit)
+                 : std::string());
+}
+
+}  // namespace hafrm::examples::rm

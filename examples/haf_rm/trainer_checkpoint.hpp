@@ -1,0 +1,239 @@
+// trainer_checkpoint.hpp: what a haf_rm checkpoint holds and how a run is resumed from one.
+//
+// A checkpoint captures everything that decides the next step: weights, the frozen reference,
+// AdamW's state, the data order (permutation, cursor, epoch, shuffle generator), torch's CPU
+// (and CUDA) generator states and the cached reference log-probs, so a resumed run takes
+// exactly the step an uninterrupted one would. Beside that it stores the run's identity (model,
+// tokenizer, objective, data, optimisation settings); a run whose identity differs is refused
+// with every difference listed. The file format (header, checksum, atomic write) is
+// checkpoint.hpp's, kept apart because the checkpoint fuzzer builds it without the trainer.
+//
+//   hafrm::examples::rm::save_trainer_checkpoint(state, "run/checkpoint.pt");
+//   hafrm::examples::rm::load_trainer_checkpoint(state, "run/checkpoint.pt");  // CheckpointError
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "checkpoint.hpp"
+#include "train_state.hpp"
+
+namespace hafrm::examples::rm {
+
+// The value of meta["format"]: tells a trainer checkpoint from any other torch archive.
+inline constexpr const char* kTrainerCheckpointFormat = "hafrm-examples-haf_rm";
+
+namespace detail {
+
+inline std::string file_fingerprint(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return hex64(fnv1a(bytes.data(), bytes.size()));
+}
+
+// Lists every key whose value differs between two JSON objects, "section.key: a vs b".
+inline void diff_section(const std::string& section, const nlohmann::ordered_json& stored,
+                         const nlohmann::ordered_json& now, std::vector<std::string>& out) {
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : now.items()) keys.push_back(k);
+  for (const auto& [k, v] : stored.items())
+    if (!now.contains(k)) keys.push_back(k);
+  for (const auto& k : keys) {
+    const auto a = stored.contains(k) ? stored[k].dump() : std::string("(absent)");
+    const auto b = now.contains(k) ? now[k].dump() : std::string("(absent)");
+    if (a != b) out.push_back(section + "." + k + ": checkpoint " + a + ", this run " + b);
+  }
+}
+
+// The default generator's lock is taken because the generator is global to the process.
+inline torch::Tensor generator_state(const torch::Device& d) {
+  auto gen = at::globalContext().defaultGenerator(d);
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get_state();
+}
+inline void set_generator_state(const torch::Device& d, const torch::Tensor& state) {
+  auto gen = at::globalContext().defaultGenerator(d);
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state.cpu());
+}
+
+}  // namespace detail
+
+// Everything a checkpoint must agree on with the run that loads it, by section.
+inline nlohmann::ordered_json checkpoint_identity(const TrainState& st) {
+  const auto& cfg = st.cfg;
+  nlohmann::ordered_json id;
+  id["model"] = st.model->config.to_json();
+  nlohmann::ordered_json tok = {{"kind", cfg.tokenizer == "byte" ? "byte" : "sentencepiece"},
+                                {"vocab_size", st.tokenizer->vocab_size()},
+                                {"eos_id", st.tokenizer->eos_id()}};
+  if (cfg.tokenizer != "byte") tok["model_file_fnv1a"] = detail::file_fingerprint(cfg.tokenizer);
+  id["tokenizer"] = tok;
+  id["objective"] = {{"objective", st.spec.objective},
+                     {"reward_loss", st.spec.reward_loss},
+                     {"policy_loss", st.spec.policy_loss},
+                     {"weighting", st.spec.weighting},
+                     {"readout", cfg.readout},
+                     {"reference", cfg.reference}};
+  id["data"] = {{"template", cfg.prompt_template},
+                {"max_length", cfg.max_length},
+                {"max_prompt_length", cfg.max_prompt_length},
+                {"train_pairs", st.train.pairs.size()},
+                {"train_fingerprint", detail::hex64(fingerprint(st.train))}};
+  // The global batch: a checkpoint resumes with any number of processes that keeps it.
+  id["optimisation"] = {{"batch_size", st.global_batch()},
+                        {"grad_accum", cfg.grad_accum},
+                        {"lr", cfg.lr},
+                        {"weight_decay", cfg.weight_decay},
+                        {"adam_eps", cfg.adam_eps},
+                        {"clip", cfg.clip},
+                        {"warmup_steps", cfg.warmup_steps},
+                        {"schedule", cfg.schedule},
+                        {"min_lr_ratio", cfg.min_lr_ratio},
+                        {"seed", cfg.seed}};
+  return id;
+}
+
+// Rank 0 writes; every rank waits for the file (so none exits while it is being written).
+inline void save_trainer_checkpoint(TrainState& st, const std::filesystem::path& path) {
+  if (st.dp && st.dp->rank() != 0) return st.dp->barrier();
+  nlohmann::ordered_json meta;
+  meta["format"] = kTrainerCheckpointFormat;
+  meta["identity"] = checkpoint_identity(st);
+  std::ostringstream rng;
+  rng << st.batches.rng;
+  meta["state"] = {{"step", st.step},           {"steps", st.cfg.steps},
+                   {"epoch", st.batches.epoch}, {"cursor", st.batches.cursor},
+                   {"shuffle_rng", rng.str()},  {"train_seconds", st.train_seconds}};
+  torch::serialize::OutputArchive a;
+  a.write("meta", c10::IValue(meta.dump()));
+  torch::serialize::OutputArchive m, r, o;
+  st.model->save(m);
+  st.reference->save(r);
+  st.optimizer->save(o);
+  a.write("model", m);
+  a.write("reference", r);
+  a.write("optimizer", o);
+  a.write("order", torch::tensor(st.batches.order, torch::kLong));
+  a.write("rng_cpu", detail::generator_state(torch::kCPU));
+  if (st.device.is_cuda()) a.write("rng_cuda", detail::generator_state(st.device));
+  if (st.train_refs.first.defined()) {
+    a.write("ref_chosen", st.train_refs.first.cpu());
+    a.write("ref_rejected", st.train_refs.second.cpu());
+  }
+  write_checkpoint(path, a);
+  if (st.dp) st.dp->barrier();
+}
+
+// Restores `st` (built from the same settings) to the checkpoint's state. Throws CheckpointError
+// for a damaged file, another run's checkpoint (listing the differences) or a state out of range.
+inline void load_trainer_checkpoint(TrainState& st, const std::filesystem::path& path) {
+  auto a = read_checkpoint(path, st.device);
+  nlohmann::ordered_json meta;
+  try {
+    c10::IValue v;
+    a.read("meta", v);
+    meta = nlohmann::ordered_json::parse(v.toStringRef());
+    if (meta.value("format", "") != kTrainerCheckpointFormat) throw std::runtime_error("format");
+  } catch (const std::exception&) {
+    throw CheckpointError("checkpoint " + path.string() +
+                          " holds no haf_rm trainer metadata; refusing to load it");
+  }
+  std::vector<std::string> diffs;
+  const auto now = checkpoint_identity(st);
+  for (const auto& [section, values] : now.items())
+    detail::diff_section(section, meta["identity"].value(section, nlohmann::ordered_json::object()),
+                         values, diffs);
+  if (!diffs.empty()) {
+    std::string msg = "checkpoint " + path.string() + " does not match this run:";
+    for (const auto& d : diffs) msg += "\n  " + d;
+    msg +=
+        "\nresume with the settings it was written with, or train from scratch in another "
+        "--out directory";
+    throw CheckpointError(msg);
+  }
+  auto& order = st.batches.order;
+  try {
+    torch::serialize::InputArchive m, r, o;
+    a.read("model", m);
+    a.read("reference", r);
+    a.read("optimizer", o);
+    st.model->load(m);
+    st.reference->load(r);
+    st.optimizer->load(o);
+    torch::Tensor stored_order, rng_cpu;
+    a.read("order", stored_order);
+    a.read("rng_cpu", rng_cpu);
+    detail::set_generator_state(torch::kCPU, rng_cpu);
+    if (st.device.is_cuda()) {
+      torch::Tensor rng_cuda;
+      a.read("rng_cuda", rng_cuda);
+      detail::set_generator_state(st.device, rng_cuda);
+    }
+    stored_order = stored_order.cpu();
+    order.assign(stored_order.data_ptr<int64_t>(),
+                 stored_order.data_ptr<int64_t>() + stored_order.numel());
+    if (st.cfg.reference == "precompute") {
+      torch::Tensor rc, rr;
+      a.read("ref_chosen", rc);
+      a.read("ref_rejected", rr);
+      st.train_refs = {rc.to(st.device), rr.to(st.device)};
+    }
+  } catch (const c10::Error& e) {
+    throw CheckpointError("checkpoint " + path.string() +
+                          " is incomplete or damaged: " + e.what_without_backtrace());
+  }
+  // The archive's checksum only proves the bytes are the ones written; a crafted file can still
+  // carry any state, so every field is range-checked before it can index or size anything.
+  const auto corrupt = [&](const std::string& why) {
+    return CheckpointError("checkpoint " + path.string() + " is corrupt: " + why);
+  };
+  int64_t stored_steps = st.cfg.steps;
+  auto& b = st.batches;
+  try {
+    const auto& state = meta.at("state");
+    st.step = state.at("step").get<int64_t>();
+    b.epoch = state.at("epoch").get<int64_t>();
+    b.cursor = state.at("cursor").get<int64_t>();
+    st.train_seconds = state.value("train_seconds", 0.0);
+    std::istringstream rng(state.at("shuffle_rng").get<std::string>());
+    rng >> b.rng;
+    if (rng.fail()) throw corrupt("state 'shuffle_rng' is not a generator state");
+    stored_steps = state.value("steps", st.cfg.steps);
+  } catch (const nlohmann::json::exception& e) {
+    throw corrupt(std::string("state: ") + e.what());
+  }
+  const auto n = static_cast<int64_t>(order.size());
+  if (st.step < 0) throw corrupt("state 'step' is negative (" + std::to_string(st.step) + ")");
+  if (b.epoch < 0) throw corrupt("state 'epoch' is negative (" + std::to_string(b.epoch) + ")");
+  if (b.cursor < 0 || b.cursor > n)
+    throw corrupt("state 'cursor' " + std::to_string(b.cursor) + " is outside [0, " +
+                  std::to_string(n) + "]");
+  if (n != 0 && n != static_cast<int64_t>(st.train.pairs.size()))
+    throw corrupt("the stored data order has " + std::to_string(n) + " entries for " +
+                  std::to_string(st.train.pairs.size()) + " training pairs");
+  std::vector<char> seen(order.size(), 0);
+  for (const auto i : order) {
+    if (i < 0 || i >= n || seen[static_cast<std::size_t>(i)])
+      throw corrupt("the stored data order is not a permutation of the training pairs");
+    seen[static_cast<std::size_t>(i)] = 1;
+  }
+  st.resumed_from = st.step;
+  if (stored_steps != st.cfg.steps)
+    st.notes.push_back("note: --steps " + std::to_string(st.cfg.steps) + " differs from the " +
+                       std::to_string(stored_steps) +
+                       " the checkpoint was written for; the learning-rate schedule follows the "
+                       "new value from here on");
+}
+
+}  // namespace hafrm::examples::rm
