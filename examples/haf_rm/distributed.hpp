@@ -2,8 +2,8 @@
 //
 // Launched by torchrun (`torchrun --no-python --nproc-per-node N haf_rm ...`), every process
 // builds the same model from the seed, trains on its slice of each global batch (per-rank batch
-// x world size), and averages gradients in buckets before clipping and the optimizer step, so
-// all ranks keep identical weights. Reference log-probs and evaluation are split over the ranks
+// x world size), and averages gradients in buckets (all-reduces overlapped with the backward)
+// before clipping and the optimizer step, so all ranks keep identical weights. Reference log-probs and evaluation are split over the ranks
 // and summed back; rank 0 alone writes metrics, checkpoints and the summary. Without the
 // launch variables (or with WORLD_SIZE=1) from_environment() returns null and the trainer runs
 // exactly as a single process always did.
@@ -66,14 +66,22 @@ class DataParallel {
   int world_size() const { return comm_->world_size(); }
   std::string backend_name() const { return comm_->backend_name(); }
 
-  // The model's parameters, bucketed once.
+  // The model's parameters, bucketed once; each bucket's all-reduce then starts inside the
+  // backward of the step's last micro-batch, as soon as its gradients are complete.
   void attach(std::vector<torch::Tensor> params) {
     buckets_ =
         std::make_unique<hafrm::distributed::GradientBuckets>(std::move(params), bucket_bytes_);
+    buckets_->attach(*comm_);
   }
+  // Before each micro-batch's backward; `last`: the one whose backward completes the gradients.
+  void prepare_for_backward(bool last) {
+    TORCH_INTERNAL_ASSERT(buckets_, "DataParallel: attach() the parameters first");
+    buckets_->prepare_for_backward(last);
+  }
+  // After the last micro-batch's backward: every rank holds the mean gradient.
   void average_gradients() {
     TORCH_INTERNAL_ASSERT(buckets_, "DataParallel: attach() the parameters first");
-    buckets_->allreduce_mean(*comm_);
+    buckets_->finish();
   }
   int64_t num_buckets() const { return buckets_ ? buckets_->num_buckets() : 0; }
   int64_t allreduce_bytes_per_step() const { return buckets_ ? buckets_->bytes_per_call() : 0; }
@@ -96,6 +104,7 @@ class DataParallel {
   int world_size() const { return 1; }
   std::string backend_name() const { return "none"; }
   void attach(std::vector<torch::Tensor>) {}
+  void prepare_for_backward(bool) {}
   void average_gradients() {}
   int64_t num_buckets() const { return 0; }
   int64_t allreduce_bytes_per_step() const { return 0; }

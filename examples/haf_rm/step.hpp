@@ -35,6 +35,7 @@ inline StepStats train_step(TrainState& st) {
     const auto idx = st.next_indices();
     auto f = st.forward(st.train, st.train_refs, idx);
     auto out = st.objective(f.rewards, f.policy, st.step);
+    if (st.dp) st.dp->prepare_for_backward(m + 1 == st.cfg.grad_accum);  // overlap: last only
     (out.loss * inv).backward();
     torch::NoGradGuard ng;
     s.loss += inv * out.loss.item<double>();

@@ -138,7 +138,7 @@ class Communicator {
       done = w->wait(timeout_);
     } catch (const std::exception& e) {
       throw std::runtime_error("rank " + std::to_string(rank_) + ": a " + backend_name_ +
-                               " collective failed (a peer process exited or stopped answering, or the "
+                               " collective failed (a peer exited or stopped answering, or the "
                                "network failed): " +
                                without_backtrace(e));
     }
