@@ -13,6 +13,9 @@
 
 namespace hd = hafrm::distributed;
 
+// vocab_child.cpp: the vocabulary-parallel scenarios ("vocab_*").
+int run_vocab_child(const std::string& scenario, const std::shared_ptr<hd::Communicator>& comm);
+
 namespace {
 
 std::chrono::milliseconds timeout_from_env() {
@@ -174,6 +177,7 @@ int run_child(const char* scenario) {
     if (s == "overlap") return overlap(*comm);
     if (s == "collectives") return collectives(*comm);
     if (s == "peer_dies") return peer_dies(*comm);
+    if (s.starts_with("vocab_")) return run_vocab_child(s, comm);
     std::fprintf(stderr, "child: unknown scenario %s\n", scenario);
     return 1;
   } catch (const c10::Error& e) {

@@ -17,6 +17,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <optional>
 
 #include "hafrm/losses/policy_inputs.hpp"
@@ -35,6 +36,14 @@ struct PreferenceBatch {
   torch::Tensor margin;                                        // optional [B] reward margin
 };
 
+// Turns a model's outputs and labels aligned with the input ids (unshifted: the causal shift is
+// the callee's) into per-sequence log-probs. PairForwardOptions::model_logprobs holds one when the
+// model's LM head is not a plain single-process one: hafrm::distributed::vocab_parallel_logprobs
+// (hafrm/distributed/vocab_parallel_linear.hpp) gives one for heads split over the vocabulary
+// across ranks. Declared here, implemented above: the model layer does not depend on c10d.
+using ModelLogProbsFn = std::function<SequenceLogProbs(
+    const ModelOutputs& out, const torch::Tensor& labels, const TokenLogProbOptions& options)>;
+
 struct PairForwardOptions {
   RewardReadout readout = RewardReadout::kLastNonPad;
   TokenLogProbOptions logprobs{};
@@ -42,6 +51,9 @@ struct PairForwardOptions {
   // Fill PolicyInputs::tokens (per-token log-probs and masks, for LD-DPO and WPO). Views of the
   // tensors the pass computes anyway: no extra log-prob work, no copies.
   bool keep_token_inputs = false;
+  // Empty: the log-probs come from the full logits or the fused linear path in this process.
+  // Used for the policy and the reference model alike.
+  ModelLogProbsFn model_logprobs;
 };
 
 struct PairForward {
@@ -96,7 +108,9 @@ inline Concatenated concatenate(const PreferenceBatch& b, int64_t pad_id) {
 // and weight (fused linear path, logits never stored).
 inline SequenceLogProbs model_sequence_logprobs(const ModelOutputs& out,
                                                 const torch::Tensor& labels,
-                                                const TokenLogProbOptions& o) {
+                                                const TokenLogProbOptions& o,
+                                                const ModelLogProbsFn& hook = {}) {
+  if (hook) return hook(out, labels, o);
   using torch::indexing::None;
   using torch::indexing::Slice;
   auto shifted_labels = labels.index({Slice(), Slice(1, None)});
@@ -121,7 +135,7 @@ SequenceLogProbs reference_forward(RefModel& reference, const PreferenceBatch& b
   TokenLogProbOptions lo = o.logprobs;
   lo.return_lse = lo.return_entropy = lo.return_log_sum_p2 = false;
   lo.return_mean_logit = lo.return_is_argmax = false;
-  return model_sequence_logprobs(out, c.labels, lo);
+  return model_sequence_logprobs(out, c.labels, lo, o.model_logprobs);
 }
 
 }  // namespace detail
@@ -145,7 +159,7 @@ PairForward forward_pair(Model& model, const PreferenceBatch& b, const PairForwa
   auto out = model_forward(model, c.ids, c.mask);
   HAFRM_CHECK_ARG(out.token_rewards.defined(), "forward_pair", "model outputs",
                   "must hold token_rewards (the reward head's output)");
-  auto seq = detail::model_sequence_logprobs(out, c.labels, o.logprobs);
+  auto seq = detail::model_sequence_logprobs(out, c.labels, o.logprobs, o.model_logprobs);
   auto rewards = read_rewards(out.token_rewards, c.mask, o.readout);
   const int64_t B = c.batch;
   auto first = [B](const torch::Tensor& t) { return t.slice(0, 0, B); };

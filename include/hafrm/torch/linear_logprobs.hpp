@@ -18,6 +18,8 @@
 
 #include <algorithm>
 #include <limits>
+#include <utility>
+#include <vector>
 
 #include "hafrm/torch/fused_logprobs.hpp"
 #include "hafrm/torch/logprob_options.hpp"
@@ -52,6 +54,155 @@ inline torch::Tensor block_labels(const torch::Tensor& y, int64_t v0, int64_t v1
   return torch::where(inside, y - v0, torch::full({}, -1, y.options()));
 }
 
+// Per-row statistics of z = transform(hidden W^T) over the scored rows (label != ignore_index),
+// formed tile by tile and merged across vocabulary blocks in float32 ([M] each; an output not
+// asked for in `o` stays undefined). Shared by the fused linear path and the vocabulary-parallel
+// one (hafrm/distributed/vocab_parallel_linear.hpp), which passes labels outside [0, V) for rows
+// whose target lives on another rank: their `target` is 0.
+struct LinearRowStats {
+  torch::Tensor idx;  // [M] int64: the scored rows
+  torch::Tensor lse, entropy, log_sum_p2, mean_logit;
+  torch::Tensor zmax;    // max of the transformed z (only with return_is_argmax)
+  torch::Tensor target;  // transformed z at the label (0 when the label is outside [0, V))
+  LinearTiles tiles;
+};
+
+inline LinearRowStats linear_row_stats(const torch::Tensor& hidden, const torch::Tensor& weight,
+                                       const torch::Tensor& labels, const TokenLogProbOptions& o) {
+  static constexpr int64_t kNoIgnore = std::numeric_limits<int64_t>::min();
+  const int64_t V = weight.size(0);
+  // Tiles are formed in the wider of the two dtypes (mixed float32 hidden / bfloat16 head):
+  // each block is converted as it is used, never the whole [V, H] weight.
+  const auto ct = torch::promote_types(hidden.scalar_type(), weight.scalar_type());
+  auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(hidden.device());
+  LinearRowStats r;
+  r.idx = (labels != o.ignore_index).nonzero().squeeze(1);
+  const int64_t M = r.idx.size(0);
+  r.tiles = linear_tiles(o, M, V, hidden.is_cuda());
+  const auto& tiles = r.tiles;
+  const bool want_h = o.return_entropy, want_p2 = o.return_log_sum_p2;
+  const bool want_mean = o.return_mean_logit, want_max = o.return_is_argmax;
+  // Per-tile statistics: the row kernel on a tile, labels unused (0), nothing ignored.
+  auto tile_opts = o;
+  tile_opts.ignore_index = kNoIgnore;
+  tile_opts.check_labels = false;
+  tile_opts.return_lse = true;
+
+  // Merged per scored row (float32): lse, entropy, log sum p^2, mean z, max z, target z.
+  r.lse = torch::empty({M}, f32), r.target = torch::empty({M}, f32);
+  if (want_h) r.entropy = torch::empty({M}, f32);
+  if (want_p2) r.log_sum_p2 = torch::empty({M}, f32);
+  if (want_mean) r.mean_logit = torch::empty({M}, f32);
+  if (want_max) r.zmax = torch::empty({M}, f32);
+  torch::NoGradGuard ng;
+  for (int64_t s = 0; s < M; s += tiles.tokens) {
+    const int64_t e = std::min(M, s + tiles.tokens);
+    auto ic = r.idx.slice(0, s, e);
+    auto hc = hidden.index_select(0, ic).to(ct);  // rows gathered per chunk: no [M, H] copy
+    auto yc = labels.index_select(0, ic);
+    auto dummy = torch::zeros({e - s}, yc.options());
+    std::vector<torch::Tensor> lses, ents, p2s, means, maxs;
+    auto zt_c = torch::zeros({e - s}, f32);
+    for (int64_t v0 = 0; v0 < V; v0 += tiles.vocab) {
+      const int64_t v1 = std::min(V, v0 + tiles.vocab);
+      auto z = torch::mm(hc, weight.slice(0, v0, v1).to(ct).t());
+      auto st = fused_forward_any(z, dummy, tile_opts, true);
+      lses.push_back(st.lse);
+      if (want_h) ents.push_back(st.entropy);
+      if (want_p2) p2s.push_back(st.log_sum_p2);
+      if (want_mean) means.push_back(st.mean_logit * (static_cast<double>(v1 - v0) / V));
+      // On the transformed logits: a negative logit_scale reverses the order.
+      if (want_max)
+        maxs.push_back(std::get<0>(apply_logit_transform(z.to(torch::kFloat), o).max(1)));
+      auto yb = block_labels(yc, v0, v1);
+      auto in = yb >= 0;
+      zt_c +=
+          torch::where(in, z.gather(1, yb.clamp_min(0).unsqueeze(1)).squeeze(1).to(torch::kFloat),
+                       torch::zeros({}, f32));
+    }
+    // Merge vocabulary blocks: block b holds mass w_b = exp(lse_b - lse) of the row softmax.
+    auto L = torch::stack(lses);  // [blocks, rows]
+    auto lse_c = torch::logsumexp(L, 0);
+    auto w = torch::exp(L - lse_c.unsqueeze(0));
+    r.lse.slice(0, s, e).copy_(lse_c);
+    if (want_h) {
+      // E[z] = sum_b w_b (lse_b - H_b); an all -inf block (w_b = 0) contributes nothing.
+      auto ez = (w * torch::nan_to_num(L - torch::stack(ents), 0.0, 0.0, 0.0)).sum(0);
+      r.entropy.slice(0, s, e).copy_(lse_c - ez);
+    }
+    if (want_p2) {
+      const double ninf = -std::numeric_limits<double>::infinity();
+      auto p2b = torch::nan_to_num(torch::stack(p2s), ninf);  // an all -inf block has no mass
+      r.log_sum_p2.slice(0, s, e).copy_(torch::logsumexp(2 * torch::log(w) + p2b, 0));
+    }
+    if (want_mean) r.mean_logit.slice(0, s, e).copy_(torch::stack(means).sum(0));
+    if (want_max) r.zmax.slice(0, s, e).copy_(std::get<0>(torch::stack(maxs).max(0)));
+    r.target.slice(0, s, e).copy_(zt_c);
+  }
+  // The target logit was gathered raw: apply the same transform the kernel applied to z
+  // (transform(0) = 0, so a label outside the weight's rows stays 0).
+  r.target = apply_logit_transform(r.target, o);
+  return r;
+}
+
+// dL/dhidden and dL/dweight of the fused linear path (each undefined unless asked for), from the
+// gradients of the per-row log-prob (and entropy) and the saved per-row statistics. Rows whose
+// label equals `ignore_index` get no gradient; a label outside [0, V) adds no one-hot term (the
+// vocabulary-parallel path: the target is on another rank). lse_full, ent_full, g_lp, g_h: [N].
+// `o` carries the logit transform; tiles as in the forward.
+inline std::pair<torch::Tensor, torch::Tensor> linear_backward_tiles(
+    const torch::Tensor& hidden, const torch::Tensor& weight, const torch::Tensor& labels,
+    int64_t ignore, const torch::Tensor& lse_full, const torch::Tensor& ent_full,
+    const torch::Tensor& g_lp_full, const torch::Tensor& g_h_full, const TokenLogProbOptions& o_in,
+    LinearTiles tiles, bool need_h, bool need_w) {
+  static constexpr int64_t kNoIgnore = std::numeric_limits<int64_t>::min();
+  auto o = o_in;
+  o.ignore_index = kNoIgnore;
+  o.inplace_backward = true;  // the recomputed tile is ours: overwrite it with dL/dz
+  const int64_t V = weight.size(0), Ct = tiles.tokens, Vb = tiles.vocab;
+  auto idx = (labels != ignore).nonzero().squeeze(1);
+  const int64_t M = idx.size(0);
+  auto pick = [&](const torch::Tensor& t) {
+    return t.defined() ? t.index_select(0, idx).to(torch::kFloat).contiguous() : torch::Tensor();
+  };
+  auto g_lp = pick(g_lp_full);
+  auto g_h = g_h_full.defined() && ent_full.defined() && ent_full.numel() > 0 ? pick(g_h_full)
+                                                                              : torch::Tensor();
+  auto lse = lse_full.index_select(0, idx);
+  auto ent = g_h.defined() ? ent_full.index_select(0, idx) : torch::Tensor();
+
+  // Recompute in the forward's dtype; accumulate in float32 (float64 for float64 tiles).
+  const auto ct = torch::promote_types(hidden.scalar_type(), weight.scalar_type());
+  const auto acc = ct == torch::kDouble ? torch::kDouble : torch::kFloat;
+  torch::Tensor grad_w =
+      need_w ? torch::zeros(weight.sizes(), weight.options().dtype(acc)) : torch::Tensor();
+  torch::Tensor grad_hidden = need_h ? torch::zeros_like(hidden) : torch::Tensor();
+  for (int64_t s = 0; s < M; s += Ct) {
+    const int64_t e = std::min(M, s + Ct);
+    auto ic = idx.slice(0, s, e);
+    auto hc = hidden.index_select(0, ic).to(ct);
+    auto yc = labels.index_select(0, ic);
+    auto sl = [&](const torch::Tensor& t) { return t.defined() ? t.slice(0, s, e) : t; };
+    auto grad_hc = need_h ? torch::zeros({e - s, hidden.size(1)}, hidden.options().dtype(acc))
+                          : torch::Tensor();
+    auto hc_acc = need_w ? hc.to(acc) : hc;
+    for (int64_t v0 = 0; v0 < V; v0 += Vb) {
+      const int64_t v1 = std::min(V, v0 + Vb);
+      auto wb = weight.slice(0, v0, v1).to(ct);
+      auto z = torch::mm(hc, wb.t());
+      auto dz = z.is_cuda() ? cuda_fused_backward(z, block_labels(yc, v0, v1), sl(g_lp), sl(g_h),
+                                                  sl(lse), sl(ent), o)
+                            : cpu_fused_backward(z, block_labels(yc, v0, v1), sl(g_lp), sl(g_h),
+                                                 sl(lse), sl(ent), o);
+      if (need_h) grad_hc.addmm_(dz.to(acc), wb.to(acc));
+      if (need_w) grad_w.slice(0, v0, v1).addmm_(dz.t().to(acc), hc_acc);
+    }
+    if (need_h) grad_hidden.index_copy_(0, ic, grad_hc.to(hidden.scalar_type()));
+  }
+  if (need_w) grad_w = grad_w.to(weight.scalar_type());
+  return {grad_hidden, grad_w};
+}
+
 // Flat in: hidden [N, H], weight [V, H], labels [N] int64. Outputs as FusedTokenLogProbsFunction.
 struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogProbsFunction> {
   static constexpr int64_t kNoIgnore = std::numeric_limits<int64_t>::min();
@@ -61,85 +212,21 @@ struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogPro
                                                 const torch::Tensor& weight,
                                                 const torch::Tensor& labels,
                                                 TokenLogProbOptions o) {
-    const int64_t N = hidden.size(0), V = weight.size(0);
-    // Tiles are formed in the wider of the two dtypes (mixed float32 hidden / bfloat16 head):
-    // each block is converted as it is used, never the whole [V, H] weight.
-    const auto ct = torch::promote_types(hidden.scalar_type(), weight.scalar_type());
+    const int64_t N = hidden.size(0);
     auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(hidden.device());
-    auto idx = (labels != o.ignore_index).nonzero().squeeze(1);
-    const int64_t M = idx.size(0);
-    const auto tiles = linear_tiles(o, M, V, hidden.is_cuda());
     const bool grad = hidden.requires_grad() || weight.requires_grad();
     const bool want_h = o.return_entropy, want_p2 = o.return_log_sum_p2;
     const bool want_mean = o.return_mean_logit, want_max = o.return_is_argmax;
-    // Per-tile statistics: the row kernel on a tile, labels unused (0), nothing ignored.
-    auto tile_opts = o;
-    tile_opts.ignore_index = kNoIgnore;
-    tile_opts.check_labels = false;
-    tile_opts.return_lse = true;
-
-    // Merged per scored row (float32): lse, entropy, log sum p^2, mean z, max z, target z.
-    auto lse = torch::empty({M}, f32), ent = torch::empty({0}, f32), p2 = ent, mean = ent;
-    auto zmax = ent, zt = torch::empty({M}, f32);
-    if (want_h) ent = torch::empty({M}, f32);
-    if (want_p2) p2 = torch::empty({M}, f32);
-    if (want_mean) mean = torch::empty({M}, f32);
-    if (want_max) zmax = torch::empty({M}, f32);
-    torch::NoGradGuard ng;
-    for (int64_t s = 0; s < M; s += tiles.tokens) {
-      const int64_t e = std::min(M, s + tiles.tokens);
-      auto ic = idx.slice(0, s, e);
-      auto hc = hidden.index_select(0, ic).to(ct);  // rows gathered per chunk: no [M, H] copy
-      auto yc = labels.index_select(0, ic);
-      auto dummy = torch::zeros({e - s}, yc.options());
-      std::vector<torch::Tensor> lses, ents, p2s, means, maxs;
-      auto zt_c = torch::zeros({e - s}, f32);
-      for (int64_t v0 = 0; v0 < V; v0 += tiles.vocab) {
-        const int64_t v1 = std::min(V, v0 + tiles.vocab);
-        auto z = torch::mm(hc, weight.slice(0, v0, v1).to(ct).t());
-        auto st = fused_forward_any(z, dummy, tile_opts, true);
-        lses.push_back(st.lse);
-        if (want_h) ents.push_back(st.entropy);
-        if (want_p2) p2s.push_back(st.log_sum_p2);
-        if (want_mean) means.push_back(st.mean_logit * (static_cast<double>(v1 - v0) / V));
-        // On the transformed logits: a negative logit_scale reverses the order.
-        if (want_max)
-          maxs.push_back(std::get<0>(apply_logit_transform(z.to(torch::kFloat), o).max(1)));
-        auto yb = block_labels(yc, v0, v1);
-        auto in = yb >= 0;
-        zt_c +=
-            torch::where(in, z.gather(1, yb.clamp_min(0).unsqueeze(1)).squeeze(1).to(torch::kFloat),
-                         torch::zeros({}, f32));
-      }
-      // Merge vocabulary blocks: block b holds mass w_b = exp(lse_b - lse) of the row softmax.
-      auto L = torch::stack(lses);  // [blocks, rows]
-      auto lse_c = torch::logsumexp(L, 0);
-      auto w = torch::exp(L - lse_c.unsqueeze(0));
-      lse.slice(0, s, e).copy_(lse_c);
-      if (want_h) {
-        // E[z] = sum_b w_b (lse_b - H_b); an all -inf block (w_b = 0) contributes nothing.
-        auto ez = (w * torch::nan_to_num(L - torch::stack(ents), 0.0, 0.0, 0.0)).sum(0);
-        ent.slice(0, s, e).copy_(lse_c - ez);
-      }
-      if (want_p2) {
-        const double ninf = -std::numeric_limits<double>::infinity();
-        auto p2b = torch::nan_to_num(torch::stack(p2s), ninf);  // an all -inf block has no mass
-        p2.slice(0, s, e).copy_(torch::logsumexp(2 * torch::log(w) + p2b, 0));
-      }
-      if (want_mean) mean.slice(0, s, e).copy_(torch::stack(means).sum(0));
-      if (want_max) zmax.slice(0, s, e).copy_(std::get<0>(torch::stack(maxs).max(0)));
-      zt.slice(0, s, e).copy_(zt_c);
-    }
-    // The target logit was gathered raw: apply the same transform the kernel applied to z.
-    auto zt_t = apply_logit_transform(zt, o);
+    auto st = linear_row_stats(hidden, weight, labels, o);
+    const int64_t M = st.idx.size(0);
     auto scatter = [&](const torch::Tensor& v, torch::ScalarType t) {
       auto full = torch::zeros({N}, f32.dtype(t));
-      if (M > 0) full.index_copy_(0, idx, v.to(t));
+      if (M > 0) full.index_copy_(0, st.idx, v.to(t));
       return full;
     };
-    auto lp = scatter(zt_t - lse, torch::kFloat);
-    auto lse_full = scatter(lse, torch::kFloat);
-    auto ent_full = want_h ? scatter(ent, torch::kFloat) : torch::Tensor();
+    auto lp = scatter(st.target - st.lse, torch::kFloat);
+    auto lse_full = scatter(st.lse, torch::kFloat);
+    auto ent_full = want_h ? scatter(st.entropy, torch::kFloat) : torch::Tensor();
     if (grad) {
       ctx->save_for_backward(
           {hidden, weight, labels, lse_full, want_h ? ent_full : torch::Tensor()});
@@ -147,79 +234,30 @@ struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogPro
       ctx->saved_data["scale"] = o.logit_scale;
       ctx->saved_data["softcap"] = o.softcap;
       ctx->saved_data["temperature"] = o.temperature;
-      ctx->saved_data["chunk_tokens"] = tiles.tokens;
-      ctx->saved_data["chunk_vocab"] = tiles.vocab;
+      ctx->saved_data["chunk_tokens"] = st.tiles.tokens;
+      ctx->saved_data["chunk_vocab"] = st.tiles.vocab;
     }
-    return finish_outputs(ctx, {lp, ent_full, o.return_lse ? lse_full : torch::Tensor(),
-                                want_p2 ? scatter(p2, torch::kFloat) : torch::Tensor(),
-                                want_mean ? scatter(mean, torch::kFloat) : torch::Tensor(),
-                                want_max ? scatter(zt_t >= zmax, torch::kBool) : torch::Tensor()});
+    return finish_outputs(
+        ctx, {lp, ent_full, o.return_lse ? lse_full : torch::Tensor(),
+              want_p2 ? scatter(st.log_sum_p2, torch::kFloat) : torch::Tensor(),
+              want_mean ? scatter(st.mean_logit, torch::kFloat) : torch::Tensor(),
+              want_max ? scatter(st.target >= st.zmax, torch::kBool) : torch::Tensor()});
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    const auto &hidden = saved[0], &weight = saved[1], &labels = saved[2];
-    const auto &lse_full = saved[3], &ent_full = saved[4];
     TokenLogProbOptions o;
-    o.ignore_index = kNoIgnore;
     o.logit_scale = ctx->saved_data["scale"].toDouble();
     o.softcap = ctx->saved_data["softcap"].toDouble();
     o.temperature = ctx->saved_data["temperature"].toDouble();
-    o.inplace_backward = true;  // the recomputed tile is ours: overwrite it with dL/dz
-    const int64_t ignore = ctx->saved_data["ignore_index"].toInt();
-    const int64_t Ct = ctx->saved_data["chunk_tokens"].toInt();
-    const int64_t Vb = ctx->saved_data["chunk_vocab"].toInt();
-    const bool need_h = ctx->needs_input_grad(0), need_w = ctx->needs_input_grad(1);
-    const int64_t V = weight.size(0);
-
-    auto idx = (labels != ignore).nonzero().squeeze(1);
-    const int64_t M = idx.size(0);
-    auto pick = [&](const torch::Tensor& t) {
-      return t.defined() ? t.index_select(0, idx).to(torch::kFloat).contiguous() : torch::Tensor();
-    };
-    auto g_lp = pick(grads[0]);
-    auto g_h = grads.size() > 1 && ent_full.defined() && ent_full.numel() > 0 ? pick(grads[1])
-                                                                              : torch::Tensor();
-    auto lse = lse_full.index_select(0, idx);
-    auto ent = g_h.defined() ? ent_full.index_select(0, idx) : torch::Tensor();
-
-    // Recompute in the forward's dtype; accumulate in float32 (float64 for float64 tiles).
-    const auto ct = torch::promote_types(hidden.scalar_type(), weight.scalar_type());
-    const auto acc = ct == torch::kDouble ? torch::kDouble : torch::kFloat;
-    torch::Tensor grad_w =
-        need_w ? torch::zeros(weight.sizes(), weight.options().dtype(acc)) : torch::Tensor();
-    torch::Tensor grad_hidden = need_h ? torch::zeros_like(hidden) : torch::Tensor();
-    for (int64_t s = 0; s < M; s += Ct) {
-      const int64_t e = std::min(M, s + Ct);
-      auto ic = idx.slice(0, s, e);
-      auto hc = hidden.index_select(0, ic).to(ct);
-      auto yc = labels.index_select(0, ic);
-      auto sl = [&](const torch::Tensor& t) { return t.defined() ? t.slice(0, s, e) : t; };
-      auto grad_hc = need_h ? torch::zeros({e - s, hidden.size(1)}, hidden.options().dtype(acc))
-                            : torch::Tensor();
-      auto hc_acc = need_w ? hc.to(acc) : hc;
-      for (int64_t v0 = 0; v0 < V; v0 += Vb) {
-        const int64_t v1 = std::min(V, v0 + Vb);
-        auto wb = weight.slice(0, v0, v1).to(ct);
-        auto z = torch::mm(hc, wb.t());
-        auto dz =
-            fused_backward_any(z, block_labels(yc, v0, v1), sl(g_lp), sl(g_h), sl(lse), sl(ent), o);
-        if (need_h) grad_hc.addmm_(dz.to(acc), wb.to(acc));
-        if (need_w) grad_w.slice(0, v0, v1).addmm_(dz.t().to(acc), hc_acc);
-      }
-      if (need_h) grad_hidden.index_copy_(0, ic, grad_hc.to(hidden.scalar_type()));
-    }
-    if (need_w) grad_w = grad_w.to(weight.scalar_type());
-    return {grad_hidden, grad_w, torch::Tensor(), torch::Tensor()};
-  }
-
-  static torch::Tensor fused_backward_any(const torch::Tensor& z, const torch::Tensor& y,
-                                          const torch::Tensor& g_lp, const torch::Tensor& g_h,
-                                          const torch::Tensor& lse, const torch::Tensor& ent,
-                                          const TokenLogProbOptions& o) {
-    if (z.is_cuda()) return cuda_fused_backward(z, y, g_lp, g_h, lse, ent, o);
-    return cpu_fused_backward(z, y, g_lp, g_h, lse, ent, o);
+    const LinearTiles tiles{ctx->saved_data["chunk_tokens"].toInt(),
+                            ctx->saved_data["chunk_vocab"].toInt()};
+    auto [gh, gw] = linear_backward_tiles(
+        saved[0], saved[1], saved[2], ctx->saved_data["ignore_index"].toInt(), saved[3], saved[4],
+        grads[0], grads.size() > 1 ? grads[1] : torch::Tensor(), o, tiles,
+        ctx->needs_input_grad(0), ctx->needs_input_grad(1));
+    return {gh, gw, torch::Tensor(), torch::Tensor()};
   }
 };
 
