@@ -104,8 +104,8 @@ void token_path(const hd::VocabParallel& vp) {
   auto full0 = torch::randn({3, 5, kV}, gen(11)) * 3;
   for (const int64_t hi : {kV, chunk_of(vp.comm().world_size() - 1, vp.comm().world_size()).second})
     for (const auto& o : option_sets()) {
-      const std::string what = "token path (labels < " + std::to_string(hi) +
-                               ", scale " + std::to_string(o.logit_scale) + ")";
+      const std::string what = "token path (labels < " + std::to_string(hi) + ", scale " +
+                               std::to_string(o.logit_scale) + ")";
       auto y = relabel(make_labels(full0, hi, 5 + hi), o);
       auto full = full0.clone().requires_grad_(true);
       auto shard = full0.narrow(-1, v0, n).clone().requires_grad_(true);
@@ -121,6 +121,20 @@ void token_path(const hd::VocabParallel& vp) {
       expect_close(sg.mean, sw.mean, what + " sequence mean");
       expect_close(sg.count, sw.count, what + " sequence count");
     }
+  {
+    // bfloat16 logits: both paths read the same bf16 values and compute in float32; the
+    // gradients are rounded to bf16 (8 bits) from slightly different float32 values.
+    auto o = option_sets()[0];
+    auto y = make_labels(full0, kV, 7);
+    auto full = full0.to(torch::kBFloat16).requires_grad_(true);
+    auto shard = full.detach().narrow(-1, v0, n).clone().requires_grad_(true);
+    auto want = hafrm::compute_token_logprobs(full, y, o);
+    auto got = hd::compute_token_logprobs(shard, y, vp, o);
+    expect_outputs(got, want, "bf16 token path");
+    weighted_sum(want, 8).backward();
+    weighted_sum(got, 8).backward();
+    expect_close(shard.grad(), full.grad().narrow(-1, v0, n), "bf16 d logits", 1e-2);
+  }
   // Causal: unshifted logits, labels aligned with the ids.
   hafrm::TokenLogProbOptions o;
   o.return_entropy = true;
@@ -169,9 +183,8 @@ struct ToyLM {
   const hd::VocabParallel* vp = nullptr;   // set: the head is a shard
   bool linear = false;                     // return lm_hidden / lm_head_weight
   hafrm::ModelOutputs haf_forward(const torch::Tensor& ids, const torch::Tensor& mask) {
-    auto x = torch::tanh(torch::matmul(emb.index_select(0, ids.reshape({-1})).view(
-                                           {ids.size(0), ids.size(1), -1}),
-                                       trunk));
+    auto x = torch::tanh(torch::matmul(
+        emb.index_select(0, ids.reshape({-1})).view({ids.size(0), ids.size(1), -1}), trunk));
     x = x * mask.unsqueeze(-1).to(x.scalar_type());
     hafrm::ModelOutputs out;
     out.token_rewards = torch::matmul(x, reward);
@@ -192,7 +205,8 @@ void pair_forward(const hd::VocabParallel& vp) {
   hafrm::PreferenceBatch b;
   b.chosen_ids = torch::randint(0, kV, {B, 7}, g, torch::kLong);
   b.rejected_ids = torch::randint(0, kV, {B, 6}, g, torch::kLong);
-  b.chosen_mask = torch::ones_like(b.chosen_ids), b.rejected_mask = torch::ones_like(b.rejected_ids);
+  b.chosen_mask = torch::ones_like(b.chosen_ids),
+  b.rejected_mask = torch::ones_like(b.rejected_ids);
   auto prompt = [](torch::Tensor ids) {
     ids = ids.clone();
     ids.slice(1, 0, 2).fill_(-100);
@@ -263,10 +277,10 @@ void bad_inputs(const std::shared_ptr<hd::Communicator>& comm) {
   expect_error([&] { hd::VocabParallel::create(comm, b - (r == 0 ? 1 : 0), e); }, {"overlap"},
                "overlapping ranges");
   const int64_t b0 = chunk_of(0, W).first;  // rank 0's start: the gap opens there
-  expect_error([&] { hd::VocabParallel::create(comm, b + (r == 0 ? 1 : 0), e); },
-               {"without gaps", "no rank owns [" + std::to_string(b0) + ", " +
-                                    std::to_string(b0 + 1) + ")"},
-               "a gap");
+  expect_error(
+      [&] { hd::VocabParallel::create(comm, b + (r == 0 ? 1 : 0), e); },
+      {"without gaps", "no rank owns [" + std::to_string(b0) + ", " + std::to_string(b0 + 1) + ")"},
+      "a gap");
   expect_error([&] { hd::VocabParallel::create(comm, b, r == 1 ? b : e); },
                {"0 <= vocab_begin < vocab_end", "rank 1"}, "an empty range");
   expect_error([&] { hd::VocabParallel::create(comm, b + (r == W - 1 ? 1 : 0), e); },
@@ -275,26 +289,42 @@ void bad_inputs(const std::shared_ptr<hd::Communicator>& comm) {
   if (vp.vocab_size() != kV) throw Failure{"vocab_size " + std::to_string(vp.vocab_size())};
   const int64_t n = vp.shard_size();
   auto y = torch::zeros({2, 3}, torch::kLong);
-  expect_error([&] { hd::token_logprobs(torch::randn({2, 3, n + 1}), y, vp); },
-               {"'logits_shard'", "vocab_end - vocab_begin"}, "wrong shard width");
+  expect_error(
+      [&] {
+        hd::token_logprobs(torch::randn({2, 3, n + 1}), y, vp);
+      },
+      {"'logits_shard'", "vocab_end - vocab_begin"}, "wrong shard width");
   auto y_big = y.clone();
   y_big[1][2] = kV;  // in range for no shard: beyond the whole vocabulary
-  expect_error([&] { hd::token_logprobs(torch::randn({2, 3, n}), y_big, vp); },
-               {"'labels'", "[0, 11)"}, "label past the vocabulary");
+  expect_error(
+      [&] {
+        hd::token_logprobs(torch::randn({2, 3, n}), y_big, vp);
+      },
+      {"'labels'", "[0, 11)"}, "label past the vocabulary");
   auto y_neg = y.clone();
   y_neg[0][0] = -3;
-  expect_error([&] { hd::sequence_logprobs(torch::randn({2, 3, n}), y_neg, vp); },
-               {"'labels'", "found -3"}, "negative label");
   expect_error(
-      [&] { hd::linear_token_logprobs(torch::randn({2, 3, 4}), torch::randn({n + 2, 4}), y, vp); },
+      [&] {
+        hd::sequence_logprobs(torch::randn({2, 3, n}), y_neg, vp);
+      },
+      {"'labels'", "found -3"}, "negative label");
+  expect_error(
+      [&] {
+        hd::linear_token_logprobs(torch::randn({2, 3, 4}), torch::randn({n + 2, 4}), y, vp);
+      },
       {"'weight_shard'"}, "wrong weight shard");
   expect_error(
-      [&] { hd::linear_token_logprobs(torch::randn({2, 3, 4}), torch::randn({n, 4}), y_big, vp); },
+      [&] {
+        hd::linear_token_logprobs(torch::randn({2, 3, 4}), torch::randn({n, 4}), y_big, vp);
+      },
       {"'labels'"}, "linear label past the vocabulary");
   hafrm::TokenLogProbOptions ref;
   ref.backend = hafrm::LogProbBackend::kReference;
-  expect_error([&] { hd::token_logprobs(torch::randn({2, 3, n}), y, vp, ref); },
-               {"'options.backend'"}, "reference backend");
+  expect_error(
+      [&] {
+        hd::token_logprobs(torch::randn({2, 3, n}), y, vp, ref);
+      },
+      {"'options.backend'"}, "reference backend");
   comm->barrier();
 }
 

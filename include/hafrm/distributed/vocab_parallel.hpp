@@ -76,8 +76,9 @@ class VocabParallel {
       HAFRM_CHECK_ARG(b <= covered, fn, "vocab_begin",
                       "the ranks' ranges must cover [0, V) without gaps: no rank owns [", covered,
                       ", ", b, ") (the next range is ", range_of(q), ")");
-      HAFRM_CHECK_ARG(b >= covered, fn, "vocab_begin", "the ranks' ranges must not overlap: ",
-                      range_of(q), " overlaps one ending at ", covered);
+      HAFRM_CHECK_ARG(b >= covered, fn, "vocab_begin",
+                      "the ranks' ranges must not overlap: ", range_of(q),
+                      " overlaps one ending at ", covered);
       covered = r[2 * q + 1];
     }
     VocabParallel vp;
@@ -163,10 +164,10 @@ inline MergedStats merge_shards(Communicator& comm, const ShardStats& s) {
 inline void check_vocab_parallel(const VocabParallel& vp, int64_t shard_columns,
                                  const torch::Tensor& labels, const TokenLogProbOptions& o,
                                  std::string_view fn, std::string_view shard_arg) {
-  HAFRM_CHECK_ARG(shard_columns == vp.shard_size(), fn, shard_arg,
-                  "expected this rank's vocabulary shard of vocab_end - vocab_begin = ",
-                  vp.vocab_end(), " - ", vp.vocab_begin(), " = ", vp.shard_size(),
-                  " entries, got ", shard_columns);
+  HAFRM_CHECK_ARG(
+      shard_columns == vp.shard_size(), fn, shard_arg,
+      "expected this rank's vocabulary shard of vocab_end - vocab_begin = ", vp.vocab_end(), " - ",
+      vp.vocab_begin(), " = ", vp.shard_size(), " entries, got ", shard_columns);
   HAFRM_CHECK_ARG(o.backend != LogProbBackend::kReference, fn, "options.backend",
                   "vocabulary-parallel log-probs run on the fused kernels; kReference is not "
                   "supported (compare against the unsplit call instead)");
@@ -226,7 +227,8 @@ struct VocabParallelLogProbsFunction : torch::autograd::Function<VocabParallelLo
       return t.defined() ? torch::where(mask, t, torch::zeros({}, t.options())) : t;
     };
     if (logits.requires_grad()) {
-      ctx->save_for_backward({logits, y_fwd, g.lse, o.return_entropy ? g.entropy : torch::Tensor()});
+      ctx->save_for_backward(
+          {logits, y_fwd, g.lse, o.return_entropy ? g.entropy : torch::Tensor()});
       ctx->saved_data["scale"] = o.logit_scale;
       ctx->saved_data["softcap"] = o.softcap;
       ctx->saved_data["temperature"] = o.temperature;
@@ -248,13 +250,12 @@ struct VocabParallelLogProbsFunction : torch::autograd::Function<VocabParallelLo
     o.inplace_backward = ctx->saved_data["inplace"].toBool();
     const auto& logits = saved[0];
     // Labels -1 (target on another rank) add no one-hot term; kNoIgnore rows get a zero gradient.
-    torch::Tensor g_ent = grads.size() > 1 && saved[3].defined() && saved[3].numel() > 0
-                              ? grads[1]
-                              : torch::Tensor();
+    torch::Tensor g_ent =
+        grads.size() > 1 && saved[3].defined() && saved[3].numel() > 0 ? grads[1] : torch::Tensor();
     auto g = logits.is_cuda() ? hafrm::detail::cuda_fused_backward(logits, saved[1], grads[0],
                                                                    g_ent, saved[2], saved[3], o)
-                              : hafrm::detail::cpu_fused_backward(logits, saved[1], grads[0],
-                                                                  g_ent, saved[2], saved[3], o);
+                              : hafrm::detail::cpu_fused_backward(logits, saved[1], grads[0], g_ent,
+                                                                  saved[2], saved[3], o);
     return {g, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
@@ -319,8 +320,8 @@ inline SequenceLogProbs causal_sequence_logprobs(const torch::Tensor& logits_sha
   hafrm::detail::check_causal(logits_shard, labels, fn);
   auto shifted = hafrm::detail::shift_labels_left(labels, o.ignore_index);
   const int64_t T = logits_shard.size(1);
-  return reduce_sequences(hafrm::detail::slice_positions(
-      compute_token_logprobs(logits_shard, shifted, vp, o), T));
+  return reduce_sequences(
+      hafrm::detail::slice_positions(compute_token_logprobs(logits_shard, shifted, vp, o), T));
 }
 
 }  // namespace hafrm::distributed

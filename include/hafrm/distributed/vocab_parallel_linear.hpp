@@ -104,12 +104,10 @@ struct VocabParallelLinearFunction : torch::autograd::Function<VocabParallelLine
 // vocab_begin..vocab_end of the head), labels [...] (global ids, the same on every rank). Same
 // options and outputs as hafrm::compute_linear_token_logprobs on the unsplit weight, on every
 // rank. Collective (forward; and the backward with HiddenGrad::kSumOverRanks).
-inline TokenLogProbs compute_linear_token_logprobs(const torch::Tensor& hidden,
-                                                   const torch::Tensor& weight_shard,
-                                                   const torch::Tensor& labels,
-                                                   const VocabParallel& vp,
-                                                   const TokenLogProbOptions& o = {},
-                                                   HiddenGrad hidden_grad = HiddenGrad::kSumOverRanks) {
+inline TokenLogProbs compute_linear_token_logprobs(
+    const torch::Tensor& hidden, const torch::Tensor& weight_shard, const torch::Tensor& labels,
+    const VocabParallel& vp, const TokenLogProbOptions& o = {},
+    HiddenGrad hidden_grad = HiddenGrad::kSumOverRanks) {
   constexpr const char* fn = "distributed::linear_token_logprobs";
   namespace hd = hafrm::detail;
   hd::check_floating(hidden, fn, "hidden");

@@ -255,8 +255,8 @@ struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogPro
                             ctx->saved_data["chunk_vocab"].toInt()};
     auto [gh, gw] = linear_backward_tiles(
         saved[0], saved[1], saved[2], ctx->saved_data["ignore_index"].toInt(), saved[3], saved[4],
-        grads[0], grads.size() > 1 ? grads[1] : torch::Tensor(), o, tiles,
-        ctx->needs_input_grad(0), ctx->needs_input_grad(1));
+        grads[0], grads.size() > 1 ? grads[1] : torch::Tensor(), o, tiles, ctx->needs_input_grad(0),
+        ctx->needs_input_grad(1));
     return {gh, gw, torch::Tensor(), torch::Tensor()};
   }
 };
