@@ -11,6 +11,9 @@
 // masks (and the reference's per-token log-probs, and log sum p^2 when
 // logprobs.return_log_sum_p2 is set) that LD-DPO and WPO need, from the same single pass.
 //
+// PairForwardOptions::model_logprobs replaces how the model's outputs become log-probs (for an
+// LM head split over the vocabulary across ranks: hafrm::distributed::vocab_parallel_logprobs).
+//
 // Labels are aligned with input_ids (the token's own id where it is scored, -100 on prompt and
 // padding); the causal shift happens here, on the labels (causal_sequence_logprobs).
 #pragma once
