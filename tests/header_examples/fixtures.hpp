@@ -66,8 +66,9 @@ struct Logits {
   }
 };
 
-// Summed log-probs of B pairs: policy and reference, token counts, the per-token part (LD-DPO,
-// WPO) and a KTO KL estimate, so that every policy loss accepts `inputs`.
+// Summed log-probs of B pairs: policy (with grad) and reference, token counts, the per-token part
+// (LD-DPO, WPO), a KTO KL estimate and the chosen prompts' sums (ORPO's TRL form), so that every
+// policy loss accepts `inputs`.
 struct Policy {
   int64_t B = 4, T = 5;
   int64_t step = 3;
@@ -79,7 +80,8 @@ struct Policy {
     hafrm::PolicyInputs in;
     auto mask = torch::ones({B, T}, torch::kBool);
     hafrm::PolicyTokenInputs tk;
-    tk.policy_chosen = logprobs({B, T}), tk.policy_rejected = logprobs({B, T});
+    tk.policy_chosen = logprobs({B, T}).requires_grad_();
+    tk.policy_rejected = logprobs({B, T}).requires_grad_();
     tk.reference_chosen = logprobs({B, T}), tk.reference_rejected = logprobs({B, T});
     tk.chosen_mask = mask, tk.rejected_mask = mask;
     tk.log_sum_p2_chosen = logprobs({B, T}), tk.log_sum_p2_rejected = logprobs({B, T});
@@ -90,6 +92,8 @@ struct Policy {
     in.rejected_count = torch::full({B}, T, torch::kLong);
     in.tokens = tk;
     in.kl_estimate = torch::tensor(0.1, torch::kDouble);
+    in.policy_chosen_prompt = logprobs({B});
+    in.chosen_prompt_count = torch::full({B}, 3, torch::kLong);
     return in;
   }
 };
@@ -108,14 +112,15 @@ struct Sequences {
 // Reward-head scores: a pair's rewards r_c, r_r (and as RewardInputs), a [B, K] ranking.
 struct Rewards {
   int64_t B = 4;
-  torch::Tensor r_c = torch::randn({B}), r_r = torch::randn({B});
+  torch::Tensor r_c = torch::randn({B}).requires_grad_(), r_r = torch::randn({B});
   hafrm::RewardInputs rewards{.chosen = r_c, .rejected = r_r};
   torch::Tensor scores = torch::randn({B, 3});
 };
 
 // Both terms of the hybrid loss.
 struct Hybrid : Policy {
-  hafrm::RewardInputs reward_inputs{.chosen = torch::randn({B}), .rejected = torch::randn({B})};
+  hafrm::RewardInputs reward_inputs{.chosen = torch::randn({B}).requires_grad_(),
+                                    .rejected = torch::randn({B})};
   hafrm::PolicyInputs policy_inputs = inputs;
 };
 
