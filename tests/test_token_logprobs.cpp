@@ -336,6 +336,7 @@ TEST_CASE("a non-default ignore_index: CPU fused equals the reference, -100 beco
   INFO("ignore_index " << ignore);
   auto x = randn({B, T, V}, torch::kFloat, 3.0);
   auto y = torch::randint(0, V, {B, T}, torch::kLong);
+  y.masked_fill_(y == ignore, (ignore + 1) % V);            // scored tokens: never the ignored id
   y.index_put_({0, torch::indexing::Slice(0, 2)}, ignore);  // a prompt
   y.index_put_({2}, ignore);                                // a row with no scored token
   auto g = randn({B, T}, torch::kFloat);

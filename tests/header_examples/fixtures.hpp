@@ -196,7 +196,7 @@ struct ScriptedModel {
     m.define(R"JIT(
 def forward(self, input_ids, attention_mask):
     logits = torch.ones([input_ids.size(0), input_ids.size(1), 9])
-    return (logits, attention_mask.to(torch.float32))
+    return (logits, attention_mask.float())
 )JIT");
     const auto p = std::filesystem::temp_directory_path() /
                    ("hafrm_header_example_" + std::to_string(hafrm_fresh_id()) + ".pt");
