@@ -177,6 +177,9 @@ TEST_CASE("policy losses reject bad input with a named argument", "[losses]") {
   require_error([&] { hafrm::Dpo{.beta = -1}(in); }, {"beta"});
   require_error([&] { hafrm::Dpo{.label_smoothing = 0.5}(in); }, {"label_smoothing"});
   require_error([&] { hafrm::RobustDpo{.label_smoothing = 0.6}(in); }, {"label_smoothing"});
+  require_error([&] { hafrm::RobustDpo{.label_smoothing = 0.5}(in); },
+                {"robust_dpo", "label_smoothing"});
+  require_error([&] { hafrm::Simpo{.alpha = NAN}(in); }, {"simpo", "alpha", "finite"});
   auto bad = in;
   bad.policy_rejected = randn({3});
   require_error([&] { hafrm::Dpo{}(bad); }, {"inputs.policy_rejected", "batch size 4"});

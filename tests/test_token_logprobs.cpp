@@ -1,6 +1,7 @@
 // Fused per-token log-probs (CPU) against the float64 reference, for every dtype and option.
 #include <cmath>
 #include <limits>
+#include <tuple>
 
 #include "hafrm/kernels/cpu/token_logprobs.hpp"
 #include "hafrm/torch/token_logprobs.hpp"
@@ -325,4 +326,62 @@ TEST_CASE("token_logprobs rejects bad input with a named argument", "[logprobs]"
       },
       {"at least 2 positions"});
   require_error([&] { hafrm::token_logprobs(randn({4, 0}), y); }, {"V >= 1"});
+}
+
+TEST_CASE("a non-default ignore_index: CPU fused equals the reference, -100 becomes a label",
+          "[logprobs]") {
+  // 0 and 7 are valid vocabulary ids (ignoring them must not score them), -1 is not.
+  const int64_t ignore = GENERATE(0, 7, -1);
+  const int64_t B = 3, T = 6, V = 37;
+  INFO("ignore_index " << ignore);
+  auto x = randn({B, T, V}, torch::kFloat, 3.0);
+  auto y = torch::randint(0, V, {B, T}, torch::kLong);
+  y.masked_fill_(y == ignore, (ignore + 1) % V);            // scored tokens: never the ignored id
+  y.index_put_({0, torch::indexing::Slice(0, 2)}, ignore);  // a prompt
+  y.index_put_({2}, ignore);                                // a row with no scored token
+  auto g = randn({B, T}, torch::kFloat);
+  auto run = [&](hafrm::LogProbBackend be, torch::Tensor logits) {
+    auto o = all_outputs(be);
+    o.ignore_index = ignore;
+    auto leaf = logits.clone().requires_grad_();
+    auto tok = hafrm::compute_token_logprobs(leaf, y, o);
+    auto seq = hafrm::sequence_logprobs(leaf, y, o);
+    ((tok.logprobs.to(torch::kDouble) * g).sum() + seq.sum.to(torch::kDouble).sum()).backward();
+    return std::tuple{tok, seq, leaf.grad()};
+  };
+  auto [ft, fs, fg] = run(hafrm::LogProbBackend::kFused, x);
+  auto [rt, rs, rg] = run(hafrm::LogProbBackend::kReference, x.to(torch::kDouble));
+  check_close(ft, rt, torch::kFloat, 3.0);
+  CHECK(torch::equal(ft.is_argmax, rt.is_argmax));
+  CHECK(torch::equal(ft.mask, y != ignore));
+  // Ignored positions: exactly 0 in every output and in the gradient, whatever their id.
+  auto ign = y == ignore;
+  CHECK(ft.logprobs.masked_select(ign).abs().sum().item<double>() == 0.0);
+  CHECK(ft.entropy.masked_select(ign).abs().sum().item<double>() == 0.0);
+  CHECK(fg.index({ign}).abs().sum().item<double>() == 0.0);
+  CHECK(close(fg, rg, 1e-5, 2e-6 * 4));
+  // Per sequence: sums, counts (the prompt and the ignored row not counted), means.
+  CHECK(torch::equal(fs.count, rs.count));
+  CHECK(fs.count[0].item<int64_t>() == T - 2);
+  CHECK(fs.count[2].item<int64_t>() == 0);
+  CHECK(close(fs.sum, rs.sum, 1e-6, 1e-5));
+  CHECK(close(fs.mean, rs.mean, 1e-6, 1e-5));
+  CHECK(fs.mean[2].item<double>() == 0.0);
+  // The causal entry shifts with the same ignore_index (its padding of the last position).
+  auto co = all_outputs(hafrm::LogProbBackend::kFused);
+  co.ignore_index = ignore;
+  auto causal = hafrm::causal_sequence_logprobs(x, y, co);
+  auto sh = hafrm::shift_for_causal_lm(x.to(torch::kDouble), y);
+  co.backend = hafrm::LogProbBackend::kReference;
+  auto shifted = hafrm::sequence_logprobs(sh.logits, sh.labels, co);
+  CHECK(torch::equal(causal.count, shifted.count));
+  CHECK(close(causal.sum, shifted.sum, 1e-6, 1e-5));
+  // With another ignore_index, -100 is an ordinary label outside [0, V): an error naming it.
+  auto bad = y.clone();
+  bad[1][3] = -100;
+  for (auto be : {hafrm::LogProbBackend::kFused, hafrm::LogProbBackend::kReference}) {
+    auto o = all_outputs(be);
+    o.ignore_index = ignore;
+    require_error([&] { hafrm::compute_token_logprobs(x, bad, o); }, {"labels", "-100"});
+  }
 }

@@ -1,11 +1,21 @@
-// Shared helpers for hafrm's tests: seeded random inputs (never zeros) and tolerance checks.
+// Shared helpers for hafrm's tests: seeded random inputs (never zeros) and tolerance checks;
+// in hafrm_test::catalogue, the float64 transcriptions and value-and-gradient check that the
+// loss-catalogue tests (test_f_divergence, test_dpo_family, test_reference_free, test_kto,
+// test_modifiers) share. A nested namespace, because other test files define their own
+// log_sig, Pairs or Batch under `using namespace hafrm_test`.
 #pragma once
 
 #include <torch/torch.h>
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cmath>
+#include <functional>
 #include <random>
 #include <string>
+#include <vector>
+
+#include "hafrm/losses/policy_inputs.hpp"
 
 namespace hafrm_test {
 
@@ -66,4 +76,125 @@ void require_error(F&& f, std::initializer_list<std::string> fragments) {
   FAIL("expected a c10::Error mentioning " << *fragments.begin());
 }
 
+namespace catalogue {
+
+// Scalar float64 transcriptions of docs/losses.md, written without any hafrm helper.
+inline double log_sig(double x) {
+  return x < 0 ? x - std::log1p(std::exp(x)) : -std::log1p(std::exp(-x));
+}
+inline double sig(double x) {
+  return x >= 0 ? 1 / (1 + std::exp(-x)) : std::exp(x) / (1 + std::exp(x));
+}
+
+// One batch of pairs in plain doubles (counts as doubles).
+struct Batch {
+  std::vector<double> pc, pr, rc, rr, nc, nr;
+  size_t size() const { return pc.size(); }
+};
+using BatchFormula = std::function<std::vector<double>(const Batch&)>;
+using PairFormula = std::function<double(double, double, double, double, double, double)>;
+
+inline BatchFormula pairwise(PairFormula f) {
+  return [f](const Batch& b) {
+    std::vector<double> out(b.size());
+    for (size_t i = 0; i < b.size(); ++i)
+      out[i] = f(b.pc[i], b.pr[i], b.rc[i], b.rr[i], b.nc[i], b.nr[i]);
+    return out;
+  };
+}
+
+inline std::vector<double> to_vec(const torch::Tensor& t) {
+  auto c = t.to(torch::kDouble).contiguous();
+  return {c.data_ptr<double>(), c.data_ptr<double>() + c.numel()};
+}
+inline torch::Tensor to_tensor(const std::vector<double>& v) {
+  return torch::tensor(v, torch::kDouble);
+}
+inline double mean(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return s / static_cast<double>(v.size());
+}
+
+struct Pairs {
+  torch::Tensor pc, pr, rc, rr, nc, nr;
+  hafrm::PolicyInputs inputs(bool with_ref = true) const {
+    hafrm::PolicyInputs in;
+    in.policy_chosen = pc, in.policy_rejected = pr, in.chosen_count = nc, in.rejected_count = nr;
+    if (with_ref) in.reference_chosen = rc, in.reference_rejected = rr;
+    return in;
+  }
+  Batch batch(bool with_ref = true) const {
+    Batch b{to_vec(pc), to_vec(pr), to_vec(rc), to_vec(rr), to_vec(nc), to_vec(nr)};
+    if (!with_ref)
+      std::fill(b.rc.begin(), b.rc.end(), 0.0), std::fill(b.rr.begin(), b.rr.end(), 0.0);
+    return b;
+  }
+};
+
+// Log-probs below -0.05 * scale, so that ORPO's log(1 - e^q) stays away from its pole at 0.
+inline Pairs make_pairs(int64_t B, double scale = 20.0) {
+  Pairs p;
+  auto lp = [&] { return -(randn({B}).abs() + 0.05) * scale; };
+  p.pc = lp(), p.pr = lp(), p.rc = lp(), p.rr = lp();
+  p.nc = torch::randint(1, 40, {B}, torch::kLong), p.nr = torch::randint(1, 40, {B}, torch::kLong);
+  return p;
+}
+
+// Central differences of mean(f) w.r.t. one field of the batch.
+inline std::vector<double> fd_grad(const BatchFormula& f, Batch b,
+                                   std::vector<double> Batch::*field, double eps = 1e-6) {
+  std::vector<double> g(b.size());
+  for (size_t i = 0; i < b.size(); ++i) {
+    const double v = (b.*field)[i];
+    (b.*field)[i] = v + eps;
+    const double fp = mean(f(b));
+    (b.*field)[i] = v - eps;
+    const double fm = mean(f(b));
+    (b.*field)[i] = v;
+    g[i] = (fp - fm) / (2 * eps);
+  }
+  return g;
+}
+
+// An input the loss does not read gets no gradient at all.
+inline torch::Tensor grad_or_zero(const torch::Tensor& x) {
+  return x.grad().defined() ? x.grad() : torch::zeros_like(x);
+}
+
+template <class Loss>
+void set_reduction(Loss& l, hafrm::Reduction r) {
+  if constexpr (requires { l.reduction; })
+    l.reduction = r;
+  else
+    set_reduction(l.loss, r);
+}
+
+// Value per pair (kNone) and the gradient of the mean w.r.t. pi_c and pi_r.
+template <class Loss>
+void check_value_and_grad(Loss loss, const BatchFormula& f, bool ref = true, double scale = 20.0,
+                          int64_t B = 7) {
+  auto p = make_pairs(B, scale);
+  const auto b = p.batch(ref);
+  set_reduction(loss, hafrm::Reduction::kNone);
+  auto out = loss(p.inputs(ref));
+  auto expect = to_tensor(f(b));
+  CHECK(max_abs_diff(out.loss, expect) < 1e-9 * (1 + expect.abs().max().item<double>()));
+  set_reduction(loss, hafrm::Reduction::kMean);
+  auto pc = p.pc.clone().requires_grad_(), pr = p.pr.clone().requires_grad_();
+  auto in = p.inputs(ref);
+  in.policy_chosen = pc, in.policy_rejected = pr;
+  auto mean_out = loss(in);
+  CHECK(mean_out.loss.template item<double>() == Approx(mean(f(b))).epsilon(1e-10).margin(1e-12));
+  mean_out.loss.backward();
+  auto gc = to_tensor(fd_grad(f, b, &Batch::pc)), gr = to_tensor(fd_grad(f, b, &Batch::pr));
+  const double tol = 1e-6 * (1 + gc.abs().max().item<double>() + gr.abs().max().item<double>());
+  CHECK(max_abs_diff(grad_or_zero(pc), gc) < tol);
+  CHECK(max_abs_diff(grad_or_zero(pr), gr) < tol);
+}
+
+// The smoothing-aware sigmoid loss of docs/losses.md, per pair.
+inline double cons(double x, double eps) { return -(1 - eps) * log_sig(x) - eps * log_sig(-x); }
+
+}  // namespace catalogue
 }  // namespace hafrm_test

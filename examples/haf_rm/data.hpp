@@ -1,9 +1,13 @@
-// data.hpp: preference splits as assembled token pairs, and the tensors of one batch.
+// data.hpp: preference splits as assembled token pairs, and the tensors of one batch. Loading
+// a JSONL split (`path`, e.g. data/synthetic/train.jsonl) and batching three of its pairs:
 //
+// example-begin haf_rm_data TrainSplit
+//   namespace rm = hafrm::examples::rm;
 //   auto tok = hafrm::examples::make_tokenizer("byte");
-//   auto train = hafrm::examples::rm::load_split("train", "data/synthetic/train.jsonl", *tok, opt);
-//   hafrm::PreferenceBatch b = hafrm::examples::rm::make_batch(train, {0, 1, 2}, tok->pad_id(),
-//   dev);
+//   rm::Split train = rm::load_split("train", path, *tok, assembly, /*skip_bad=*/false);
+//   std::vector<int64_t> rows{0, 1, 2};
+//   hafrm::PreferenceBatch b = rm::make_batch(train, rows, tok->pad_id(), dev);
+// example-end
 #pragma once
 
 #include <torch/torch.h>

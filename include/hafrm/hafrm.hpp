@@ -1,9 +1,11 @@
 // hafrm/hafrm.hpp: everything a trainer needs, in one include.
 //
 //   #include <hafrm/hafrm.hpp>
+// example-begin hafrm_step PairModel
 //   auto f = hafrm::forward_pair(model, reference, batch);          // one forward, both heads
 //   auto out = hafrm::HybridLoss<hafrm::BradleyTerry, hafrm::Dpo>{}(f.rewards, f.policy, step);
 //   out.loss.backward();
+// example-end
 //
 // Layers (each includes only those before it):
 //   core/     torch-free math, usable from CUDA device code

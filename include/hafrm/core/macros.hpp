@@ -6,10 +6,8 @@
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define HAFRM_HOST_DEVICE __host__ __device__
-#define HAFRM_DEVICE __device__
 #else
 #define HAFRM_HOST_DEVICE
-#define HAFRM_DEVICE
 #endif
 
 #if defined(_MSC_VER)

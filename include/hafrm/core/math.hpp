@@ -1,9 +1,12 @@
 // hafrm/core/math.hpp: scalar numerics shared by the CPU kernels, the CUDA kernels and the
-// torch layer. Torch-free; every function is HAFRM_HOST_DEVICE so device code can call it.
+// torch layer: the online log-sum-exp and the logit transform. Torch-free; every function is
+// HAFRM_HOST_DEVICE so device code can call it.
 //
+// example-begin online_lse Row
 //   float m = -INFINITY, s = 0.f;
 //   for (float x : row) hafrm::core::online_lse_push(m, s, x);
 //   float lse = hafrm::core::online_lse_value(m, s);
+// example-end
 #pragma once
 
 #include <cmath>
@@ -13,31 +16,10 @@
 
 namespace hafrm::core {
 
-// log(sigmoid(x)) without overflow: for x < 0, x - log1p(exp(x)); else -log1p(exp(-x)).
-template <class T>
-HAFRM_HOST_DEVICE HAFRM_INLINE T log_sigmoid(T x) {
-  using std::exp;
-  using std::log1p;
-  return x < T(0) ? x - log1p(exp(x)) : -log1p(exp(-x));
-}
-
-// softplus(x) = log(1 + exp(x)) = -log_sigmoid(-x), stable for |x| large.
-template <class T>
-HAFRM_HOST_DEVICE HAFRM_INLINE T softplus(T x) {
-  return -log_sigmoid(-x);
-}
-
-template <class T>
-HAFRM_HOST_DEVICE HAFRM_INLINE T sigmoid(T x) {
-  using std::exp;
-  // Both branches keep exp's argument <= 0, so neither overflows.
-  if (x >= T(0)) return T(1) / (T(1) + exp(-x));
-  T e = exp(x);
-  return e / (T(1) + e);
-}
-
 // Online log-sum-exp (Milakov & Gimelshein): a running max m and a sum s of exp(x - m).
-// Merging two partial states is what lets rows be split over threads, warps or vocab shards.
+// Merging two partial states is what lets a row be split over threads, warps or vocab shards. The
+// kernels merge their own vector and warp states (row_kernels.inc, the CUDA Stats); this scalar
+// form is the rule they follow, tested directly in tests/test_core_math.cpp.
 template <class T>
 HAFRM_HOST_DEVICE HAFRM_INLINE void online_lse_merge(T& m, T& s, T m_other, T s_other) {
   using std::exp;

@@ -1,9 +1,11 @@
 // hafrm/losses/any_loss.hpp: the type-erased loss and weighting the registry builds and the hybrid
 // loss accepts: any functor, behind one type, with a name for its metrics.
 //
+// example-begin any_loss
 //   hafrm::AnyPolicyLoss dpo = hafrm::Dpo{.beta = 0.1};          // named "dpo" (its kName)
 //   hafrm::AnyRewardLoss bt{hafrm::BradleyTerry{}, "bt"};         // or a name of your own
 //   hafrm::AnyWeighting warm = hafrm::LinearWarmupWeighting{.warmup_steps = 10};
+// example-end
 #pragma once
 
 #include <torch/torch.h>
@@ -59,13 +61,15 @@ class AnyLoss {
 using AnyPolicyLoss = AnyLoss<PolicyInputs>;  // the policy (LM-head) term
 using AnyRewardLoss = AnyLoss<RewardInputs>;  // the reward-head term
 
-// Type-erased weighting schedule: anything callable as HybridWeights(int64_t step).
+// Type-erased weighting schedule: anything callable as HybridWeights(int64_t step), with a name
+// (the schedule's kName when it has one).
 class AnyWeighting {
  public:
   AnyWeighting() = default;
   template <class W, class = std::enable_if_t<!std::is_same_v<std::decay_t<W>, AnyWeighting>>>
-  AnyWeighting(W w, std::string name = "weighting")  // NOLINT: implicit by design
-      : fn_([w = std::move(w)](int64_t step) { return w(step); }), name_(std::move(name)) {}
+  AnyWeighting(W w, std::string name = "")  // NOLINT: implicit by design
+      : fn_([w = std::move(w)](int64_t step) { return w(step); }),
+        name_(name.empty() ? default_name<W>() : std::move(name)) {}
   HybridWeights operator()(int64_t step) const {
     TORCH_CHECK(fn_, "hafrm::AnyWeighting: called while empty");
     return fn_(step);
@@ -74,6 +78,11 @@ class AnyWeighting {
   explicit operator bool() const { return static_cast<bool>(fn_); }
 
  private:
+  template <class W>
+  static std::string default_name() {
+    if constexpr (requires { W::kName; }) return W::kName;
+    return "weighting";
+  }
   std::function<HybridWeights(int64_t)> fn_;
   std::string name_;
 };

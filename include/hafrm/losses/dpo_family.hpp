@@ -2,9 +2,11 @@
 // beside Dpo, RobustDpo, DpoHinge, Ipo and ChosenNll in policy.hpp. Each takes PolicyInputs and
 // returns LossOutput with DPO's implicit-reward metrics.
 //
+// example-begin dpo_family Policy
 //   auto exo = hafrm::ExoPair{.beta = 0.1, .label_smoothing = 1e-3}(inputs);
 //   auto aot = hafrm::Aot{.beta = 0.1}(inputs);          // sorts over the batch
 //   auto dp = hafrm::DiscoPop{.tau = 0.05}(inputs);
+// example-end
 //
 // Notation: Delta = pi - rho, s the f-divergence score (only the functors with an f_divergence
 // field accept a non-default one), d = s(Delta_c) - s(Delta_r).

@@ -2,8 +2,10 @@
 // which replace the log-ratio Delta = pi - rho of DPO-style losses; reverse KL (s = Delta) is plain
 // DPO. docs/losses.md, "Notation".
 //
+// example-begin f_divergence Policy
 //   hafrm::Dpo{.beta = 0.1, .f_divergence = {hafrm::FDivergenceType::kJsDivergence}}(inputs);
 //   hafrm::Ipo{.f_divergence = {hafrm::FDivergenceType::kAlphaDivergence, 0.3}}(inputs);
+// example-end
 //
 // Only dpo (and conservative), sigmoid_norm, dpo_hinge, the ipo forms, exo_pair, robust_dpo,
 // discopop and sft accept a non-default score: the f-DPO reparameterisation leaves a beta log Z(x)

@@ -1,6 +1,7 @@
 // hafrm/losses/hybrid.hpp: the HaF-RM hybrid objective over any reward loss, any policy loss
 // (or a weighted list of them) and any weighting schedule.
 //
+// example-begin hybrid Hybrid
 //   hafrm::HybridLoss<hafrm::BradleyTerry, hafrm::Dpo> haf;      // HaF defaults
 //   hafrm::HybridOutput out = haf(reward_inputs, policy_inputs, step);
 //   out.loss.backward();   // out.reward_loss, out.policy_loss, out.weights, out.metrics
@@ -8,6 +9,7 @@
 //   // several policy losses at once (TRL's MPO), each with its weight:
 //   hafrm::PolicyLossList list{{1.0, hafrm::Dpo{}}, {0.5, hafrm::ChosenNll{}}};
 //   hafrm::HybridLoss<hafrm::BradleyTerry, hafrm::PolicyLossList> rpo_haf{{}, list};
+// example-end
 #pragma once
 
 #include <torch/torch.h>

@@ -1,10 +1,12 @@
 // hafrm/losses/kto.hpp: unpaired preference losses (docs/losses.md, "Unpaired: KTO"): each
 // completion is desirable or undesirable on its own, with Delta = pi - rho.
 //
+// example-begin kto Unpaired
 //   hafrm::KtoInputs in{.policy = pi, .reference = rho, .desirable = labels,
 //                       .kl = hafrm::kto_kl_estimate(pi_kl, rho_kl)};   // mismatched pairs
 //   auto out = hafrm::Kto{.beta = 0.1}(in);
 //   auto apo = hafrm::ApoZeroUnpaired{}(in);                              // no KL term
+// example-end
 //
 // Both also take PolicyInputs (as the HaF policy term or in a PolicyLossList): a preference pair
 // is then one desirable (chosen) and one undesirable (rejected) completion, and Kto reads its KL

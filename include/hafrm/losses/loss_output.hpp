@@ -1,8 +1,10 @@
 // hafrm/losses/loss_output.hpp: what every loss functor returns, and the reduction it applies.
 //
+// example-begin loss_output Rewards
 //   hafrm::LossOutput out = hafrm::BradleyTerry{}(rewards);
 //   out.loss.backward();
 //   double acc = out.metrics.at("accuracy").item<double>();
+// example-end
 #pragma once
 
 #include <torch/torch.h>

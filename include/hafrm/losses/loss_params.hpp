@@ -3,8 +3,12 @@
 // sets the field, and describes the parameter (type, default, range, field) to the catalogue, so
 // the keys a loss declares and the fields its builder sets cannot drift apart.
 //
-//   detail::registry::bind("center", HAFRM_REGISTRY_FIELD(BradleyTerry, center_coefficient),
-//                          Range::weight())
+// example-begin loss_params_bind
+//   using namespace hafrm::detail::registry;
+//   Binding<hafrm::BradleyTerry> center =
+//       bind("center", HAFRM_REGISTRY_FIELD(hafrm::BradleyTerry, center_coefficient),
+//            hafrm::BradleyTerry{}, Range::weight());   // the default shown is the proto's
+// example-end
 //
 // The range is the one the functor's validate() enforces; tests/test_loss_catalogue_api.cpp
 // checks the two agree at each bound.

@@ -5,9 +5,12 @@
 //   WPO     each pair's loss times w_chosen * w_rejected, without gradient, where
 //           w = exp(mean_t(log p_t - log sum_v p_v^2)).
 //
+// example-begin modifiers Policy
 //   hafrm::LengthDesensitised<hafrm::Dpo> ld{.loss = {.beta = 0.1}, .ld_alpha = 0.5};
 //   hafrm::WpoWeighted<hafrm::Ipo> wpo{.loss = {.beta = 0.5}};
 //   auto out = ld(inputs);   // inputs.tokens filled (PairForwardOptions::keep_token_inputs)
+//   auto weighted = wpo(inputs);   // also needs the tokens' log sum p^2 (return_log_sum_p2)
+// example-end
 //
 // Both compose: WpoWeighted<LengthDesensitised<Dpo>> weighs by the raw per-token log-probs and
 // computes the loss from the desensitised sums, as TRL does.

@@ -3,9 +3,11 @@
 // shared plumbing (checks, reduction, metrics) is policy_base.hpp, so each struct here is its
 // parameters and its formula.
 //
+// example-begin policy Policy
 //   auto out = hafrm::Dpo{.beta = 0.1}(inputs);             // HaF default policy loss
 //   auto ipo = hafrm::Ipo{.beta = 0.5, .form = hafrm::IpoForm::kLengthNormalised}(inputs);
 //   auto js = hafrm::Dpo{.f_divergence = {hafrm::FDivergenceType::kJsDivergence}}(inputs);
+// example-end
 //
 // Notation (docs/losses.md): Delta = pi - rho, s(Delta) the f-divergence score (default
 // Delta), d = s(Delta_c) - s(Delta_r). Reference-free variants: leave the reference tensors

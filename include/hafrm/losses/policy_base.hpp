@@ -1,16 +1,22 @@
 // hafrm/losses/policy_base.hpp: the plumbing every pairwise policy loss shares, written once, so
-// that a loss is its parameters, its formula and its paper note:
+// that a loss is its parameters, its formula and its paper note. A loss of your own, outside
+// namespace hafrm (BcoPair in dpo_family.hpp is the same loss inside it):
 //
-//   struct BcoPair {                              // parameters: plain fields, designated-init
+// example-begin policy_base_loss global
+//   struct MyBcoPair {                            // parameters: plain fields, designated-init
 //     double beta = 0.1;
 //     bool reference_free = false;
-//     Reduction reduction = Reduction::kMean;
-//     static constexpr const char* kName = "bco_pair";   // registry name = error-message name
-//     torch::Tensor per_pair(const detail::PolicyTerms& t) const {   // the formula
+//     hafrm::Reduction reduction = hafrm::Reduction::kMean;
+//     static constexpr const char* kName = "my_bco_pair";   // the name its errors use
+//     torch::Tensor per_pair(const hafrm::detail::PolicyTerms& t) const {   // the formula
 //       return -torch::log_sigmoid(beta * t.delta_c()) - torch::log_sigmoid(-beta * t.delta_r());
 //     }
 //     HAFRM_POLICY_LOSS_PLUMBING
 //   };
+// example-end
+// example-begin policy_base_call Policy
+//   hafrm::LossOutput out = MyBcoPair{.beta = 0.2}(inputs);   // checks, reduction, metrics
+// example-end
 //
 // The skeleton (detail::validate_policy, detail::run_policy) checks beta and the f-divergence
 // when the loss has them, then the loss's own check_params(); checks the inputs (counts when the

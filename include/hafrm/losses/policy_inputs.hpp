@@ -1,11 +1,13 @@
 // hafrm/losses/policy_inputs.hpp: what a token-level policy loss consumes: per-sequence summed
 // log-probs of the policy and (optionally) the frozen reference, and token counts.
 //
+// example-begin policy_inputs Sequences
 //   hafrm::PolicyInputs in;
 //   in.policy_chosen = seq_c.sum;   in.policy_rejected = seq_r.sum;    // [B], with grad
 //   in.reference_chosen = ref_c;    in.reference_rejected = ref_r;     // [B]; undefined = 0
 //   in.chosen_count = seq_c.count;  in.rejected_count = seq_r.count;   // [B] (for means)
-//   in.tokens = hafrm::PolicyTokenInputs{...};   // optional per-token part (LD-DPO, WPO)
+// example-end
+// and optionally in.tokens, the per-token part (PolicyTokenInputs, for LD-DPO and WPO).
 //
 // The per-token part is computed once per batch (forward_pair with
 // PairForwardOptions::keep_token_inputs) and shared by every loss of a weighted list: a list of

@@ -2,10 +2,12 @@
 // (docs/losses.md, "Reference-free losses"): CPO (with AlphaPO's reward shape) and
 // ORPO. SimPO, and AlphaPO on SimPO, are Simpo in policy.hpp.
 //
+// example-begin reference_free Policy
 //   auto cpo = hafrm::Cpo{.beta = 0.1, .cpo_alpha = 1.0}(inputs);           // needs counts
 //   auto alphapo = hafrm::Simpo{.beta = 2.5, .gamma = 0.1, .alpha = 0.25}(inputs);
 //   auto orpo = hafrm::Orpo{.beta = 0.1}(inputs);                            // beta is lambda
 //   auto trl = hafrm::Orpo{.nll_scope = hafrm::OrpoNll::kPromptAndResponse}(inputs);  // TRL's NLL
+// example-end
 //
 // Any reference tensors in the inputs are ignored.
 #pragma once

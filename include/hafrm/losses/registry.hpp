@@ -1,12 +1,14 @@
 // hafrm/losses/registry.hpp: every loss and weighting of the catalogue, built from a short string,
 // so trainers and command lines select them without code.
 //
+// example-begin registry
 //   auto policy = hafrm::make_policy_loss("sigmoid:beta=0.1,ipo:beta=0.5@0.2");  // weighted list
 //   auto reward = hafrm::make_reward_loss("bt:label_smoothing=0.1,center=0.01");
 //   auto weights = hafrm::make_weighting("cosine:steps=1000,start=0.2,end=0");
 //   auto kto = hafrm::make_unpaired_loss("kto:beta=0.1");   // over KtoInputs (unpaired data)
 //   hafrm::HybridLoss<hafrm::AnyRewardLoss, hafrm::AnyPolicyLoss, hafrm::AnyWeighting> haf{
 //       reward, policy, weights};
+// example-end
 //
 // Syntax: spec_parser.hpp. Names are the functors' kName; TRL's spellings (sigmoid, robust, hinge,
 // bt) are kept as aliases. Parameters follow TRL where TRL has them, each bound to its field once
@@ -299,8 +301,11 @@ inline AnyRewardLoss make_reward_loss(std::string_view spec) {
 
 // An unpaired loss (kto, apo_zero_unpaired) over KtoInputs: completions labelled desirable or
 // undesirable on their own, with the same names and parameters as the paired route.
+// example-begin make_unpaired_loss Unpaired
 //   auto kto = hafrm::make_unpaired_loss("kto:beta=0.2,desirable_weight=1.33");
-//   auto out = kto(hafrm::KtoInputs{.policy = pi, .reference = rho, .desirable = d, .kl = z});
+//   auto z = hafrm::kto_kl_estimate(pi_kl, rho_kl);
+//   auto out = kto(hafrm::KtoInputs{.policy = pi, .reference = rho, .desirable = labels, .kl = z});
+// example-end
 inline AnyUnpairedLoss make_unpaired_loss(std::string_view spec) {
   namespace r = detail::registry;
   return r::make_single(spec, r::unpaired_entries(), "make_unpaired_loss", "unpaired loss");

@@ -1,9 +1,11 @@
 // hafrm/losses/reward.hpp: sequence-level reward-ranking losses on reward-head scores.
 //
+// example-begin reward Rewards
 //   hafrm::RewardInputs in{.chosen = r_c, .rejected = r_r};       // [B] each
 //   auto bt = hafrm::BradleyTerry{.center_coefficient = 0.01}(in);
 //   auto pl = hafrm::PlackettLuce{}(scores);                        // [B, K], best first
 //   auto pl2 = hafrm::PlackettLuce{}(in);                           // K = 2: [chosen, rejected]
+// example-end
 //
 // Metrics: accuracy mean(1[r_c > r_r]), margin mean(r_c - r_r), reward mean/min/max.
 #pragma once

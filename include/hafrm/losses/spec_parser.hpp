@@ -3,8 +3,10 @@
 // comma-separated item without '=' or with ':' starts the next item). The weight may end any part
 // of its item.
 //
+// example-begin parse_loss_spec
 //   auto items = hafrm::parse_loss_spec("sigmoid:beta=0.1,ipo:beta=0.5@0.2");
-//   items[1].name == "ipo";  items[1].params[0] == {"beta", "0.5"};  *items[1].weight == 0.2;
+//   // items[1].name "ipo", items[1].params[0] {"beta", "0.5"}, *items[1].weight 0.2
+// example-end
 //
 // Syntax errors name the spec; unknown names and parameters are the registry's to reject.
 #pragma once

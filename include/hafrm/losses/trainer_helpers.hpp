@@ -2,8 +2,10 @@
 // KTO's KL estimate from mismatched pairs and the aot losses' batch sort. TR-DPO's reference sync
 // works on modules, so it lives in hafrm/model/reference_sync.hpp.
 //
+// example-begin trainer_helpers Unpaired
 //   auto kl_index = hafrm::kto_mismatched_index(n);   // completion of row i-1 for prompt i
 //   in.kl = hafrm::kto_kl_estimate(pi_kl, rho_kl);    // max(0, mean(pi - rho)), no grad
+// example-end
 #pragma once
 
 #include <torch/torch.h>

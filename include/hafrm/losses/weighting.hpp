@@ -1,9 +1,11 @@
 // hafrm/losses/weighting.hpp: how the hybrid loss weighs its two terms at a given step:
 // L = w_R(step) * L_reward + alpha(step) * L_policy.
 //
+// example-begin weighting Policy
 //   hafrm::ConstantWeighting w;                         // HaF defaults: w_R 1, alpha 0.2
 //   hafrm::AlternateWeighting alt{.period = 100};       // HaF code's alternate mode
 //   auto [w_r, alpha] = alt(step);
+// example-end
 #pragma once
 
 #include <cmath>
@@ -20,9 +22,10 @@ struct HybridWeights {
 };
 
 namespace detail {
-inline void check_weights(double reward, double policy, std::string_view fn) {
+inline void check_weights(double reward, double policy, std::string_view fn,
+                          std::string_view policy_arg = "alpha") {
   check_weight(reward, fn, "reward_weight");
-  check_weight(policy, fn, "alpha");
+  check_weight(policy, fn, policy_arg);
 }
 inline void check_step(int64_t step, std::string_view fn) {
   HAFRM_CHECK_ARG(step >= 0, fn, "step", "expected a training step >= 0, got ", step);
@@ -30,13 +33,15 @@ inline void check_step(int64_t step, std::string_view fn) {
 }  // namespace detail
 
 // The paper's runs: fixed w_R = rm_ratio = 1, alpha = dpo_ratio = 0.2.
+// kName: the registry name (make_weighting), which errors and AnyWeighting::name() use.
 struct ConstantWeighting {
   double reward_weight = 1.0;
   double alpha = 0.2;
-  void validate() const { detail::check_weights(reward_weight, alpha, "ConstantWeighting"); }
+  static constexpr const char* kName = "constant";
+  void validate() const { detail::check_weights(reward_weight, alpha, kName); }
   HybridWeights operator()(int64_t step) const {
     validate();
-    detail::check_step(step, "ConstantWeighting");
+    detail::check_step(step, kName);
     return {reward_weight, alpha};
   }
 };
@@ -47,13 +52,14 @@ struct AlternateWeighting {
   int64_t period = 1;
   double reward_weight = 1.0;
   double alpha = 0.2;
+  static constexpr const char* kName = "alternate";
   void validate() const {
-    detail::check_weights(reward_weight, alpha, "AlternateWeighting");
-    HAFRM_CHECK_ARG(period >= 1, "AlternateWeighting", "period", "expected >= 1, got ", period);
+    detail::check_weights(reward_weight, alpha, kName);
+    HAFRM_CHECK_ARG(period >= 1, kName, "period", "expected >= 1, got ", period);
   }
   HybridWeights operator()(int64_t step) const {
     validate();
-    detail::check_step(step, "AlternateWeighting");
+    detail::check_step(step, kName);
     const bool policy_block = (step / period) % 2 == 0;
     return policy_block ? HybridWeights{0.0, alpha} : HybridWeights{reward_weight, 0.0};
   }
@@ -65,14 +71,14 @@ struct LinearWarmupWeighting {
   int64_t warmup_steps = 100;
   double reward_weight = 1.0;
   double alpha = 0.2;
+  static constexpr const char* kName = "warmup";
   void validate() const {
-    detail::check_weights(reward_weight, alpha, "LinearWarmupWeighting");
-    HAFRM_CHECK_ARG(warmup_steps >= 0, "LinearWarmupWeighting", "warmup_steps",
-                    "expected >= 0, got ", warmup_steps);
+    detail::check_weights(reward_weight, alpha, kName);
+    HAFRM_CHECK_ARG(warmup_steps >= 0, kName, "warmup_steps", "expected >= 0, got ", warmup_steps);
   }
   HybridWeights operator()(int64_t step) const {
     validate();
-    detail::check_step(step, "LinearWarmupWeighting");
+    detail::check_step(step, kName);
     if (warmup_steps == 0 || step >= warmup_steps) return {reward_weight, alpha};
     return {reward_weight, alpha * static_cast<double>(step) / static_cast<double>(warmup_steps)};
   }
@@ -84,15 +90,15 @@ struct CosineWeighting {
   double reward_weight = 1.0;
   double alpha_start = 0.2;
   double alpha_end = 0.0;
+  static constexpr const char* kName = "cosine";
   void validate() const {
-    detail::check_weights(reward_weight, alpha_start, "CosineWeighting");
-    detail::check_weight(alpha_end, "CosineWeighting", "alpha_end");
-    HAFRM_CHECK_ARG(total_steps >= 1, "CosineWeighting", "total_steps", "expected >= 1, got ",
-                    total_steps);
+    detail::check_weights(reward_weight, alpha_start, kName, "alpha_start");
+    detail::check_weight(alpha_end, kName, "alpha_end");
+    HAFRM_CHECK_ARG(total_steps >= 1, kName, "total_steps", "expected >= 1, got ", total_steps);
   }
   HybridWeights operator()(int64_t step) const {
     validate();
-    detail::check_step(step, "CosineWeighting");
+    detail::check_step(step, kName);
     const double t = std::min(1.0, static_cast<double>(step) / static_cast<double>(total_steps));
     const double a =
         alpha_end + 0.5 * (alpha_start - alpha_end) * (1.0 + std::cos(std::numbers::pi * t));

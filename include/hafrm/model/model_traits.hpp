@@ -2,14 +2,26 @@
 // input and weight) and per-position rewards out of a user's model.
 //
 // Two ways to plug a model in:
-//  1. give it a member   hafrm::ModelOutputs haf_forward(const torch::Tensor& input_ids,
-//                                                       const torch::Tensor& attention_mask);
-//     (found on the module itself or through a torch::nn::ModuleHolder's operator->), or
-//  2. specialise the trait:
-//       template <> struct hafrm::model_traits<MyModel> {
-//         static hafrm::ModelOutputs forward(MyModel& m, const torch::Tensor& ids,
-//                                            const torch::Tensor& mask) { ... }
-//       };
+//  1. give it a member haf_forward, found on the module itself or through a
+//     torch::nn::ModuleHolder's operator-> (TORCH_MODULE(MyModule) then works as is), or
+// example-begin model_member global
+//   struct MyModuleImpl : torch::nn::Module {
+//     hafrm::ModelOutputs haf_forward(const torch::Tensor& input_ids,
+//                                     const torch::Tensor& attention_mask);
+//   };
+// example-end
+//  2. specialise the trait, for a type you cannot change:
+// example-begin model_trait global
+//   template <> struct hafrm::model_traits<MyModel> {
+//     static hafrm::ModelOutputs forward(MyModel& m, const torch::Tensor& ids,
+//                                        const torch::Tensor& mask) {
+//       return m.run(ids, mask);   // whatever MyModel's own call is
+//     }
+//   };
+// example-end
+// example-begin model_forward TraitModel
+//   hafrm::ModelOutputs out = hafrm::model_forward(my_model, ids, mask);   // either way
+// example-end
 // TorchScript modules: include "hafrm/model/torchscript.hpp" for a ready specialisation.
 #pragma once
 

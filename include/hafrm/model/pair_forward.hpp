@@ -2,10 +2,13 @@
 // yields everything the hybrid loss needs: rewards from the reward head, the policy's summed
 // response log-probs, and the reference's (from a frozen model, or precomputed).
 //
-//   hafrm::PreferenceBatch b{.chosen_ids = ..., .chosen_mask = ..., .chosen_labels = ...,
-//                            .rejected_ids = ..., .rejected_mask = ..., .rejected_labels = ...};
-//   hafrm::PairForward f = hafrm::forward_pair(model, reference_model, b);
+// example-begin forward_pair PairModel
+//   hafrm::PreferenceBatch b{.chosen_ids = ids_c, .chosen_mask = mask_c, .chosen_labels = labels_c,
+//                            .rejected_ids = ids_r, .rejected_mask = mask_r,
+//                            .rejected_labels = labels_r};            // [B, Tc] and [B, Tr]
+//   hafrm::PairForward f = hafrm::forward_pair(model, reference, b);
 //   auto out = hafrm::HybridLoss<>{}(f.rewards, f.policy, step);
+// example-end
 //
 // With PairForwardOptions::keep_token_inputs, f.policy.tokens also holds the per-token log-probs,
 // masks (and the reference's per-token log-probs, and log sum p^2 when

@@ -1,8 +1,10 @@
 // hafrm/model/reference_sync.hpp: TR-DPO's reference update, which works on the models themselves
 // (the one loss-side helper that does; docs/losses.md, "Trainer-side pieces").
 //
+// example-begin reference_sync PairModel
 //   hafrm::ReferenceSync sync{.steps = 512, .alpha = 0.6};              // TR-DPO
-//   if (sync(step, *policy, *reference)) log("reference synced");      // after optimizer.step()
+//   bool synced = sync(step, *model, *reference);   // after optimizer.step(); true every 512
+// example-end
 #pragma once
 
 #include <torch/torch.h>

@@ -1,7 +1,9 @@
 // hafrm/model/reward_readout.hpp: which position's reward-head output is the sequence reward.
 //
-//   auto r = hafrm::read_rewards(token_rewards, attention_mask);                   // last real
-//   token auto f = hafrm::read_rewards(token_rewards, mask, hafrm::RewardReadout::kLastPosition);
+// example-begin read_rewards PairModel
+//   auto r = hafrm::read_rewards(token_rewards, attention_mask);   // at the last real token
+//   auto f = hafrm::read_rewards(token_rewards, mask, hafrm::RewardReadout::kLastPosition);
+// example-end
 #pragma once
 
 #include <torch/torch.h>

@@ -4,8 +4,10 @@
 // optionally, "lm_hidden" and "lm_head_weight" for the fused linear path).
 //
 //   #include <hafrm/model/torchscript.hpp>
-//   torch::jit::Module m = torch::jit::load("model.pt");
+// example-begin torchscript ScriptedModel
+//   torch::jit::Module m = torch::jit::load(path);   // e.g. "model.pt", scripted in Python
 //   auto out = hafrm::model_forward(m, ids, mask);
+// example-end
 #pragma once
 
 #include <torch/script.h>

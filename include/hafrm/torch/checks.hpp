@@ -1,7 +1,9 @@
 // hafrm/torch/checks.hpp: argument checks that every public entry point uses, so that a bad
 // input becomes a c10::Error naming the function, the argument and what was expected.
 //
+// example-begin checks Logits
 //   hafrm::detail::check_floating(logits, "token_logprobs", "logits");
+// example-end
 #pragma once
 
 #include <torch/torch.h>

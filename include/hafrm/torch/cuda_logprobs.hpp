@@ -51,9 +51,12 @@ namespace hafrm {
 // does not synchronise: call it after something that has, e.g. the loss's .item(), to be sure
 // the last step's kernels are covered. Without it the error comes at the next hafrm CUDA call.
 //
-//   auto loss = hafrm_loss(...);  loss.backward();
+// example-begin check_cuda_label_errors Logits
+//   auto loss = -hafrm::token_logprobs(logits, labels).sum();  // any step through hafrm
+//   loss.backward();
 //   float l = loss.item<float>();         // a sync: every kernel of the step has finished
 //   hafrm::check_cuda_label_errors();     // throws if one of them saw a bad label
+// example-end
 #if defined(HAFRM_WITH_CUDA) && HAFRM_WITH_CUDA
 void check_cuda_label_errors();
 #else

@@ -1,8 +1,10 @@
 // hafrm/torch/linear_logprobs.hpp: the LM-head matmul fused with the per-token log-prob, so the
 // [N, V] logits are never stored whole. Only rows whose label is not ignore_index are projected.
 //
+// example-begin linear_token_logprobs Logits
 //   // hidden [B, T, H] (LM-head input), weight [V, H], labels [B, T]
 //   torch::Tensor lp = hafrm::linear_token_logprobs(hidden, weight, labels);
+// example-end
 //
 // The logits are formed in 2-D tiles (a chunk of Ct scored tokens x a block of Vb vocabulary
 // rows, Cut Cross-Entropy style) with LibTorch's BLAS / cuBLAS, so every matmul keeps large

@@ -2,9 +2,11 @@
 // log-prob path (reference, fused CPU, fused CUDA, fused linear), so that all of them serve one
 // API and tests can hold each fast path against the reference.
 //
+// example-begin logprob_options Logits
 //   hafrm::TokenLogProbOptions opts;
 //   opts.return_entropy = true;          // differentiable per-token entropy
 //   auto out = hafrm::compute_token_logprobs(logits, labels, opts);
+// example-end
 #pragma once
 
 #include <torch/torch.h>

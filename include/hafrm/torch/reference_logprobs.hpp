@@ -2,7 +2,9 @@
 // float32 [N, V] log-softmax and is slow; it exists as the oracle every fused kernel is tested
 // against and as the fallback for devices without a fused kernel.
 //
+// example-begin reference_logprobs Logits
 //   auto out = hafrm::detail::reference_token_logprobs(logits, labels, opts);
+// example-end
 #pragma once
 
 #include <torch/torch.h>

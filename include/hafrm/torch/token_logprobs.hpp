@@ -1,9 +1,11 @@
 // hafrm/torch/token_logprobs.hpp: per-token and per-sequence log-probs of labels under logits,
 // without a [tokens, vocab] float32 log-softmax on the fused paths.
 //
+// example-begin token_logprobs Logits
 //   auto [lg, lb] = hafrm::shift_for_causal_lm(logits, labels);  // logits[:, :-1] vs ids[:, 1:]
 //   torch::Tensor lp = hafrm::token_logprobs(lg, lb);            // [B, T-1] float32, 0 if ignored
 //   hafrm::SequenceLogProbs s = hafrm::sequence_logprobs(lg, lb); // .sum, .mean, .count per row
+// example-end
 //
 // Causal LMs, faster: causal_sequence_logprobs(logits, labels) takes the unshifted [B, T, V]
 // logits and labels aligned with the input ids, and gives the same results as the two lines

@@ -5,8 +5,11 @@
 // at run time from what the CPU (and OS) supports. HAFRM_CPU_CAPABILITY=avx2|baseline forces a
 // lower level (for testing, or to compare); asking for more than the CPU has gives what it has.
 //
-//   hafrm::kernels::cpu::CpuCapability c = hafrm::kernels::cpu::cpu_capability();
-//   hafrm::kernels::cpu::set_cpu_capability(CpuCapability::kBaseline);  // tests: one level
+// example-begin cpu_capability CpuLevel
+//   namespace kc = hafrm::kernels::cpu;
+//   kc::CpuCapability c = kc::cpu_capability();        // the level the kernels run at
+//   kc::set_cpu_capability(kc::CpuCapability::kBaseline);  // tests: one level
+// example-end
 #pragma once
 
 #include <atomic>

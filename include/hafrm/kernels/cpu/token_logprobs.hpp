@@ -7,9 +7,12 @@
 // recomputes p = exp(z - lse) block by block and writes g * (onehot(y) - p) [+ the entropy term]
 // in one pass. Rows are split over threads only when the work pays for it (KernelPolicy).
 //
+// example-begin cpu_kernel_forward KernelRows
 //   hafrm::kernels::cpu::RowLayout rows{n, 1, v, 0, v};        // n contiguous rows of v logits
 //   hafrm::kernels::cpu::ForwardOutputs out{.logprob = lp.data()};
+//   auto serial = [](int64_t begin, int64_t end, int64_t /*grain*/, auto&& fn) { fn(begin, end); };
 //   hafrm::kernels::cpu::token_logprobs_forward(logits, rows, labels, {-100, {}}, out, serial);
+// example-end
 //
 // Instruction sets: the row kernels (row_kernels.inc) are compiled three times in every TU that
 // includes this header: AVX-512, AVX2+FMA+F16C (each under `#pragma GCC target`, the Clang

@@ -1,13 +1,18 @@
 // hafrm/kernels/cuda/token_logprobs.cuh: fused per-token log-prob kernels for NVIDIA GPUs.
 // Raw pointers, sizes, strides and a cudaStream_t in, cudaError_t out; no framework types.
+// Over 400 lines as one file because it is compiled as one unit, unchanged, by nvcc
+// (src/hafrm_cuda_ops.cu), by the SASS check and by the CPU emulator (tests/cuda_emu/); the
+// forward, merge and backward kernels share its row machinery (loads, Stats, merges, transforms).
 //
+// example-begin cuda_kernel_forward DeviceRows
 //   hafrm::core::RowLayout rows{1, n, 0, v, v};
 //   hafrm::core::ForwardOutputs out{.logprob = d_lp, .lse = d_lse};
 //   cudaError_t e = hafrm::kernels::cuda::launch_token_logprobs_forward(
 //       d_logits, rows, d_labels, hafrm::core::LogProbParams{}, out, stream);
+// example-end
 //
 // Both kernels are written for the memory-bandwidth limit (bench/README.md has the static
-// projection from the SASS, and tests/cuda_emu/sass_check.cmake keeps it honest in CI):
+// projection from the SASS, and tests/cuda_emu/sass_check.py keeps it honest in CI):
 //   - Each row is read with 16-byte loads, kUnroll of them in flight per thread. A short scalar
 //     prologue peels the elements before the row's first 16-byte boundary (as PyTorch's
 //     SoftMax.cu does), so any V and any row stride keep vector loads for the rest of the row.
