@@ -90,7 +90,9 @@ TEST_CASE("f-divergence scores and the losses that accept them", "[losses]") {
   check_value_and_grad(hafrm::DiscoPop{.beta = beta, .tau = 0.5, .f_divergence = fd},
                        pairwise([=](double pc, double pr, double rc, double rr, double, double) {
                          double z = beta * sd(pc, pr, rc, rr), m = sig(z / 0.5);
-                         return -log_sig(z) * (1 - m) + std::exp(-z) * m;
+                         // exp(-z) m in log space: for z < -709 exp(-z) overflows while m
+                         // underflows to 0, and inf * 0 would make the expected value NaN.
+                         return -log_sig(z) * (1 - m) + std::exp(-z + log_sig(z / 0.5));
                        }),
                        true, sc);
   // a = 1 is the reverse-KL limit, and a = 0 is forward KL.
