@@ -125,4 +125,20 @@ inline std::vector<ProcResult> run_ranks(const std::vector<std::string>& args, i
   return res;
 }
 
+// A fresh directory for one scenario's rank logs: <tmp>/hafrm_<prefix>_<name>_<pid>.
+inline std::filesystem::path scratch(const std::string& prefix, const std::string& name) {
+  auto d = std::filesystem::temp_directory_path() /
+           ("hafrm_" + prefix + "_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(d);
+  return d;
+}
+
+// Every rank's output, labelled, for the failure message.
+inline std::string all_output(const std::vector<ProcResult>& r) {
+  std::string s;
+  for (std::size_t i = 0; i < r.size(); ++i)
+    s += "--- rank " + std::to_string(i) + "\n" + r[i].output;
+  return s;
+}
+
 }  // namespace hafrm::distributed::test

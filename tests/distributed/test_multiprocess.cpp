@@ -13,21 +13,8 @@ namespace ht = hafrm::distributed::test;
 using namespace std::chrono_literals;
 
 namespace {
-
-std::filesystem::path scratch(const std::string& name) {
-  auto d = std::filesystem::temp_directory_path() /
-           ("hafrm_dist_" + name + "_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(d);
-  return d;
-}
-
-std::string all_output(const std::vector<ht::ProcResult>& r) {
-  std::string s;
-  for (std::size_t i = 0; i < r.size(); ++i)
-    s += "--- rank " + std::to_string(i) + "\n" + r[i].output;
-  return s;
-}
-
+std::filesystem::path scratch(const std::string& name) { return ht::scratch("dist", name); }
+using ht::all_output;
 }  // namespace
 
 TEST_CASE("collectives and bucketed gradient mean agree with a local reference", "[distributed]") {

@@ -221,52 +221,17 @@ def main():
         print(f"OK: one of 2 workers SIGKILLed: torchrun ended the run in "
               f"{time.monotonic() - t0:.1f} s, exit {rc}")
 
-        # G: no agent; rank 1 killed; rank 0 must fail on its own within the c10d timeout.
-        port = str(free_port())
-        dist = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+        # G, G2: no agent; rank 1 killed (a closed socket), then rank 1 stopped (SIGSTOP: alive
+        # but silent, what only the timeout reveals); rank 0 must fail on its own either way.
         short = [*long_run, "--dist-timeout", str(DEAD_PEER_TIMEOUT)]
-        with open(f"{d}/G0.log", "w") as log0:
-            p0 = start([a.haf_rm, *short, "--out", f"{d}/G"], {**dist, "RANK": "0"}, log0)
-            p1 = start([a.haf_rm, *short, "--out", f"{d}/G1"], {**dist, "RANK": "1"},
-                       subprocess.DEVNULL)
-            wait_for_steps(f"{d}/G/metrics.jsonl", 2, p0, a.timeout)
-            t0 = time.monotonic()
-            os.killpg(p1.pid, signal.SIGKILL)
-            p1.wait()
-            rc, _ = finish(p0, DEAD_PEER_TIMEOUT + 60, "rank 0 after rank 1 was killed")
-        took = time.monotonic() - t0
-        with open(f"{d}/G0.log") as f:
-            out = f.read()
-        if rc == 0 or "rank 0: a gloo collective failed" not in out:
-            print(out)
-            sys.exit(f"FAILED: rank 0 after its peer died: exit {rc}, expected an error")
-        print(f"OK: without torchrun, rank 1 SIGKILLed: rank 0 failed with an error in {took:.1f} s "
-              f"(--dist-timeout {DEAD_PEER_TIMEOUT}): {last_error_line(out)}")
-
-        # G2: no agent; rank 1 stopped (SIGSTOP: alive but silent, the case a closed socket does
-        # not reveal); rank 0 must fail once the collective's timeout has passed.
-        port = str(free_port())
-        dist = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
-        with open(f"{d}/G2.log", "w") as log0:
-            p0 = start([a.haf_rm, *short, "--out", f"{d}/G2"], {**dist, "RANK": "0"}, log0)
-            p1 = start([a.haf_rm, *short, "--out", f"{d}/G2_1"], {**dist, "RANK": "1"},
-                       subprocess.DEVNULL)
-            wait_for_steps(f"{d}/G2/metrics.jsonl", 2, p0, a.timeout)
-            t0 = time.monotonic()
-            os.killpg(p1.pid, signal.SIGSTOP)
-            try:
-                rc, _ = finish(p0, DEAD_PEER_TIMEOUT + 60, "rank 0 while rank 1 was stopped")
-            finally:
-                os.killpg(p1.pid, signal.SIGKILL)
-                p1.wait()
-        took = time.monotonic() - t0
-        with open(f"{d}/G2.log") as f:
-            out = f.read()
-        if rc == 0 or "rank 0: a gloo collective" not in out:
-            print(out)
-            sys.exit(f"FAILED: rank 0 while its peer was stopped: exit {rc}, expected an error")
-        print(f"OK: without torchrun, rank 1 SIGSTOPped: rank 0 failed in {took:.1f} s "
-              f"(--dist-timeout {DEAD_PEER_TIMEOUT}): {last_error_line(out)}")
+        for name, sig, what in (("G", signal.SIGKILL, "SIGKILLed"),
+                                ("G2", signal.SIGSTOP, "SIGSTOPped")):
+            rc, out, took = peer_fault(a, short, f"{d}/{name}", sig)
+            if rc == 0 or "rank 0: a gloo collective failed" not in out:
+                print(out)
+                sys.exit(f"FAILED: rank 0 after rank 1 was {what}: exit {rc}, expected an error")
+            print(f"OK: without torchrun, rank 1 {what}: rank 0 failed in {took:.1f} s "
+                  f"(--dist-timeout {DEAD_PEER_TIMEOUT}): {last_error_line(out)}")
 
         # H: the store never comes up.
         port = str(free_port())
@@ -279,6 +244,27 @@ def main():
             sys.exit(f"FAILED: unreachable store: exit {rc}, expected an error naming the store")
         print(f"OK: unreachable store: exit {rc} after {time.monotonic() - t0:.1f} s: "
               f"{last_error_line(out)}")
+
+
+def peer_fault(a, args, out_dir, sig):
+    """Starts ranks 0 and 1 of a 2-process run by hand (no torchrun), sends `sig` to rank 1 after
+    two steps, and returns rank 0's exit code, output and the seconds it took to end."""
+    port = str(free_port())
+    dist = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+    with open(f"{out_dir}.log", "w") as log0:
+        p0 = start([a.haf_rm, *args, "--out", out_dir], {**dist, "RANK": "0"}, log0)
+        p1 = start([a.haf_rm, *args, "--out", f"{out_dir}_1"], {**dist, "RANK": "1"},
+                   subprocess.DEVNULL)
+        wait_for_steps(f"{out_dir}/metrics.jsonl", 2, p0, a.timeout)
+        t0 = time.monotonic()
+        os.killpg(p1.pid, sig)
+        try:
+            rc, _ = finish(p0, DEAD_PEER_TIMEOUT + 60, f"rank 0 after rank 1 got signal {sig}")
+        finally:
+            os.killpg(p1.pid, signal.SIGKILL)
+            p1.wait()
+    with open(f"{out_dir}.log") as f:
+        return rc, f.read(), time.monotonic() - t0
 
 
 def last_error_line(out):
