@@ -44,23 +44,12 @@ DEAD_PEER_TIMEOUT = 8  # --dist-timeout (s) of the runs without torchrun (G, G2,
 
 
 def run(cmd, timeout):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    print("+", " ".join(cmd), flush=True)
-    # A session of its own, so a timeout kills torchrun's workers too, not only torchrun.
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True, start_new_session=True)
-    try:
-        out, _ = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        out, _ = p.communicate()
+    """Runs cmd to completion (killed with its whole group after `timeout`); fails unless it
+    exits 0. Returns its output."""
+    rc, out = finish(start(cmd), timeout, " ".join(cmd))
+    if rc != 0:
         print(out)
-        sys.exit(f"FAILED: no result within {timeout} s: {' '.join(cmd)}")
-    if p.returncode != 0:
-        print(out)
-        sys.exit(f"FAILED (exit {p.returncode}): {' '.join(cmd)}")
+        sys.exit(f"FAILED (exit {rc}): {' '.join(cmd)}")
     return out
 
 
