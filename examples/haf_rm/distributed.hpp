@@ -3,10 +3,10 @@
 // Launched by torchrun (`torchrun --no-python --nproc-per-node N haf_rm ...`), every process
 // builds the same model from the seed, trains on its slice of each global batch (per-rank batch
 // x world size), and averages gradients in buckets (all-reduces overlapped with the backward)
-// before clipping and the optimizer step, so all ranks keep identical weights. Reference log-probs and evaluation are split over the ranks
-// and summed back; rank 0 alone writes metrics, checkpoints and the summary. Without the
-// launch variables (or with WORLD_SIZE=1) from_environment() returns null and the trainer runs
-// exactly as a single process always did.
+// before clipping and the optimizer step, so all ranks keep identical weights. Reference log-probs
+// and evaluation are split over the ranks and summed back; rank 0 alone writes metrics, checkpoints
+// and the summary. Without the launch variables (or with WORLD_SIZE=1) from_environment() returns
+// null and the trainer runs exactly as a single process always did.
 //
 //   auto dp = hafrm::examples::rm::DataParallel::from_environment(cfg);  // may rewrite cfg.device
 //   hafrm::examples::rm::Trainer t(cfg, dp);

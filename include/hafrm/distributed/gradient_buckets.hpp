@@ -101,8 +101,8 @@ class GradientBuckets {
       auto acc = torch::autograd::impl::grad_accumulator(params_[i]);
       TORCH_CHECK(acc, "GradientBuckets::attach: parameter ", i,
                   " is not a leaf tensor (it has no gradient accumulator)");
-      acc->add_post_hook(std::make_unique<ReadyHook>(overlap_, this, i,
-                                                     static_cast<std::size_t>(bucket_of[i])));
+      acc->add_post_hook(
+          std::make_unique<ReadyHook>(overlap_, this, i, static_cast<std::size_t>(bucket_of[i])));
       accumulators_.push_back(std::move(acc));
     }
   }
