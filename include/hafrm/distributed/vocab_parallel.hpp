@@ -229,10 +229,7 @@ struct VocabParallelLogProbsFunction : torch::autograd::Function<VocabParallelLo
     if (logits.requires_grad()) {
       ctx->save_for_backward(
           {logits, y_fwd, g.lse, o.return_entropy ? g.entropy : torch::Tensor()});
-      ctx->saved_data["scale"] = o.logit_scale;
-      ctx->saved_data["softcap"] = o.softcap;
-      ctx->saved_data["temperature"] = o.temperature;
-      ctx->saved_data["inplace"] = o.inplace_backward;
+      hafrm::detail::save_backward_options(ctx, o);
     }
     return hafrm::detail::finish_outputs(
         ctx, {keep(g.logprob), keep(g.entropy), o.return_lse ? keep(g.lse) : torch::Tensor(),
@@ -242,20 +239,13 @@ struct VocabParallelLogProbsFunction : torch::autograd::Function<VocabParallelLo
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    TokenLogProbOptions o;
+    auto o = hafrm::detail::load_backward_options(ctx);
     o.ignore_index = kNoIgnore;
-    o.logit_scale = ctx->saved_data["scale"].toDouble();
-    o.softcap = ctx->saved_data["softcap"].toDouble();
-    o.temperature = ctx->saved_data["temperature"].toDouble();
-    o.inplace_backward = ctx->saved_data["inplace"].toBool();
-    const auto& logits = saved[0];
     // Labels -1 (target on another rank) add no one-hot term; kNoIgnore rows get a zero gradient.
     torch::Tensor g_ent =
         grads.size() > 1 && saved[3].defined() && saved[3].numel() > 0 ? grads[1] : torch::Tensor();
-    auto g = logits.is_cuda() ? hafrm::detail::cuda_fused_backward(logits, saved[1], grads[0],
-                                                                   g_ent, saved[2], saved[3], o)
-                              : hafrm::detail::cpu_fused_backward(logits, saved[1], grads[0], g_ent,
-                                                                  saved[2], saved[3], o);
+    auto g = hafrm::detail::fused_backward_any(saved[0], saved[1], grads[0], g_ent, saved[2],
+                                               saved[3], o);
     return {g, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };

@@ -70,11 +70,8 @@ struct VocabParallelLinearFunction : torch::autograd::Function<VocabParallelLine
     auto lse_full = scatter(g.lse), ent_full = scatter(g.entropy);
     if (hidden.requires_grad() || weight.requires_grad()) {
       ctx->save_for_backward({hidden, weight, y, lse_full, ent_full});
-      ctx->saved_data["scale"] = o.logit_scale;
-      ctx->saved_data["softcap"] = o.softcap;
-      ctx->saved_data["temperature"] = o.temperature;
-      ctx->saved_data["chunk_tokens"] = st.tiles.tokens;
-      ctx->saved_data["chunk_vocab"] = st.tiles.vocab;
+      hafrm::detail::save_backward_options(ctx, o);
+      hafrm::detail::save_tiles(ctx, st.tiles);
     }
     return hafrm::detail::finish_outputs(
         ctx, {scatter(g.logprob), ent_full, o.return_lse ? lse_full : torch::Tensor(),
@@ -84,16 +81,12 @@ struct VocabParallelLinearFunction : torch::autograd::Function<VocabParallelLine
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    TokenLogProbOptions o;
-    o.logit_scale = ctx->saved_data["scale"].toDouble();
-    o.softcap = ctx->saved_data["softcap"].toDouble();
-    o.temperature = ctx->saved_data["temperature"].toDouble();
-    const hafrm::detail::LinearTiles tiles{ctx->saved_data["chunk_tokens"].toInt(),
-                                           ctx->saved_data["chunk_vocab"].toInt()};
+    const auto o = hafrm::detail::load_backward_options(ctx);
+    // kNoIgnore: the saved labels were remapped (-1 = target on another rank) before saving.
     auto [gh, gw] = hafrm::detail::linear_backward_tiles(
         saved[0], saved[1], saved[2], kNoIgnore, saved[3], saved[4], grads[0],
-        grads.size() > 1 ? grads[1] : torch::Tensor(), o, tiles, ctx->needs_input_grad(0),
-        ctx->needs_input_grad(1));
+        grads.size() > 1 ? grads[1] : torch::Tensor(), o, hafrm::detail::load_tiles(ctx),
+        ctx->needs_input_grad(0), ctx->needs_input_grad(1));
     return {gh, gw, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };

@@ -19,6 +19,36 @@ inline FusedForward fused_forward_any(const torch::Tensor& logits, const torch::
   return cpu_fused_forward(logits, labels, o, need_lse);
 }
 
+// The backward kernel of the logits' device (forward: fused_forward_any).
+inline torch::Tensor fused_backward_any(const torch::Tensor& z, const torch::Tensor& y,
+                                        const torch::Tensor& g_lp, const torch::Tensor& g_h,
+                                        const torch::Tensor& lse, const torch::Tensor& ent,
+                                        const TokenLogProbOptions& o) {
+  if (z.is_cuda()) return cuda_fused_backward(z, y, g_lp, g_h, lse, ent, o);
+  return cpu_fused_backward(z, y, g_lp, g_h, lse, ent, o);
+}
+
+// What a backward over the fused kernels reads back from its autograd context: the logit
+// transform, ignore_index and the in-place flag. One writer and one reader of those keys for
+// every Function (token, linear, and the vocab-parallel ones in hafrm/distributed).
+inline void save_backward_options(torch::autograd::AutogradContext* ctx,
+                                  const TokenLogProbOptions& o) {
+  ctx->saved_data["ignore_index"] = o.ignore_index;
+  ctx->saved_data["scale"] = o.logit_scale;
+  ctx->saved_data["softcap"] = o.softcap;
+  ctx->saved_data["temperature"] = o.temperature;
+  ctx->saved_data["inplace"] = o.inplace_backward;
+}
+inline TokenLogProbOptions load_backward_options(torch::autograd::AutogradContext* ctx) {
+  TokenLogProbOptions o;
+  o.ignore_index = ctx->saved_data["ignore_index"].toInt();
+  o.logit_scale = ctx->saved_data["scale"].toDouble();
+  o.softcap = ctx->saved_data["softcap"].toDouble();
+  o.temperature = ctx->saved_data["temperature"].toDouble();
+  o.inplace_backward = ctx->saved_data["inplace"].toBool();
+  return o;
+}
+
 // autograd Functions cannot return undefined tensors: outputs not asked for travel as empty
 // placeholders, which unpack_outputs turns back into undefined tensors.
 inline torch::autograd::variable_list finish_outputs(torch::autograd::AutogradContext* ctx,
@@ -58,11 +88,7 @@ struct FusedTokenLogProbsFunction : torch::autograd::Function<FusedTokenLogProbs
     if (grad) {
       ctx->save_for_backward(
           {logits, labels_flat, r.lse, r.entropy.defined() ? r.entropy : torch::Tensor()});
-      ctx->saved_data["ignore_index"] = o.ignore_index;
-      ctx->saved_data["scale"] = o.logit_scale;
-      ctx->saved_data["softcap"] = o.softcap;
-      ctx->saved_data["temperature"] = o.temperature;
-      ctx->saved_data["inplace"] = o.inplace_backward;
+      save_backward_options(ctx, o);
     }
     return finish_outputs(ctx, {r.logprob, r.entropy, o.return_lse ? r.lse : torch::Tensor(),
                                 r.log_sum_p2, r.mean_logit, r.is_argmax});
@@ -71,22 +97,11 @@ struct FusedTokenLogProbsFunction : torch::autograd::Function<FusedTokenLogProbs
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    TokenLogProbOptions o;
-    o.ignore_index = ctx->saved_data["ignore_index"].toInt();
-    o.logit_scale = ctx->saved_data["scale"].toDouble();
-    o.softcap = ctx->saved_data["softcap"].toDouble();
-    o.temperature = ctx->saved_data["temperature"].toDouble();
-    o.inplace_backward = ctx->saved_data["inplace"].toBool();
-    const auto& logits = saved[0];
+    const auto o = load_backward_options(ctx);
     // The entropy slot's gradient only counts when entropy was really computed (saved[3]).
     torch::Tensor grad_entropy =
         grads.size() > 1 && saved[3].defined() && saved[3].numel() > 0 ? grads[1] : torch::Tensor();
-    torch::Tensor g;
-    if (logits.is_cuda()) {
-      g = cuda_fused_backward(logits, saved[1], grads[0], grad_entropy, saved[2], saved[3], o);
-    } else {
-      g = cpu_fused_backward(logits, saved[1], grads[0], grad_entropy, saved[2], saved[3], o);
-    }
+    auto g = fused_backward_any(saved[0], saved[1], grads[0], grad_entropy, saved[2], saved[3], o);
     return {g, torch::Tensor(), torch::Tensor()};
   }
 };

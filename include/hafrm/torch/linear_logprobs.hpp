@@ -61,6 +61,15 @@ inline torch::Tensor block_labels(const torch::Tensor& y, int64_t v0, int64_t v1
 // asked for in `o` stays undefined). Shared by the fused linear path and the vocabulary-parallel
 // one (hafrm/distributed/vocab_parallel_linear.hpp), which passes labels outside [0, V) for rows
 // whose target lives on another rank: their `target` is 0.
+// The tile sizes a linear Function's backward recomputes with (those of its forward).
+inline void save_tiles(torch::autograd::AutogradContext* ctx, const LinearTiles& t) {
+  ctx->saved_data["chunk_tokens"] = t.tokens;
+  ctx->saved_data["chunk_vocab"] = t.vocab;
+}
+inline LinearTiles load_tiles(torch::autograd::AutogradContext* ctx) {
+  return {ctx->saved_data["chunk_tokens"].toInt(), ctx->saved_data["chunk_vocab"].toInt()};
+}
+
 struct LinearRowStats {
   torch::Tensor idx;  // [M] int64: the scored rows
   torch::Tensor lse, entropy, log_sum_p2, mean_logit;
@@ -192,10 +201,8 @@ inline std::pair<torch::Tensor, torch::Tensor> linear_backward_tiles(
       const int64_t v1 = std::min(V, v0 + Vb);
       auto wb = weight.slice(0, v0, v1).to(ct);
       auto z = torch::mm(hc, wb.t());
-      auto dz = z.is_cuda() ? cuda_fused_backward(z, block_labels(yc, v0, v1), sl(g_lp), sl(g_h),
-                                                  sl(lse), sl(ent), o)
-                            : cpu_fused_backward(z, block_labels(yc, v0, v1), sl(g_lp), sl(g_h),
-                                                 sl(lse), sl(ent), o);
+      auto dz =
+          fused_backward_any(z, block_labels(yc, v0, v1), sl(g_lp), sl(g_h), sl(lse), sl(ent), o);
       if (need_h) grad_hc.addmm_(dz.to(acc), wb.to(acc));
       if (need_w) grad_w.slice(0, v0, v1).addmm_(dz.t().to(acc), hc_acc);
     }
@@ -232,12 +239,8 @@ struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogPro
     if (grad) {
       ctx->save_for_backward(
           {hidden, weight, labels, lse_full, want_h ? ent_full : torch::Tensor()});
-      ctx->saved_data["ignore_index"] = o.ignore_index;
-      ctx->saved_data["scale"] = o.logit_scale;
-      ctx->saved_data["softcap"] = o.softcap;
-      ctx->saved_data["temperature"] = o.temperature;
-      ctx->saved_data["chunk_tokens"] = st.tiles.tokens;
-      ctx->saved_data["chunk_vocab"] = st.tiles.vocab;
+      save_backward_options(ctx, o);
+      save_tiles(ctx, st.tiles);
     }
     return finish_outputs(
         ctx, {lp, ent_full, o.return_lse ? lse_full : torch::Tensor(),
@@ -249,16 +252,11 @@ struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogPro
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    TokenLogProbOptions o;
-    o.logit_scale = ctx->saved_data["scale"].toDouble();
-    o.softcap = ctx->saved_data["softcap"].toDouble();
-    o.temperature = ctx->saved_data["temperature"].toDouble();
-    const LinearTiles tiles{ctx->saved_data["chunk_tokens"].toInt(),
-                            ctx->saved_data["chunk_vocab"].toInt()};
-    auto [gh, gw] = linear_backward_tiles(
-        saved[0], saved[1], saved[2], ctx->saved_data["ignore_index"].toInt(), saved[3], saved[4],
-        grads[0], grads.size() > 1 ? grads[1] : torch::Tensor(), o, tiles, ctx->needs_input_grad(0),
-        ctx->needs_input_grad(1));
+    const auto o = load_backward_options(ctx);
+    auto [gh, gw] =
+        linear_backward_tiles(saved[0], saved[1], saved[2], o.ignore_index, saved[3], saved[4],
+                              grads[0], grads.size() > 1 ? grads[1] : torch::Tensor(), o,
+                              load_tiles(ctx), ctx->needs_input_grad(0), ctx->needs_input_grad(1));
     return {gh, gw, torch::Tensor(), torch::Tensor()};
   }
 };
