@@ -286,6 +286,10 @@ inline std::unique_ptr<CLI::App> make_app(TrainConfig& c) {
       ->transform(integer_in<int64_t>(1, 1 << 30))
       ->capture_default_str()
       ->group("distributed");
+  app->add_flag("--vocab-parallel", c.vocab_parallel,
+                "under torchrun: split the LM head's vocabulary over the processes instead of "
+                "the batch (every rank takes the whole --batch-size; no effect in one process)")
+      ->group("distributed");
   app->add_option("--dist-timeout", c.dist_timeout_s,
                   "data parallel: seconds before a store connection or collective fails (a "
                   "dead or stuck rank ends the others with an error)")
@@ -376,6 +380,7 @@ inline int run_cli(const std::vector<std::string>& args) {
     DataParallelOptions dpo;
     dpo.timeout = std::chrono::seconds(cfg.dist_timeout_s);
     dpo.bucket_bytes = cfg.bucket_kb << 10;
+    dpo.vocab_parallel = cfg.vocab_parallel;
     auto dp = DataParallel::from_environment(cfg.device, dpo);
     Trainer trainer(cfg, dp);
     return trainer.run();

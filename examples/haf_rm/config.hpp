@@ -69,6 +69,7 @@ struct TrainConfig {
   // Data parallel (under torchrun; see distributed.hpp). batch_size is per rank.
   int64_t bucket_kb = 25 << 10;  // gradient all-reduce bucket size, KiB
   int64_t dist_timeout_s = 300;  // c10d store and collective timeout
+  bool vocab_parallel = false;   // split the LM head's vocabulary over the ranks, not the batch
 };
 
 // Checks a TrainConfig built in code (tests, other programs); the command line's validators
@@ -89,6 +90,11 @@ inline void validate_config(const TrainConfig& c) {
   if (c.log_every < 1) fail("--log-every must be >= 1");
   if (c.checkpoint_every < 0 || c.eval_every < 0)
     fail("--checkpoint-every and --eval-every must be >= 0");
+  if (c.vocab_parallel && c.logprob_backend != "fused")
+    fail(
+        "--vocab-parallel computes log-probs with the fused kernels; it cannot be combined with "
+        "--logprob-backend " +
+        c.logprob_backend);
 }
 
 inline PromptTemplate template_by_name(const std::string& name) {

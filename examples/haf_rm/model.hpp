@@ -16,6 +16,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
@@ -198,13 +199,33 @@ struct HafTransformerImpl : torch::nn::Module {
     hafrm::ModelOutputs out;
     out.token_rewards = score(h).squeeze(-1);  // pre-norm hidden state
     auto normed = final_norm(h);
+    const bool whole = head_rows.first == 0 && head_rows.second == config.vocab_size;
+    auto weight =
+        whole ? lm_head->weight
+              : lm_head->weight.narrow(0, head_rows.first, head_rows.second - head_rows.first);
     if (config.fused_lm_head) {
       out.lm_hidden = normed;
-      out.lm_head_weight = lm_head->weight;
+      out.lm_head_weight = weight;
     } else {
-      out.logits = lm_head(normed);
+      out.logits =
+          whole ? lm_head(normed)
+                : torch::nn::functional::linear(head_input ? head_input(normed) : normed, weight);
     }
     return out;
+  }
+
+  // Vocab parallel (distributed.hpp): haf_forward returns rows [first, last) of the LM head
+  // only: those weight rows on the fused path, that slice of the logits otherwise, where
+  // `input_hook` (a gradient all-reduce over the ranks) is applied to the head's input first.
+  // Not part of the config: the parameters and the function computed over all ranks are the same.
+  void shard_lm_head(int64_t first, int64_t last,
+                     std::function<torch::Tensor(const torch::Tensor&)> input_hook = {}) {
+    if (!(0 <= first && first < last && last <= config.vocab_size))
+      throw std::invalid_argument("shard_lm_head: rows [" + std::to_string(first) + ", " +
+                                  std::to_string(last) + ") are not a non-empty range of [0, " +
+                                  std::to_string(config.vocab_size) + ")");
+    head_rows = {first, last};
+    head_input = std::move(input_hook);
   }
 
   ModelConfig config;
@@ -213,6 +234,8 @@ struct HafTransformerImpl : torch::nn::Module {
   torch::nn::ModuleList blocks{nullptr};
   torch::nn::LayerNorm final_norm{nullptr};
   torch::nn::Linear lm_head{nullptr}, score{nullptr};
+  std::pair<int64_t, int64_t> head_rows{0, config.vocab_size};
+  std::function<torch::Tensor(const torch::Tensor&)> head_input;
 };
 TORCH_MODULE(HafTransformer);
 
@@ -225,6 +248,7 @@ inline HafTransformer frozen_copy(const HafTransformer& model) {
   for (auto& p : ref->parameters()) p.requires_grad_(false);
   ref->to(model->parameters().front().device());
   ref->eval();
+  ref->head_rows = model->head_rows, ref->head_input = model->head_input;
   return ref;
 }
 

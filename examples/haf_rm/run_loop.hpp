@@ -85,7 +85,16 @@ inline std::string describe_run(const TrainState& st) {
   s += "\n  steps " + std::to_string(cfg.steps) + " x batch " + std::to_string(cfg.batch_size) +
        " x accum " + std::to_string(cfg.grad_accum) + ", lr " + detail::fmt("%g", cfg.lr) +
        ", seed " + std::to_string(cfg.seed);
-  if (st.dp)
+  if (st.dp && st.dp->vocab_parallel()) {
+    const auto V = st.model->config.vocab_size;
+    const auto [v0, v1] = st.dp->vocab_range(V);
+    s += "\n  vocab parallel: " + std::to_string(st.dp->world_size()) + " processes (" +
+         st.dp->backend_name() + "), LM head rows [" + std::to_string(v0) + ", " +
+         std::to_string(v1) + ") of " + std::to_string(V) + " on rank 0, global batch " +
+         std::to_string(st.global_batch()) + ", " +
+         std::to_string(st.dp->allreduce_bytes_per_step()) +
+         " bytes of LM-head gradient summed per step";
+  } else if (st.dp)
     s += "\n  data parallel: " + std::to_string(st.world()) + " processes (" +
          st.dp->backend_name() + "), global batch " + std::to_string(st.global_batch()) + ", " +
          std::to_string(st.dp->num_buckets()) + " gradient buckets, " +

@@ -88,7 +88,17 @@ struct TrainState {
     model = HafTransformer(mc);
     model->to(device);
     reference = frozen_copy(model);
-    if (dp) dp->attach(model->parameters());
+    if (dp && dp->vocab_parallel()) {
+      // Every rank computes its rows of the LM head, for the policy and the reference alike.
+      const auto [v0, v1] = dp->vocab_range(mc.vocab_size);
+      forward_options.model_logprobs =
+          dp->attach_vocab_parallel(mc.vocab_size, model->lm_head->weight);
+      auto hook = [d = dp.get()](const torch::Tensor& x) { return d->reduce_grad_over_shards(x); };
+      model->shard_lm_head(v0, v1, hook);
+      reference->shard_lm_head(v0, v1, hook);
+    } else if (dp) {
+      dp->attach(model->parameters());
+    }
 
     // Weight decay on weight matrices only; biases and LayerNorm parameters (1-d) are not
     // decayed, as usual for transformers.
@@ -116,7 +126,8 @@ struct TrainState {
     if (cfg.reference == "precompute") train_refs = reference_sums(train);
   }
 
-  int world() const { return dp ? dp->world_size() : 1; }
+  // The processes that split the batch (1 under --vocab-parallel, which splits the LM head).
+  int world() const { return dp ? dp->data_world_size() : 1; }
   int64_t global_batch() const { return cfg.batch_size * world(); }
   // This rank's share [first, last) of n items (all of them for one process).
   std::pair<int64_t, int64_t> share(int64_t n) const {

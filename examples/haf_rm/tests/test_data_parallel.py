@@ -18,6 +18,10 @@ G = 2 processes started without torchrun (RANK/WORLD_SIZE/MASTER_* set by hand),
     SIGKILLed mid-run: rank 0 must fail with an error within --dist-timeout plus a margin.
 G2 = the same with rank 1 SIGSTOPped (alive, silent): rank 0 fails on the collective's timeout.
 H = rank 1 alone, its store (rank 0) never started: fails naming the store within the timeout.
+
+And the vocab-parallel trainer: V = torchrun 2 processes --vocab-parallel (batch 8 on both ranks,
+the LM head's rows split) for 6 steps, W = 1 process resuming V to step 12, VL = the same on the
+logits path with --reference model; all must equal A.
 """
 import argparse
 import json
@@ -174,6 +178,26 @@ def main():
 
         torchrun2 = [a.torchrun, "--no-python", "--standalone", "--nproc-per-node", "2", a.haf_rm]
         long_run = [*COMMON, "--steps", str(LONG), "--batch-size", "4"]
+
+        # V + W: --vocab-parallel (both ranks take the global batch of 8 and split the LM head's
+        # vocabulary), then a 1-process resume of its checkpoint; VL: the same on the logits path
+        # (the model returns its logits shard) with the reference model run in every step.
+        out = run([*torchrun2, *COMMON, "--steps", "6", "--batch-size", "8", "--vocab-parallel",
+                   "--out", f"{d}/V"], a.timeout)
+        if "vocab parallel: 2 processes (gloo), LM head rows [0, 128) of 257" not in out:
+            print(out)
+            sys.exit("FAILED: rank 0 did not report the 2-process vocab-parallel set-up")
+        run([a.haf_rm, *COMMON, "--batch-size", "8", "--out", f"{d}/W",
+             "--resume", f"{d}/V/checkpoint.pt"], a.timeout)
+        v, w = losses(f"{d}/V/metrics.jsonl"), losses(f"{d}/W/metrics.jsonl")
+        got = {**{s: x for s, x in v.items() if s <= 6}, **{s: x for s, x in w.items() if s > 6}}
+        worst = compare(ref, got, range(1, 13), "vocab parallel V + W")
+        run([*torchrun2, *COMMON, "--batch-size", "8", "--vocab-parallel", "--logits",
+             "--reference", "model", "--out", f"{d}/VL"], a.timeout)
+        worst_l = compare(ref, losses(f"{d}/VL/metrics.jsonl"), range(1, 13), "vocab parallel VL")
+        print(f"OK: --vocab-parallel, 2 processes (steps 1-6) + 1-process resume (7-12): worst "
+              f"relative difference {worst:.2e}; on the logits path with the reference model: "
+              f"{worst_l:.2e} (tolerance {RTOL})")
 
         # D + E: Ctrl-C under torchrun, then resume with torchrun.
         p = start([*torchrun2, *long_run, "--out", f"{d}/D"])

@@ -360,6 +360,21 @@ TEST_CASE("the model has the HaF architecture and both LM-head paths agree", "[h
   CHECK(torch::allclose(a.lm_hidden.index({Slice(), Slice(0, 5)}),
                         a2.lm_hidden.index({Slice(), Slice(0, 5)})));
   CHECK_FALSE(torch::allclose(a.lm_hidden.index({Slice(), 5}), a2.lm_hidden.index({Slice(), 5})));
+
+  // A vocab-parallel rank's rows of the head: the weight rows on the fused path, the logits'
+  // columns (after the input hook) otherwise; the reference copy keeps the rows.
+  int hook_calls = 0;
+  auto hook = [&hook_calls](const torch::Tensor& x) { return ++hook_calls, x; };
+  fused->shard_lm_head(7, 19);
+  full->shard_lm_head(7, 19, hook);
+  auto fs = fused->haf_forward(ids, mask), ls = full->haf_forward(ids, mask);
+  CHECK(torch::equal(fs.lm_head_weight, fused->lm_head->weight.narrow(0, 7, 12)));
+  CHECK(torch::allclose(ls.logits, b.logits.narrow(-1, 7, 12), 1e-5, 1e-6));
+  CHECK(hook_calls == 1);
+  CHECK(rm::frozen_copy(fused)->head_rows == std::pair<int64_t, int64_t>{7, 19});
+  for (auto [first, last] : {std::pair<int64_t, int64_t>{-1, 5}, {5, 5}, {3, 31}})
+    CHECK_THROWS_WITH(fused->shard_lm_head(first, last),
+                      Contains("shard_lm_head") && Contains("of [0, 30)"));
 }
 
 TEST_CASE("the command line trains, evaluates and writes its files on tiny data", "[haf_rm][cli]") {
@@ -581,6 +596,17 @@ TEST_CASE("the command line keeps its option names, defaults and both value form
     CHECK_THAT(usage, Contains(name));
   }
   CHECK_THAT(usage, Contains("INT:[1, 4096]") && Contains("{bt,haf,dpo}"));
+  for (const char* name : {"--vocab-parallel", "--bucket-kb", "--dist-timeout"}) {
+    CAPTURE(name);
+    CHECK_THAT(usage, Contains(name));
+  }
+  CHECK(rm::parse_args({"--vocab-parallel"}).vocab_parallel);
+  CHECK_FALSE(p.vocab_parallel);
+  // The vocab-parallel path runs the fused kernels only.
+  auto vp = rm::parse_args({"--vocab-parallel"});
+  vp.logprob_backend = "reference";
+  CHECK_THROWS_WITH(rm::validate_config(vp),
+                    Contains("--vocab-parallel") && Contains("--logprob-backend reference"));
 }
 
 TEST_CASE("stale checkpoint temporaries of dead writers are removed at start, nothing else",
