@@ -41,3 +41,17 @@ TEST_CASE("vocab-parallel bad inputs raise errors naming the argument on every r
   }
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("vocab-parallel log-probs over tensor-parallel subgroups (Communicator::split)",
+          "[vocab_parallel]") {
+  const int world = GENERATE(2, 3);
+  const auto dir = scratch("groups" + std::to_string(world));
+  const auto res = ht::run_ranks({ht::self_exe().string(), "--child", "vocab_subgroups"}, world,
+                                 ht::free_port(), dir, 150s, {"HAFRM_TEST_TIMEOUT_MS=30000"});
+  INFO(all_output(res));
+  for (const auto& r : res) {
+    CHECK(r.exit_code == 0);
+    CHECK(r.output.find("expected error (negative color)") != std::string::npos);
+  }
+  std::filesystem::remove_all(dir);
+}

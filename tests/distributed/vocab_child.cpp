@@ -328,12 +328,47 @@ void bad_inputs(const std::shared_ptr<hd::Communicator>& comm) {
   comm->barrier();
 }
 
+// Tensor-parallel groups inside the world (Communicator::split): colors rank % 2, so 3 ranks
+// form {0, 2} and {1} and 2 ranks two groups of one. Each group sums over its own members only,
+// runs every vocab-parallel path over its members, and a second split gets fresh connections.
+void subgroups(const std::shared_ptr<hd::Communicator>& comm) {
+  const int r = comm->rank(), W = comm->world_size();
+  auto tp = comm->split(r % 2);
+  int64_t want_size = 0, want_rank = 0, want_sum = 0;
+  for (int q = 0; q < W; ++q)
+    if (q % 2 == r % 2) want_rank += q < r, ++want_size, want_sum += q + 1;
+  if (tp->world_size() != want_size || tp->rank() != want_rank)
+    throw Failure{"split: group rank " + std::to_string(tp->rank()) + " of " +
+                  std::to_string(tp->world_size()) + ", expected " + std::to_string(want_rank) +
+                  " of " + std::to_string(want_size)};
+  auto t = torch::full({1}, static_cast<double>(r + 1), torch::kDouble);
+  tp->allreduce_(t);
+  if (t.item<double>() != static_cast<double>(want_sum))
+    throw Failure{"split: group sum " + std::to_string(t.item<double>()) + ", expected " +
+                  std::to_string(want_sum)};
+  const auto [b, e] = chunk_of(tp->rank(), tp->world_size());
+  auto vp = hd::VocabParallel::create(tp, b, e);
+  if (vp.vocab_size() != kV) throw Failure{"group vocab_size " + std::to_string(vp.vocab_size())};
+  token_path(vp);
+  linear_path(vp);
+  pair_forward(vp);
+  auto all = comm->split(0);  // everyone again, over new connections
+  if (all->world_size() != W || all->rank() != r) throw Failure{"split(0) is not the world"};
+  if (all->allreduce(1.0) != static_cast<double>(W)) throw Failure{"split(0) sum"};
+  expect_error([&] { comm->split(-1); }, {"'color'", "must be >= 0"}, "negative color");
+  comm->barrier();
+}
+
 }  // namespace
 
 int run_vocab_child(const std::string& scenario, const std::shared_ptr<hd::Communicator>& comm) {
   try {
     if (scenario == "vocab_bad_input") {
       bad_inputs(comm);
+      return 0;
+    }
+    if (scenario == "vocab_subgroups") {
+      subgroups(comm);
       return 0;
     }
     const auto [b, e] = chunk_of(comm->rank(), comm->world_size());

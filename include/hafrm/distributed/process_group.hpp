@@ -10,6 +10,7 @@
 //     auto comm = hafrm::distributed::Communicator::create(*env, {.timeout = 60s});
 //     auto t = torch::ones({4});
 //     comm->allreduce_(t);                                           // sum over the ranks
+//     auto tp = comm->split(comm->rank() / 2);  // tensor-parallel pairs {0,1}, {2,3}, ...
 //   }
 //
 // Needs the hafrm::distributed CMake target (USE_C10D_GLOO and the Gloo headers).
@@ -32,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "hafrm/torch/checks.hpp"
 #include "launch_env.hpp"
 
 #ifndef USE_C10D_GLOO
@@ -58,6 +60,7 @@ class Communicator {
                                               const CommunicatorOptions& opt = {}) {
     auto c = std::shared_ptr<Communicator>(new Communicator());
     c->rank_ = env.rank, c->world_size_ = env.world_size, c->local_rank_ = env.local_rank;
+    c->launch_rank_ = env.rank;
     c->device_ = opt.device;
     c10d::TCPStoreOptions so;
     so.port = static_cast<std::uint16_t>(env.master_port);
@@ -76,33 +79,39 @@ class Communicator {
     c->store_ = c10::make_intrusive<c10d::PrefixStore>(
         "hafrm/attempt_" + std::to_string(env.restart_count), tcp);
 
-    const bool nccl = opt.backend == BackendKind::kNccl ||
-                      (opt.backend == BackendKind::kAuto && opt.device.is_cuda());
-    if (nccl) {
-#ifdef USE_C10D_NCCL
-      TORCH_CHECK(opt.device.is_cuda(), "Communicator: the NCCL backend needs a CUDA device");
-      c10::cuda::set_device(opt.device.index());
-      auto o = c10d::ProcessGroupNCCL::Options::create();
-      o->timeout = opt.timeout;
-      c->backend_ =
-          c10::make_intrusive<c10d::ProcessGroupNCCL>(c->store_, env.rank, env.world_size, o);
-      c->backend_name_ = "nccl";
-#else
-      throw std::invalid_argument(
-          "Communicator: NCCL requested (device " + opt.device.str() +
-          ") but hafrm was built without it (a CUDA build finds the wheel's nccl.h)");
-#endif
-    } else {
-      TORCH_CHECK(!opt.device.is_cuda(),
-                  "Communicator: the Gloo backend here works on CPU tensors; device ",
-                  opt.device.str(), " needs NCCL");
-      auto o = c10d::ProcessGroupGloo::Options::create(opt.timeout);
-      o->devices.push_back(gloo_device(env.master_addr));
-      c->backend_ =
-          c10::make_intrusive<c10d::ProcessGroupGloo>(c->store_, env.rank, env.world_size, o);
-      c->backend_name_ = "gloo";
-    }
+    c->master_addr_ = env.master_addr;
+    c->options_ = opt;
+    c->backend_ = c->make_backend();
     c->timeout_ = opt.timeout;
+    return c;
+  }
+
+  // Collective over this group: every rank calls it with a color >= 0 and gets the group of the
+  // ranks that gave the same color, numbered in this group's rank order (MPI_Comm_split with the
+  // rank as key; torch.distributed.new_subgroups_by_enumeration). Tensor-parallel groups of size
+  // tp over data-parallel ones: split(rank() / tp) and split(rank() % tp). The new group has its
+  // own store prefix and connections, the same backend, device and timeout; the colors travel
+  // in one all-reduce, so a rank that does not call it makes the others fail on the timeout.
+  std::shared_ptr<Communicator> split(int color) {
+    HAFRM_CHECK_ARG(color >= 0, "distributed::Communicator::split", "color",
+                    "must be >= 0 (the ranks of one color form one group), got ", color);
+    std::vector<double> colors(static_cast<std::size_t>(world_size_), 0.0);
+    colors[static_cast<std::size_t>(rank_)] = static_cast<double>(color) + 1.0;  // 0: unset
+    colors = allreduce(std::move(colors));
+    auto c = std::shared_ptr<Communicator>(new Communicator(*this));
+    c->world_size_ = 0;
+    for (int r = 0; r < world_size_; ++r) {
+      if (colors[static_cast<std::size_t>(r)] != colors[static_cast<std::size_t>(rank_)]) continue;
+      if (r == rank_) c->rank_ = c->world_size_;
+      ++c->world_size_;
+    }
+    TORCH_INTERNAL_ASSERT(c->world_size_ >= 1, "Communicator::split: this rank's own color lost");
+    // Every rank of the parent counts its splits alike (split is collective), so the prefix is
+    // the same within a new group and differs between groups and between successive splits.
+    c->store_ = c10::make_intrusive<c10d::PrefixStore>(
+        "split_" + std::to_string(splits_++) + "_color_" + std::to_string(color), store_);
+    c->splits_ = 0;
+    c->backend_ = c->make_backend();
     return c;
   }
 
@@ -137,13 +146,13 @@ class Communicator {
     try {
       done = w->wait(timeout_);
     } catch (const std::exception& e) {
-      throw std::runtime_error("rank " + std::to_string(rank_) + ": a " + backend_name_ +
+      throw std::runtime_error("rank " + std::to_string(launch_rank_) + ": a " + backend_name_ +
                                " collective failed (a peer exited or stopped answering, or the "
                                "network failed): " +
                                without_backtrace(e));
     }
     if (!done)
-      throw std::runtime_error("rank " + std::to_string(rank_) + ": a " + backend_name_ +
+      throw std::runtime_error("rank " + std::to_string(launch_rank_) + ": a " + backend_name_ +
                                " collective did not finish within " +
                                std::to_string(timeout_.count()) + " ms");
   }
@@ -167,6 +176,35 @@ class Communicator {
 
  private:
   Communicator() = default;
+  Communicator(const Communicator&) = default;  // split() starts from its parent's settings
+
+  // The process group over store_ for rank_ of world_size_, of the kind options_ asks for.
+  c10::intrusive_ptr<c10d::Backend> make_backend() {
+    const auto& opt = options_;
+    const bool nccl = opt.backend == BackendKind::kNccl ||
+                      (opt.backend == BackendKind::kAuto && opt.device.is_cuda());
+    if (nccl) {
+#ifdef USE_C10D_NCCL
+      TORCH_CHECK(opt.device.is_cuda(), "Communicator: the NCCL backend needs a CUDA device");
+      c10::cuda::set_device(opt.device.index());
+      auto o = c10d::ProcessGroupNCCL::Options::create();
+      o->timeout = opt.timeout;
+      backend_name_ = "nccl";
+      return c10::make_intrusive<c10d::ProcessGroupNCCL>(store_, rank_, world_size_, o);
+#else
+      throw std::invalid_argument(
+          "Communicator: NCCL requested (device " + opt.device.str() +
+          ") but hafrm was built without it (a CUDA build finds the wheel's nccl.h)");
+#endif
+    }
+    TORCH_CHECK(!opt.device.is_cuda(),
+                "Communicator: the Gloo backend here works on CPU tensors; device ",
+                opt.device.str(), " needs NCCL");
+    auto o = c10d::ProcessGroupGloo::Options::create(opt.timeout);
+    o->devices.push_back(gloo_device(master_addr_));
+    backend_name_ = "gloo";
+    return c10::make_intrusive<c10d::ProcessGroupGloo>(store_, rank_, world_size_, o);
+  }
 
   // c10::Error's what() carries a C++ backtrace of LibTorch's frames: noise in a user's error.
   static std::string without_backtrace(const std::exception& e) {
@@ -185,9 +223,13 @@ class Communicator {
   }
 
   int rank_ = 0, world_size_ = 1, local_rank_ = 0;
+  int launch_rank_ = 0;  // RANK as torchrun set it: what errors name, in a split group too
   torch::Device device_{torch::kCPU};
   std::string backend_name_;
   std::chrono::milliseconds timeout_{0};
+  std::string master_addr_;
+  CommunicatorOptions options_;
+  int splits_ = 0;  // split() calls so far: part of each new group's store prefix
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<c10d::Backend> backend_;
 };
