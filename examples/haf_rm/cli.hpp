@@ -287,8 +287,15 @@ inline std::unique_ptr<CLI::App> make_app(TrainConfig& c) {
       ->capture_default_str()
       ->group("distributed");
   app->add_flag("--vocab-parallel", c.vocab_parallel,
-                "under torchrun: split the LM head's vocabulary over the processes instead of "
-                "the batch (every rank takes the whole --batch-size; no effect in one process)")
+                "under torchrun: split the LM head's vocabulary over the processes (or over each "
+                "group of --vocab-parallel-size) instead of the batch; --batch-size is per group. "
+                "No effect in one process")
+      ->group("distributed");
+  app->add_option("--vocab-parallel-size", c.vocab_parallel_size,
+                  "with --vocab-parallel: processes per LM-head group (consecutive ranks; must "
+                  "divide the number of processes); the groups split the batch. 0: all of them")
+      ->transform(integer_in<int64_t>(0, 1 << 20))
+      ->capture_default_str()
       ->group("distributed");
   app->add_option("--dist-timeout", c.dist_timeout_s,
                   "data parallel: seconds before a store connection or collective fails (a "
@@ -381,6 +388,7 @@ inline int run_cli(const std::vector<std::string>& args) {
     dpo.timeout = std::chrono::seconds(cfg.dist_timeout_s);
     dpo.bucket_bytes = cfg.bucket_kb << 10;
     dpo.vocab_parallel = cfg.vocab_parallel;
+    dpo.vocab_parallel_size = cfg.vocab_parallel_size;
     auto dp = DataParallel::from_environment(cfg.device, dpo);
     Trainer trainer(cfg, dp);
     return trainer.run();

@@ -67,9 +67,10 @@ struct TrainConfig {
   std::string progress = "auto";  // auto | bar | plain | none
   std::string resume;             // checkpoint to continue from
   // Data parallel (under torchrun; see distributed.hpp). batch_size is per rank.
-  int64_t bucket_kb = 25 << 10;  // gradient all-reduce bucket size, KiB
-  int64_t dist_timeout_s = 300;  // c10d store and collective timeout
-  bool vocab_parallel = false;   // split the LM head's vocabulary over the ranks, not the batch
+  int64_t bucket_kb = 25 << 10;     // gradient all-reduce bucket size, KiB
+  int64_t dist_timeout_s = 300;     // c10d store and collective timeout
+  bool vocab_parallel = false;      // split the LM head's vocabulary over groups of ranks
+  int64_t vocab_parallel_size = 0;  // ranks per group (0: all); the groups split the batch
 };
 
 // Checks a TrainConfig built in code (tests, other programs); the command line's validators
@@ -90,6 +91,10 @@ inline void validate_config(const TrainConfig& c) {
   if (c.log_every < 1) fail("--log-every must be >= 1");
   if (c.checkpoint_every < 0 || c.eval_every < 0)
     fail("--checkpoint-every and --eval-every must be >= 0");
+  if (c.vocab_parallel_size < 0) fail("--vocab-parallel-size must be >= 0");
+  if (c.vocab_parallel_size > 0 && !c.vocab_parallel)
+    fail("--vocab-parallel-size " + std::to_string(c.vocab_parallel_size) +
+         " needs --vocab-parallel");
   if (c.vocab_parallel && c.logprob_backend != "fused")
     fail(
         "--vocab-parallel computes log-probs with the fused kernels; it cannot be combined with "

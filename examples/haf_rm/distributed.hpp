@@ -1,4 +1,5 @@
-// distributed.hpp: the data-parallel glue of the haf_rm trainer, over hafrm/distributed (c10d).
+// distributed.hpp: the data-parallel and vocab-parallel glue of the haf_rm trainer, over
+// hafrm/distributed (c10d).
 //
 // Launched by torchrun (`torchrun --no-python --nproc-per-node N haf_rm ...`), every process
 // builds the same model from the seed, trains on its slice of each global batch (per-rank batch
@@ -8,7 +9,18 @@
 // and the summary. Without the launch variables (or with WORLD_SIZE=1) from_environment() returns
 // null and the trainer runs exactly as a single process always did.
 //
-//   auto dp = hafrm::examples::rm::DataParallel::from_environment(cfg);  // may rewrite cfg.device
+// With --vocab-parallel the ranks form groups of --vocab-parallel-size consecutive ranks (all of
+// them by default) that split the LM head's vocabulary instead of the batch: the ranks of a
+// group take the same slice of the global batch, compute the log-probs of their rows [v0, v1)
+// of the vocabulary only, and hafrm::distributed merges the rows' statistics over the group (two
+// all-reduces per forward; the LM head's input gradient is summed in the backward). The groups
+// themselves are data parallel: rank r is data rank r / size, and the gradient buckets average
+// over the ranks that hold the same rows (r % size). Each rank still holds the whole model (a
+// demonstration of the library path, not a memory saving): the only gradient that differs
+// inside a group is the LM head's, whose rows are summed over the group after the backward, so
+// every rank stays identical.
+//
+//   auto dp = hafrm::examples::rm::DataParallel::from_environment(cfg.device, opts);
 //   hafrm::examples::rm::Trainer t(cfg, dp);
 #pragma once
 
@@ -36,7 +48,8 @@ namespace hafrm::examples::rm {
 struct DataParallelOptions {
   std::chrono::milliseconds timeout{std::chrono::seconds(300)};
   int64_t bucket_bytes = int64_t{25} << 20;
-  bool vocab_parallel = false;  // split the LM head's vocabulary over the ranks, not the batch
+  bool vocab_parallel = false;      // split the LM head's vocabulary over groups of ranks
+  int64_t vocab_parallel_size = 0;  // ranks per vocab-parallel group; 0: all of them
 };
 
 class DataParallel {
@@ -47,6 +60,13 @@ class DataParallel {
                                                         const DataParallelOptions& opt) {
     const auto env = hafrm::distributed::LaunchEnv::from_environment();
     if (!env || env->world_size == 1) return nullptr;
+    const int64_t W = env->world_size;
+    const int64_t head =
+        opt.vocab_parallel ? (opt.vocab_parallel_size > 0 ? opt.vocab_parallel_size : W) : 1;
+    if (W % head != 0)
+      throw std::invalid_argument("--vocab-parallel-size " + std::to_string(head) +
+                                  " must divide the number of processes (" + std::to_string(W) +
+                                  ")");
 #ifdef HAFRM_WITH_DISTRIBUTED
     if (device == "cuda") device = "cuda:" + std::to_string(env->local_rank);
     hafrm::distributed::CommunicatorOptions co;
@@ -56,6 +76,14 @@ class DataParallel {
     dp->comm_ = hafrm::distributed::Communicator::create(*env, co);
     dp->bucket_bytes_ = opt.bucket_bytes;
     dp->vocab_parallel_ = opt.vocab_parallel;
+    const int r = dp->comm_->rank(), h = static_cast<int>(head);
+    if (!opt.vocab_parallel) {
+      dp->data_comm_ = dp->comm_;
+    } else {
+      // Both splits are collective over the world, in this order on every rank.
+      dp->head_comm_ = h == W ? dp->comm_ : dp->comm_->split(r / h);
+      if (h < W) dp->data_comm_ = dp->comm_->split(r % h);
+    }
     return dp;
 #else
     (void)opt;
@@ -71,73 +99,75 @@ class DataParallel {
   int world_size() const { return comm_->world_size(); }
   std::string backend_name() const { return comm_->backend_name(); }
   bool vocab_parallel() const { return vocab_parallel_; }
+  // The data group (the ranks that split the batch; none: this rank alone) and, under
+  // --vocab-parallel, the rank's place in its head group.
+  int data_rank() const { return data_comm_ ? data_comm_->rank() : 0; }
+  int data_world_size() const { return data_comm_ ? data_comm_->world_size() : 1; }
+  int head_world_size() const { return head_comm_ ? head_comm_->world_size() : 1; }
 
-  // Data parallel: the model's parameters, bucketed once; each bucket's all-reduce then starts
-  // inside the backward of the step's last micro-batch, as soon as its gradients are complete.
+  // The model's parameters, bucketed once over the data group; each bucket's all-reduce then
+  // starts inside the backward of the step's last micro-batch, as soon as its gradients are
+  // complete. Nothing to do without a data group.
   void attach(std::vector<torch::Tensor> params) {
-    TORCH_INTERNAL_ASSERT(!vocab_parallel_, "DataParallel: attach() is for data parallelism");
+    if (!data_comm_) return;
     buckets_ =
         std::make_unique<hafrm::distributed::GradientBuckets>(std::move(params), bucket_bytes_);
-    buckets_->attach(*comm_);
+    buckets_->attach(*data_comm_);
   }
   // Vocab parallel: this rank's rows [first, last) of a vocabulary of `vocab_size` (contiguous,
-  // in rank order, sizes differing by at most one).
+  // in head-group rank order, sizes differing by at most one).
   std::pair<int64_t, int64_t> vocab_range(int64_t vocab_size) const {
-    const int64_t r = rank(), w = world_size();
+    TORCH_INTERNAL_ASSERT(head_comm_, "DataParallel: not started with vocab_parallel");
+    const int64_t r = head_comm_->rank(), w = head_comm_->world_size();
     return {vocab_size * r / w, vocab_size * (r + 1) / w};
   }
-  // Vocab parallel (collective: every rank calls it once): the log-prob path of forward_pair for
+  // Vocab parallel (collective over the head group, once): the log-prob path of forward_pair for
   // a model that returns its rows of the LM head, and the LM-head weight whose gradient rows are
-  // summed over the ranks after each backward.
+  // summed over the group after each backward.
   hafrm::ModelLogProbsFn attach_vocab_parallel(int64_t vocab_size, torch::Tensor lm_head_weight) {
-    TORCH_INTERNAL_ASSERT(vocab_parallel_, "DataParallel: not started with vocab_parallel");
     const auto [v0, v1] = vocab_range(vocab_size);
-    vp_ = hafrm::distributed::VocabParallel::create(comm_, v0, v1);
+    vp_ = hafrm::distributed::VocabParallel::create(head_comm_, v0, v1);
     lm_head_weight_ = std::move(lm_head_weight);
     return hafrm::distributed::vocab_parallel_logprobs(*vp_);
   }
-  // For a model that returns its logits shard: identity forward, gradient summed over the ranks
-  // in the backward (the fused linear path does this itself).
+  // For a model that returns its logits shard: identity forward, gradient summed over the head
+  // group in the backward (the fused linear path does this itself).
   torch::Tensor reduce_grad_over_shards(const torch::Tensor& lm_input) const {
     TORCH_INTERNAL_ASSERT(vp_, "DataParallel: attach_vocab_parallel() first");
     return hafrm::distributed::reduce_grad_over_shards(lm_input, *vp_);
   }
   // Before each micro-batch's backward; `last`: the one whose backward completes the gradients.
   void prepare_for_backward(bool last) {
-    if (vocab_parallel_) return;
-    TORCH_INTERNAL_ASSERT(buckets_, "DataParallel: attach() the parameters first");
-    buckets_->prepare_for_backward(last);
+    if (buckets_) buckets_->prepare_for_backward(last);
   }
-  // After the last micro-batch's backward: every rank holds the whole gradient (the mean over
-  // the data ranks; under vocab parallelism, the LM head's rows summed over the ranks).
+  // After the last micro-batch's backward: every rank holds the whole gradient (the mean over the
+  // data group, then the LM head's rows summed over the head group).
   void average_gradients() {
-    if (vocab_parallel_) {
+    if (buckets_) buckets_->finish();
+    if (head_comm_) {
       TORCH_INTERNAL_ASSERT(lm_head_weight_.defined(), "DataParallel: attach_vocab_parallel()");
       auto g = lm_head_weight_.mutable_grad();
-      if (g.defined()) comm_->allreduce_(g);
-      return;
+      if (g.defined()) head_comm_->allreduce_(g);
     }
-    TORCH_INTERNAL_ASSERT(buckets_, "DataParallel: attach() the parameters first");
-    buckets_->finish();
   }
   int64_t num_buckets() const { return buckets_ ? buckets_->num_buckets() : 0; }
-  int64_t allreduce_bytes_per_step() const {
-    if (vocab_parallel_) return lm_head_weight_.defined() ? lm_head_weight_.nbytes() : 0;
-    return buckets_ ? buckets_->bytes_per_call() : 0;
+  int64_t allreduce_bytes_per_step() const { return buckets_ ? buckets_->bytes_per_call() : 0; }
+  int64_t head_grad_bytes_per_step() const {
+    return head_comm_ && lm_head_weight_.defined() ? lm_head_weight_.nbytes() : 0;
   }
 
-  // The mean over the data ranks (all ranks agree already under vocab parallelism).
+  // The mean over the data group (the ranks of a head group agree already).
   std::vector<double> mean(std::vector<double> v) {
-    if (vocab_parallel_) return v;
-    auto s = comm_->allreduce(std::move(v));
-    for (auto& x : s) x /= world_size();
+    if (!data_comm_) return v;
+    auto s = data_comm_->allreduce(std::move(v));
+    for (auto& x : s) x /= data_world_size();
     return s;
   }
-  // Sums a tensor over the data ranks in place (through the process group's device).
+  // Sums a tensor over the data group in place (through the process group's device).
   void sum_(torch::Tensor& t) {
-    if (vocab_parallel_) return;
-    auto c = t.to(comm_->device()).contiguous();
-    comm_->allreduce_(c);
+    if (!data_comm_) return;
+    auto c = t.to(data_comm_->device()).contiguous();
+    data_comm_->allreduce_(c);
     t.copy_(c);
   }
   bool any(bool flag) { return comm_->any(flag); }
@@ -147,6 +177,9 @@ class DataParallel {
   int world_size() const { return 1; }
   std::string backend_name() const { return "none"; }
   bool vocab_parallel() const { return false; }
+  int data_rank() const { return 0; }
+  int data_world_size() const { return 1; }
+  int head_world_size() const { return 1; }
   void attach(std::vector<torch::Tensor>) {}
   std::pair<int64_t, int64_t> vocab_range(int64_t vocab_size) const { return {0, vocab_size}; }
   hafrm::ModelLogProbsFn attach_vocab_parallel(int64_t, torch::Tensor) { return {}; }
@@ -155,15 +188,12 @@ class DataParallel {
   void average_gradients() {}
   int64_t num_buckets() const { return 0; }
   int64_t allreduce_bytes_per_step() const { return 0; }
+  int64_t head_grad_bytes_per_step() const { return 0; }
   std::vector<double> mean(std::vector<double> v) { return v; }
   void sum_(torch::Tensor&) {}
   bool any(bool flag) { return flag; }
   void barrier() {}
 #endif
-
-  // The data group: every rank under data parallelism, this rank alone under vocab parallelism.
-  int data_rank() const { return vocab_parallel() ? 0 : rank(); }
-  int data_world_size() const { return vocab_parallel() ? 1 : world_size(); }
 
   // This rank's contiguous share [first, last) of n items (evaluation, reference log-probs).
   std::pair<int64_t, int64_t> share(int64_t n) const {
@@ -178,7 +208,9 @@ class DataParallel {
  private:
   DataParallel() = default;
 #ifdef HAFRM_WITH_DISTRIBUTED
-  std::shared_ptr<hafrm::distributed::Communicator> comm_;
+  std::shared_ptr<hafrm::distributed::Communicator> comm_;       // the world
+  std::shared_ptr<hafrm::distributed::Communicator> data_comm_;  // splits the batch; may be null
+  std::shared_ptr<hafrm::distributed::Communicator> head_comm_;  // splits the LM head; may be null
   std::unique_ptr<hafrm::distributed::GradientBuckets> buckets_;
   int64_t bucket_bytes_ = 0;
   bool vocab_parallel_ = false;

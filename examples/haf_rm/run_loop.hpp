@@ -89,10 +89,13 @@ inline std::string describe_run(const TrainState& st) {
     const auto V = st.model->config.vocab_size;
     const auto [v0, v1] = st.dp->vocab_range(V);
     s += "\n  vocab parallel: " + std::to_string(st.dp->world_size()) + " processes (" +
-         st.dp->backend_name() + "), LM head rows [" + std::to_string(v0) + ", " +
-         std::to_string(v1) + ") of " + std::to_string(V) + " on rank 0, global batch " +
-         std::to_string(st.global_batch()) + ", " +
-         std::to_string(st.dp->allreduce_bytes_per_step()) +
+         st.dp->backend_name() + "), the LM head split over groups of " +
+         std::to_string(st.dp->head_world_size()) + " (rows [" + std::to_string(v0) + ", " +
+         std::to_string(v1) + ") of " + std::to_string(V) + " on rank 0), " +
+         std::to_string(st.world()) + " group(s) data parallel, global batch " +
+         std::to_string(st.global_batch()) + ", " + std::to_string(st.dp->num_buckets()) +
+         " gradient buckets, " + std::to_string(st.dp->allreduce_bytes_per_step()) +
+         " bytes all-reduced per micro-step, " + std::to_string(st.dp->head_grad_bytes_per_step()) +
          " bytes of LM-head gradient summed per step";
   } else if (st.dp)
     s += "\n  data parallel: " + std::to_string(st.world()) + " processes (" +

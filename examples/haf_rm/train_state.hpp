@@ -96,9 +96,8 @@ struct TrainState {
       auto hook = [d = dp.get()](const torch::Tensor& x) { return d->reduce_grad_over_shards(x); };
       model->shard_lm_head(v0, v1, hook);
       reference->shard_lm_head(v0, v1, hook);
-    } else if (dp) {
-      dp->attach(model->parameters());
     }
+    if (dp) dp->attach(model->parameters());
 
     // Weight decay on weight matrices only; biases and LayerNorm parameters (1-d) are not
     // decayed, as usual for transformers.
@@ -126,7 +125,7 @@ struct TrainState {
     if (cfg.reference == "precompute") train_refs = reference_sums(train);
   }
 
-  // The processes that split the batch (1 under --vocab-parallel, which splits the LM head).
+  // The processes that split the batch (under --vocab-parallel, one per LM-head group).
   int world() const { return dp ? dp->data_world_size() : 1; }
   int64_t global_batch() const { return cfg.batch_size * world(); }
   // This rank's share [first, last) of n items (all of them for one process).

@@ -21,7 +21,8 @@ H = rank 1 alone, its store (rank 0) never started: fails naming the store withi
 
 And the vocab-parallel trainer: V = torchrun 2 processes --vocab-parallel (batch 8 on both ranks,
 the LM head's rows split) for 6 steps, W = 1 process resuming V to step 12, VL = the same on the
-logits path with --reference model; all must equal A.
+logits path with --reference model, V4 = 4 processes as 2 data-parallel groups of 2 that split
+the LM head (--vocab-parallel-size 2, batch 4 per group); all must equal A.
 """
 import argparse
 import json
@@ -184,7 +185,8 @@ def main():
         # (the model returns its logits shard) with the reference model run in every step.
         out = run([*torchrun2, *COMMON, "--steps", "6", "--batch-size", "8", "--vocab-parallel",
                    "--out", f"{d}/V"], a.timeout)
-        if "vocab parallel: 2 processes (gloo), LM head rows [0, 128) of 257" not in out:
+        if ("vocab parallel: 2 processes (gloo), the LM head split over groups of 2 (rows "
+                "[0, 128) of 257 on rank 0), 1 group(s) data parallel, global batch 8") not in out:
             print(out)
             sys.exit("FAILED: rank 0 did not report the 2-process vocab-parallel set-up")
         run([a.haf_rm, *COMMON, "--batch-size", "8", "--out", f"{d}/W",
@@ -198,6 +200,24 @@ def main():
         print(f"OK: --vocab-parallel, 2 processes (steps 1-6) + 1-process resume (7-12): worst "
               f"relative difference {worst:.2e}; on the logits path with the reference model: "
               f"{worst_l:.2e} (tolerance {RTOL})")
+
+        # V4: 4 processes as 2 data-parallel groups of 2 that split the LM head (batch 4 per
+        # group, global 8); then a group size that does not divide the world is refused.
+        torchrun4 = [a.torchrun, "--no-python", "--standalone", "--nproc-per-node", "4", a.haf_rm]
+        out = run([*torchrun4, *COMMON, "--batch-size", "4", "--vocab-parallel",
+                   "--vocab-parallel-size", "2", "--out", f"{d}/V4"], a.timeout)
+        if "split over groups of 2 (rows [0, 128) of 257 on rank 0), 2 group(s) data parallel, " \
+                "global batch 8" not in out:
+            print(out)
+            sys.exit("FAILED: rank 0 did not report 2 data-parallel groups of 2 vocab-parallel ranks")
+        worst4 = compare(ref, losses(f"{d}/V4/metrics.jsonl"), range(1, 13), "vocab parallel V4")
+        rc, out = finish(start([*torchrun2, *COMMON, "--vocab-parallel", "--vocab-parallel-size",
+                                "3", "--out", f"{d}/V3"]), a.timeout, "--vocab-parallel-size 3")
+        if rc == 0 or "--vocab-parallel-size 3 must divide the number of processes (2)" not in out:
+            print(out)
+            sys.exit(f"FAILED: --vocab-parallel-size 3 on 2 processes: exit {rc}, expected an error")
+        print(f"OK: 4 processes as 2 data-parallel groups of 2 vocab-parallel ranks: worst relative "
+              f"difference {worst4:.2e}; a group size of 3 on 2 processes is refused")
 
         # D + E: Ctrl-C under torchrun, then resume with torchrun.
         p = start([*torchrun2, *long_run, "--out", f"{d}/D"])

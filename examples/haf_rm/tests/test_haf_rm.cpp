@@ -596,7 +596,8 @@ TEST_CASE("the command line keeps its option names, defaults and both value form
     CHECK_THAT(usage, Contains(name));
   }
   CHECK_THAT(usage, Contains("INT:[1, 4096]") && Contains("{bt,haf,dpo}"));
-  for (const char* name : {"--vocab-parallel", "--bucket-kb", "--dist-timeout"}) {
+  for (const char* name :
+       {"--vocab-parallel", "--vocab-parallel-size", "--bucket-kb", "--dist-timeout"}) {
     CAPTURE(name);
     CHECK_THAT(usage, Contains(name));
   }
@@ -607,6 +608,13 @@ TEST_CASE("the command line keeps its option names, defaults and both value form
   vp.logprob_backend = "reference";
   CHECK_THROWS_WITH(rm::validate_config(vp),
                     Contains("--vocab-parallel") && Contains("--logprob-backend reference"));
+  // A group size means nothing without the mode it sizes.
+  CHECK(rm::parse_args({"--vocab-parallel", "--vocab-parallel-size", "2"}).vocab_parallel_size ==
+        2);
+  CHECK_THROWS_WITH(rm::validate_config(rm::parse_args({"--vocab-parallel-size", "2"})),
+                    Contains("--vocab-parallel-size 2 needs --vocab-parallel"));
+  CHECK_THROWS_WITH(rm::parse_args({"--vocab-parallel-size", "-1"}),
+                    Contains("--vocab-parallel-size") && Contains("must be in [0, "));
 }
 
 TEST_CASE("stale checkpoint temporaries of dead writers are removed at start, nothing else",
