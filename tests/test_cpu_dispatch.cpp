@@ -38,13 +38,6 @@ struct Counting {
   }
 };
 
-hafrm::TokenLogProbOptions every_output(hafrm::LogProbBackend b) {
-  hafrm::TokenLogProbOptions o;
-  o.backend = b;
-  o.return_lse = o.return_entropy = o.return_log_sum_p2 = o.return_mean_logit = true;
-  o.return_is_argmax = true;
-  return o;
-}
 }  // namespace
 
 TEST_CASE("the CPU level is detected, can be lowered, and HAFRM_CPU_CAPABILITY is honoured",
@@ -78,7 +71,7 @@ TEST_CASE("every CPU level matches float64: outputs and gradients, every dtype",
   auto y = torch::randint(0, V, {N}, torch::kLong).masked_fill(torch::rand({N}) < 0.25, -100);
   auto g = randn({N}), ge = randn({N});
   auto run = [&](hafrm::LogProbBackend be, torch::Tensor xin) {
-    auto o = every_output(be);
+    auto o = all_outputs(be);
     if (transform) o.logit_scale = 0.8, o.softcap = 12.0, o.temperature = 0.9;
     auto xl = xin.clone().requires_grad_();
     auto out = hafrm::compute_token_logprobs(xl, y, o);
@@ -124,7 +117,7 @@ TEST_CASE("out-of-range labels with check_labels off: NaN rows, never a read out
   auto x = randn({N, V}, torch::kFloat, 2.0);
   auto y = torch::tensor({int64_t{3}, std::numeric_limits<int64_t>::max(), int64_t{-5}, int64_t{V},
                           int64_t{-100}, int64_t{1} << 40});
-  hafrm::TokenLogProbOptions o = every_output(hafrm::LogProbBackend::kFused);
+  hafrm::TokenLogProbOptions o = all_outputs(hafrm::LogProbBackend::kFused);
   o.check_labels = false;
   for (auto level : supported_levels()) {
     LevelGuard guard(level);
@@ -166,7 +159,7 @@ TEST_CASE("bad rows: NaN, +inf or all -inf logits give NaN out on every path, ne
     INFO("level " << kc::capability_name(level) << " entropy gradient " << entropy_grad << " dtype "
                   << dt);
     auto xl = x.to(dt).requires_grad_();
-    auto o = every_output(hafrm::LogProbBackend::kFused);
+    auto o = all_outputs(hafrm::LogProbBackend::kFused);
     auto f = hafrm::compute_token_logprobs(xl, y, o);
     auto loss = f.logprobs.sum();
     if (entropy_grad) loss = loss + 0.5 * f.entropy.sum();

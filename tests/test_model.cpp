@@ -42,20 +42,10 @@ struct ExternalModel {
   TinyHaf inner{60, 8};
 };
 
+// Prompt of 3 tokens; right padding of 2 on the last row only.
 hafrm::PreferenceBatch make_batch(int64_t B, int64_t V) {
-  hafrm::PreferenceBatch b;
-  auto side = [&](int64_t T, torch::Tensor& ids, torch::Tensor& mask, torch::Tensor& labels) {
-    ids = torch::randint(0, V, {B, T}, torch::kLong);
-    mask = torch::ones({B, T}, torch::kLong);
-    labels = ids.clone();
-    labels.index_put_({torch::indexing::Slice(), torch::indexing::Slice(0, 3)}, -100);  // prompt
-    // Right padding on the last row.
-    mask.index_put_({B - 1, torch::indexing::Slice(T - 2, torch::indexing::None)}, 0);
-    labels.index_put_({B - 1, torch::indexing::Slice(T - 2, torch::indexing::None)}, -100);
-  };
-  side(9, b.chosen_ids, b.chosen_mask, b.chosen_labels);
-  side(7, b.rejected_ids, b.rejected_mask, b.rejected_labels);
-  return b;
+  return random_preference_batch<hafrm::PreferenceBatch>(
+      B, V, 9, 7, 3, [B](int64_t r, int64_t) -> int64_t { return r == B - 1 ? 2 : 0; });
 }
 }  // namespace
 

@@ -6,79 +6,22 @@
 #include "test_util.hpp"
 
 using namespace hafrm_test;
-
-namespace {
-double log_sig(double x) { return x < 0 ? x - std::log1p(std::exp(x)) : -std::log1p(std::exp(-x)); }
-
-struct Pairs {
-  torch::Tensor pc, pr, rc, rr, nc, nr;
-  hafrm::PolicyInputs inputs(bool with_ref = true) const {
-    hafrm::PolicyInputs in;
-    in.policy_chosen = pc, in.policy_rejected = pr, in.chosen_count = nc, in.rejected_count = nr;
-    if (with_ref) in.reference_chosen = rc, in.reference_rejected = rr;
-    return in;
-  }
-};
-
-Pairs make_pairs(int64_t B, double scale = 20.0) {
-  Pairs p;
-  p.pc = -randn({B}).abs() * scale, p.pr = -randn({B}).abs() * scale;
-  p.rc = -randn({B}).abs() * scale, p.rr = -randn({B}).abs() * scale;
-  p.nc = torch::randint(1, 40, {B}, torch::kLong), p.nr = torch::randint(1, 40, {B}, torch::kLong);
-  return p;
-}
-
-// f(pc, pr, rc, rr, nc, nr) -> per-pair loss, evaluated element by element in double.
-using Formula = std::function<double(double, double, double, double, double, double)>;
-
-torch::Tensor per_pair(const Pairs& p, const Formula& f, bool ref = true) {
-  auto out = torch::empty({p.pc.size(0)}, torch::kDouble);
-  for (int64_t i = 0; i < p.pc.size(0); ++i)
-    out[i] = f(p.pc[i].item<double>(), p.pr[i].item<double>(), ref ? p.rc[i].item<double>() : 0.0,
-               ref ? p.rr[i].item<double>() : 0.0, p.nc[i].item<double>(), p.nr[i].item<double>());
-  return out;
-}
-
-template <class Loss>
-void check_value_and_grad(Loss loss, const Formula& f, bool ref = true) {
-  auto p = make_pairs(7);
-  loss.reduction = hafrm::Reduction::kNone;
-  auto out = loss(p.inputs(ref));
-  auto expect = per_pair(p, f, ref);
-  INFO(Loss::kName);
-  CHECK(max_abs_diff(out.loss, expect) < 1e-9 * (1 + expect.abs().max().item<double>()));
-  // Gradient w.r.t. the policy's chosen log-probs against finite differences of the formula.
-  loss.reduction = hafrm::Reduction::kMean;
-  auto pc = p.pc.clone().requires_grad_();
-  auto in = p.inputs(ref);
-  in.policy_chosen = pc;
-  loss(in).loss.backward();
-  auto fd = finite_diff(
-      [&](torch::Tensor x) {
-        Pairs q = p;
-        q.pc = x;
-        return per_pair(q, f, ref).mean();
-      },
-      p.pc.clone());
-  CHECK(max_abs_diff(pc.grad(), fd) < 1e-6);
-}
-}  // namespace
+using namespace hafrm_test::catalogue;  // Pairs, make_pairs, check_value_and_grad, log_sig
 
 TEST_CASE("DPO sigmoid, conservative and reference-free match the formula", "[losses]") {
   const double beta = GENERATE(0.1, 0.5), eps = GENERATE(0.0, 0.2);
   check_value_and_grad(hafrm::Dpo{.beta = beta, .label_smoothing = eps},
-                       [=](double pc, double pr, double rc, double rr, double, double) {
+                       pairwise([=](double pc, double pr, double rc, double rr, double, double) {
                          double d = (pc - rc) - (pr - rr);
                          return -(1 - eps) * log_sig(beta * d) - eps * log_sig(-beta * d);
-                       });
+                       }));
   // Reference-free: omitted reference tensors, or the explicit flag.
-  check_value_and_grad(
-      hafrm::Dpo{.beta = beta, .label_smoothing = eps},
-      [=](double pc, double pr, double, double, double, double) {
-        double d = pc - pr;
-        return -(1 - eps) * log_sig(beta * d) - eps * log_sig(-beta * d);
-      },
-      /*ref=*/false);
+  check_value_and_grad(hafrm::Dpo{.beta = beta, .label_smoothing = eps},
+                       pairwise([=](double pc, double pr, double, double, double, double) {
+                         double d = pc - pr;
+                         return -(1 - eps) * log_sig(beta * d) - eps * log_sig(-beta * d);
+                       }),
+                       /*ref=*/false);
   auto p = make_pairs(5);
   auto a = hafrm::Dpo{.beta = beta, .reference_free = true}(p.inputs(true)).loss;
   auto b = hafrm::Dpo{.beta = beta}(p.inputs(false)).loss;
@@ -88,50 +31,51 @@ TEST_CASE("DPO sigmoid, conservative and reference-free match the formula", "[lo
 TEST_CASE("robust DPO and hinge match their formulas", "[losses]") {
   const double beta = 0.3, eps = GENERATE(0.0, 0.1, 0.4);
   check_value_and_grad(hafrm::RobustDpo{.beta = beta, .label_smoothing = eps},
-                       [=](double pc, double pr, double rc, double rr, double, double) {
+                       pairwise([=](double pc, double pr, double rc, double rr, double, double) {
                          double x = beta * ((pc - rc) - (pr - rr));
                          return (-(1 - eps) * log_sig(x) + eps * log_sig(-x)) / (1 - 2 * eps);
-                       });
+                       }));
   check_value_and_grad(hafrm::DpoHinge{.beta = beta},
-                       [=](double pc, double pr, double rc, double rr, double, double) {
+                       pairwise([=](double pc, double pr, double rc, double rr, double, double) {
                          return std::max(0.0, 1 - beta * ((pc - rc) - (pr - rr)));
-                       });
+                       }));
 }
 
 TEST_CASE("IPO in its four forms", "[losses]") {
   const double b = GENERATE(0.1, 0.5);
   using F = hafrm::IpoForm;
-  check_value_and_grad(hafrm::Ipo{.beta = b, .form = F::kLengthNormalised},
-                       [=](double pc, double pr, double rc, double rr, double nc, double nr) {
-                         double v = (pc - rc) / nc - (pr - rr) / nr - 1 / (2 * b);
-                         return v * v;
-                       });
+  check_value_and_grad(
+      hafrm::Ipo{.beta = b, .form = F::kLengthNormalised},
+      pairwise([=](double pc, double pr, double rc, double rr, double nc, double nr) {
+        double v = (pc - rc) / nc - (pr - rr) / nr - 1 / (2 * b);
+        return v * v;
+      }));
   check_value_and_grad(hafrm::Ipo{.beta = b, .form = F::kSum},
-                       [=](double pc, double pr, double rc, double rr, double, double) {
+                       pairwise([=](double pc, double pr, double rc, double rr, double, double) {
                          double v = (pc - rc) - (pr - rr) - 1 / (2 * b);
                          return v * v;
-                       });
+                       }));
   check_value_and_grad(hafrm::Ipo{.beta = b, .form = F::kSqrt},
-                       [=](double pc, double pr, double rc, double rr, double, double) {
+                       pairwise([=](double pc, double pr, double rc, double rr, double, double) {
                          double v = (pc - rc) - (pr - rr) - 1 / (2 * b);
                          return b * v * v;
-                       });
+                       }));
   check_value_and_grad(hafrm::Ipo{.beta = b, .form = F::kFull},
-                       [=](double pc, double pr, double rc, double rr, double, double) {
+                       pairwise([=](double pc, double pr, double rc, double rr, double, double) {
                          double v = b * ((pc - rc) - (pr - rr)) - 0.5;
                          return v * v;
-                       });
+                       }));
 }
 
 TEST_CASE("SimPO and the chosen NLL", "[losses]") {
   const double beta = 2.0, gamma = GENERATE(0.0, 0.5), eps = GENERATE(0.0, 0.1);
   check_value_and_grad(hafrm::Simpo{.beta = beta, .gamma = gamma, .label_smoothing = eps},
-                       [=](double pc, double pr, double, double, double nc, double nr) {
+                       pairwise([=](double pc, double pr, double, double, double nc, double nr) {
                          double l = pc / nc - pr / nr - gamma / beta;
                          return -(1 - eps) * log_sig(beta * l) - eps * log_sig(-beta * l);
-                       });
-  check_value_and_grad(hafrm::ChosenNll{}, [=](double pc, double, double, double, double nc,
-                                               double) { return -pc / nc; });
+                       }));
+  check_value_and_grad(hafrm::ChosenNll{}, pairwise([=](double pc, double, double, double,
+                                                        double nc, double) { return -pc / nc; }));
   auto p = make_pairs(6);
   auto tw = hafrm::ChosenNll{.token_weighted = true}(p.inputs());
   CHECK(tw.loss.item<double>() ==

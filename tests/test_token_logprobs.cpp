@@ -10,13 +10,6 @@
 using namespace hafrm_test;
 
 namespace {
-hafrm::TokenLogProbOptions all_outputs(hafrm::LogProbBackend b) {
-  hafrm::TokenLogProbOptions o;
-  o.backend = b;
-  o.return_lse = o.return_entropy = o.return_log_sum_p2 = o.return_mean_logit = true;
-  o.return_is_argmax = true;
-  return o;
-}
 
 torch::Tensor random_labels(int64_t N, int64_t V, double ignore_frac = 0.25) {
   auto y = torch::randint(0, V, {N}, torch::kLong);

@@ -108,22 +108,11 @@ struct MiniHafImpl : torch::nn::Module {
 };
 TORCH_MODULE(MiniHaf);
 
+// Prompt of 2 tokens; right padding of a random length on every row.
 hafrm::PreferenceBatch make_batch(int64_t B, int64_t V) {
-  hafrm::PreferenceBatch b;
-  auto side = [&](int64_t T, torch::Tensor& ids, torch::Tensor& mask, torch::Tensor& labels) {
-    ids = torch::randint(0, V, {B, T}, torch::kLong);
-    mask = torch::ones({B, T}, torch::kLong);
-    labels = ids.clone();
-    labels.index_put_({torch::indexing::Slice(), torch::indexing::Slice(0, 2)}, -100);
-    for (int64_t r = 0; r < B; ++r) {  // right padding of a random length
-      const int64_t pad = torch::randint(0, T - 3, {1}).item<int64_t>();
-      mask.index_put_({r, torch::indexing::Slice(T - pad, torch::indexing::None)}, 0);
-      labels.index_put_({r, torch::indexing::Slice(T - pad, torch::indexing::None)}, -100);
-    }
-  };
-  side(10, b.chosen_ids, b.chosen_mask, b.chosen_labels);
-  side(7, b.rejected_ids, b.rejected_mask, b.rejected_labels);
-  return b;
+  return random_preference_batch<hafrm::PreferenceBatch>(B, V, 10, 7, 2, [](int64_t, int64_t T) {
+    return torch::randint(0, T - 3, {1}).item<int64_t>();
+  });
 }
 }  // namespace
 

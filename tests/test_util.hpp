@@ -1,7 +1,7 @@
 // Shared helpers for hafrm's tests: seeded random inputs (never zeros) and tolerance checks;
 // in hafrm_test::catalogue, the float64 transcriptions and value-and-gradient check that the
-// loss-catalogue tests (test_f_divergence, test_dpo_family, test_reference_free, test_kto,
-// test_modifiers) share. A nested namespace, because other test files define their own
+// policy-loss tests (test_policy_losses, test_f_divergence, test_dpo_family, test_reference_free,
+// test_kto, test_modifiers) share. A nested namespace, because other test files define their own
 // log_sig, Pairs or Batch under `using namespace hafrm_test`.
 #pragma once
 
@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "hafrm/losses/policy_inputs.hpp"
+#include "hafrm/torch/logprob_options.hpp"
 
 namespace hafrm_test {
 
@@ -74,6 +75,40 @@ void require_error(F&& f, std::initializer_list<std::string> fragments) {
     return;
   }
   FAIL("expected a c10::Error mentioning " << *fragments.begin());
+}
+
+// Options asking for every optional output of the log-prob functions, on backend b.
+inline hafrm::TokenLogProbOptions all_outputs(hafrm::LogProbBackend b) {
+  hafrm::TokenLogProbOptions o;
+  o.backend = b;
+  o.return_lse = o.return_entropy = o.return_log_sum_p2 = o.return_mean_logit = true;
+  o.return_is_argmax = true;
+  return o;
+}
+
+// B random pairs of token ids below V, chosen rows t_chosen long and rejected rows t_rejected: the
+// first `prompt` positions of every row are prompt (label -100) and the last pad(row, T) positions
+// of a row are right padding (mask 0, label -100); labels are the ids elsewhere. Batch is
+// hafrm::PreferenceBatch, a parameter so that this header needs no model header.
+template <class Batch, class Pad>
+Batch random_preference_batch(int64_t B, int64_t V, int64_t t_chosen, int64_t t_rejected,
+                              int64_t prompt, Pad&& pad) {
+  using torch::indexing::None, torch::indexing::Slice;
+  auto side = [&](int64_t T, torch::Tensor& ids, torch::Tensor& mask, torch::Tensor& labels) {
+    ids = torch::randint(0, V, {B, T}, torch::kLong);
+    mask = torch::ones({B, T}, torch::kLong);
+    labels = ids.clone();
+    labels.index_put_({Slice(), Slice(0, prompt)}, -100);
+    for (int64_t r = 0; r < B; ++r) {
+      const int64_t n = pad(r, T);
+      mask.index_put_({r, Slice(T - n, None)}, 0);
+      labels.index_put_({r, Slice(T - n, None)}, -100);
+    }
+  };
+  Batch b;
+  side(t_chosen, b.chosen_ids, b.chosen_mask, b.chosen_labels);
+  side(t_rejected, b.rejected_ids, b.rejected_mask, b.rejected_labels);
+  return b;
 }
 
 namespace catalogue {

@@ -32,6 +32,20 @@ hx::RecordError expect_record_error(const TempDir& dir, const std::string& conte
   throw std::logic_error("unreachable");
 }
 
+/// A good record and a blank line first, so that `bad` sits on line 3: the error must name that
+/// line and `field` and give `reason`; returned for the checks particular to the caller.
+hx::RecordError expect_error_on_line_3(const std::string& good, const std::string& bad,
+                                       const std::string& field, const std::string& reason,
+                                       const hx::LoadOptions& options) {
+  TempDir dir;
+  auto e = expect_record_error(dir, good + "\n\n" + bad + "\n", options);
+  INFO(e.what());
+  CHECK(e.line() == 3);
+  CHECK(e.field() == field);
+  CHECK_THAT(e.what(), Contains(reason));
+  return e;
+}
+
 }  // namespace
 
 TEST_CASE("text records load with line numbers; blank lines, CRLF and BOM are tolerated",
@@ -141,18 +155,13 @@ TEST_CASE("a bad text record names file, line and field", "[records]") {
       {R"({"prompt":"p","chosen":"c","rejected":"r","x":[[[[[[[[[[1]]]]]]]]]]})", "x",
        "nested deeper than"},  // with max_depth 8 below
   }));
-  TempDir dir;
   hx::LoadOptions o;
   o.max_depth = 8;
-  // A good record and a blank line first, so the bad one sits on line 3.
-  const auto e = expect_record_error(
-      dir, "{\"prompt\":\"p\",\"chosen\":\"c\",\"rejected\":\"r\"}\n\n" + c.line + "\n", o);
+  const auto e = expect_error_on_line_3(R"({"prompt":"p","chosen":"c","rejected":"r"})", c.line,
+                                        c.field, c.reason, o);
   INFO(e.what());
-  CHECK(e.line() == 3);
-  CHECK(e.field() == c.field);
   CHECK_THAT(e.what(), Contains(":3: "));
   CHECK_THAT(e.what(), Contains(c.field));
-  CHECK_THAT(e.what(), Contains(c.reason));
 }
 
 TEST_CASE("a bad pre-tokenized record names file, line and field", "[records]") {
@@ -175,16 +184,12 @@ TEST_CASE("a bad pre-tokenized record names file, line and field", "[records]") 
       {R"({"prompt_ids":[1],"chosen_ids":[2]})", "rejected_ids", "missing field"},
       {R"({"prompt":"p","chosen":"c","rejected":"r"})", "chosen_ids", "missing field"},
   }));
-  TempDir dir;
   hx::LoadOptions o;
   o.vocab_size = 257;
-  const auto e = expect_record_error(
-      dir, "{\"prompt_ids\":[1],\"chosen_ids\":[2],\"rejected_ids\":[3]}\n\n" + c.line + "\n", o);
+  const auto e = expect_error_on_line_3(R"({"prompt_ids":[1],"chosen_ids":[2],"rejected_ids":[3]})",
+                                        c.line, c.field, c.reason, o);
   INFO(e.what());
-  CHECK(e.line() == 3);
-  CHECK(e.field() == c.field);
   CHECK_THAT(e.what(), Contains(":3: field '" + c.field + "'"));
-  CHECK_THAT(e.what(), Contains(c.reason));
 }
 
 TEST_CASE("deep nesting is refused with file and line before anything recurses", "[records]") {

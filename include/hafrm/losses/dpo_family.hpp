@@ -101,41 +101,34 @@ struct SppoHard {
   HAFRM_POLICY_LOSS_PLUMBING
 };
 
-// AOT (Melnyk et al. 2024), paired: delta = sort(pi_c - pi_r) - sort(rho_c - rho_r) over the batch,
-// then -(1-eps) logsigmoid(beta delta) - eps logsigmoid(-beta delta). kNone gives the losses in
-// sorted order, not per input pair.
-struct Aot {
+// AOT (Melnyk et al. 2024): delta = sort(a) - sort(b) over the batch, then
+// -(1-eps) logsigmoid(beta delta) - eps logsigmoid(-beta delta). kNone gives the losses in
+// sorted order, not per input pair. One loss, two ways to pair what is sorted:
+enum class AotPairing {
+  kPaired,    // Aot:         a = pi_c - pi_r, b = rho_c - rho_r (margins of each model)
+  kUnpaired,  // AotUnpaired: a = Delta_c, b = Delta_r (chosen against rejected log-ratios)
+};
+
+template <AotPairing P>
+struct AotLoss {
   double beta = 0.1;
   double label_smoothing = 0.0;
   bool reference_free = false;
   Reduction reduction = Reduction::kMean;
 
-  static constexpr const char* kName = "aot";
+  static constexpr const char* kName = P == AotPairing::kPaired ? "aot" : "aot_unpaired";
   static constexpr bool kSortsBatch = true;  // per-pair weights (WPO) would be misaligned
   void check_params() const { detail::check_smoothing(label_smoothing, kName); }
   torch::Tensor per_pair(const detail::PolicyTerms& t) const {
-    auto delta = aot_sorted_difference(t.pi_c - t.pi_r, t.rho_c - t.rho_r);
+    auto delta = P == AotPairing::kPaired
+                     ? aot_sorted_difference(t.pi_c - t.pi_r, t.rho_c - t.rho_r)
+                     : aot_sorted_difference(t.delta_c(), t.delta_r());
     return detail::smoothed_sigmoid_loss(beta * delta, label_smoothing);
   }
   HAFRM_POLICY_LOSS_PLUMBING
 };
-
-// AOT, unpaired: delta = sort(Delta_c) - sort(Delta_r) over the batch; same loss as Aot.
-struct AotUnpaired {
-  double beta = 0.1;
-  double label_smoothing = 0.0;
-  bool reference_free = false;
-  Reduction reduction = Reduction::kMean;
-
-  static constexpr const char* kName = "aot_unpaired";
-  static constexpr bool kSortsBatch = true;
-  void check_params() const { detail::check_smoothing(label_smoothing, kName); }
-  torch::Tensor per_pair(const detail::PolicyTerms& t) const {
-    auto delta = aot_sorted_difference(t.delta_c(), t.delta_r());
-    return detail::smoothed_sigmoid_loss(beta * delta, label_smoothing);
-  }
-  HAFRM_POLICY_LOSS_PLUMBING
-};
+using Aot = AotLoss<AotPairing::kPaired>;
+using AotUnpaired = AotLoss<AotPairing::kUnpaired>;
 
 // APO-zero (D'Oosterlinck et al. 2024, eq. 7), for chosen outputs better than the model's own:
 // (1 - sigmoid(beta Delta_c)) + sigmoid(beta Delta_r).

@@ -1,21 +1,17 @@
 // Stand-in for <cuda_bf16.h> in the CUDA emulator: __nv_bfloat16 as the top 16 bits of a float,
 // conversions rounded to nearest even (NaN stays a quiet NaN) like cvt.rn.bf16.f32.
 #pragma once
+#include <bit>
 #include <cstdint>
-#include <cstring>
 
 struct __nv_bfloat16 {
   uint16_t __x;
 };
 inline float __bfloat162float(__nv_bfloat16 h) {
-  const uint32_t u = static_cast<uint32_t>(h.__x) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
+  return std::bit_cast<float>(static_cast<uint32_t>(h.__x) << 16);
 }
 inline __nv_bfloat16 __float2bfloat16_rn(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
+  const auto u = std::bit_cast<uint32_t>(x);
   __nv_bfloat16 h;
   if ((u & 0x7fffffffu) > 0x7f800000u) {
     h.__x = static_cast<uint16_t>((u >> 16) | 0x40u);

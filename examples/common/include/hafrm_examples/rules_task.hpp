@@ -38,9 +38,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <filesystem>
-#include <fstream>
-#include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -53,6 +51,11 @@
 #include "hafrm_examples/synthetic_task.hpp"  // uniform_below
 
 namespace hafrm::examples::rules {
+
+// generate_splits(specs) and write_jsonl(file, pairs) for this task's SplitSpec and Pair:
+// split_files.hpp.
+using examples::generate_splits;
+using examples::write_jsonl;
 
 using synthetic::uniform_below;
 
@@ -222,21 +225,15 @@ inline Pair generate_pair(std::mt19937_64& rng, std::string prompt) {
 }
 
 /// A split with prompts unique and absent from `used_prompts` (updated, so passing one set
-/// through all splits keeps them disjoint). A clash is redrawn.
+/// through all splits keeps them disjoint). A clash is redrawn; the pair is drawn only for a new
+/// prompt.
 inline Split generate_split(const SplitSpec& spec, std::unordered_set<std::string>& used_prompts) {
-  std::mt19937_64 rng(spec.seed);
-  Split split{spec, {}};
-  split.pairs.reserve(spec.count);
-  std::size_t attempts = 0;
-  while (split.pairs.size() < spec.count) {
-    if (++attempts > 100 * spec.count + 1000) {
-      throw std::runtime_error("rules::generate_split " + spec.name + ": too few distinct prompts");
-    }
-    std::string prompt = generate_prompt(rng, spec);
-    if (!used_prompts.insert(prompt).second) continue;
-    split.pairs.push_back(generate_pair(rng, std::move(prompt)));
-  }
-  return split;
+  return draw_split<Split>(spec, "rules::generate_split",
+                           [&](std::mt19937_64& rng) -> std::optional<Pair> {
+                             std::string prompt = generate_prompt(rng, spec);
+                             if (!used_prompts.insert(prompt).second) return std::nullopt;
+                             return generate_pair(rng, std::move(prompt));
+                           });
 }
 
 /// The shipped splits: train 3000 and eval 500 with 5-9 source letters and n 2-5; ood 500 with
@@ -249,11 +246,6 @@ inline std::vector<SplitSpec> default_split_specs(uint64_t seed = kDefaultSeed) 
           {"ood", 500, 10, 14, 6, 8, seed + 2 * kStride}};
 }
 
-inline std::vector<Split> generate_splits(const std::vector<SplitSpec>& specs) {
-  return generate_splits_in_order(
-      specs, [](const SplitSpec& spec, auto& used) { return generate_split(spec, used); });
-}
-
 inline std::vector<Split> generate_default_splits(uint64_t seed = kDefaultSeed) {
   return generate_splits(default_split_specs(seed));
 }
@@ -261,18 +253,11 @@ inline std::vector<Split> generate_default_splits(uint64_t seed = kDefaultSeed) 
 /// One JSONL line in the loader's text form; "gold_agrees" is read by the loader (accuracy
 /// against the gold ordering), the two gold rewards are information only.
 inline std::string to_json_line(const Pair& p) {
-  nlohmann::ordered_json j;
-  j["prompt"] = p.prompt;
-  j["chosen"] = p.chosen;
-  j["rejected"] = p.rejected;
+  auto j = text_record(p);
   j["gold_chosen"] = p.gold_chosen;
   j["gold_rejected"] = p.gold_rejected;
   j["gold_agrees"] = p.gold_agrees();
   return j.dump();
-}
-
-inline void write_jsonl(const std::filesystem::path& file, const std::vector<Pair>& pairs) {
-  write_jsonl_lines(file, pairs, [](const Pair& p) { return to_json_line(p); });
 }
 
 /// Fraction of pairs whose label disagrees with the gold ordering.

@@ -25,9 +25,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <filesystem>
-#include <fstream>
-#include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -39,6 +37,11 @@
 #include "hafrm_examples/split_files.hpp"
 
 namespace hafrm::examples::synthetic {
+
+// generate_splits(specs) and write_jsonl(file, pairs) for this task's SplitSpec and Pair:
+// split_files.hpp.
+using examples::generate_splits;
+using examples::write_jsonl;
 
 inline constexpr uint64_t kDefaultSeed = 20240704;
 inline constexpr char kFirstLetter = 'a';
@@ -146,20 +149,15 @@ inline Pair generate_pair(std::mt19937_64& rng, std::size_t min_length, std::siz
 }
 
 /// Generates a split whose prompts are unique and absent from `used_prompts`, which is updated,
-/// so passing one set through all splits keeps them disjoint. A clash is simply redrawn.
+/// so passing one set through all splits keeps them disjoint. A clash is simply redrawn; the
+/// whole pair is drawn before its prompt is checked.
 inline Split generate_split(const SplitSpec& spec, std::unordered_set<std::string>& used_prompts) {
-  std::mt19937_64 rng(spec.seed);
-  Split split{spec, {}};
-  split.pairs.reserve(spec.count);
-  std::size_t attempts = 0;
-  while (split.pairs.size() < spec.count) {
-    if (++attempts > 100 * spec.count + 1000) {
-      throw std::runtime_error("generate_split " + spec.name + ": too few distinct prompts");
-    }
-    Pair p = generate_pair(rng, spec.min_length, spec.max_length);
-    if (used_prompts.insert(p.prompt).second) split.pairs.push_back(std::move(p));
-  }
-  return split;
+  return draw_split<Split>(spec, "generate_split",
+                           [&](std::mt19937_64& rng) -> std::optional<Pair> {
+                             Pair p = generate_pair(rng, spec.min_length, spec.max_length);
+                             if (!used_prompts.insert(p.prompt).second) return std::nullopt;
+                             return p;
+                           });
 }
 
 /// The shipped splits: train 3000 and eval 300 with prompt lengths 4-10, ood 300 with lengths
@@ -171,11 +169,6 @@ inline std::vector<SplitSpec> default_split_specs(uint64_t seed = kDefaultSeed) 
           {"ood", 300, 11, 16, seed + 2 * kStride}};
 }
 
-inline std::vector<Split> generate_splits(const std::vector<SplitSpec>& specs) {
-  return generate_splits_in_order(
-      specs, [](const SplitSpec& spec, auto& used) { return generate_split(spec, used); });
-}
-
 inline std::vector<Split> generate_default_splits(uint64_t seed = kDefaultSeed) {
   return generate_splits(default_split_specs(seed));
 }
@@ -183,16 +176,9 @@ inline std::vector<Split> generate_default_splits(uint64_t seed = kDefaultSeed) 
 /// One JSONL line in the text record form the loader reads; "corruption" is extra information
 /// (ignored by the loader) for accuracy broken down by kind.
 inline std::string to_json_line(const Pair& p) {
-  nlohmann::ordered_json j;
-  j["prompt"] = p.prompt;
-  j["chosen"] = p.chosen;
-  j["rejected"] = p.rejected;
+  auto j = text_record(p);
   j["corruption"] = to_string(p.corruption);
   return j.dump();
-}
-
-inline void write_jsonl(const std::filesystem::path& file, const std::vector<Pair>& pairs) {
-  write_jsonl_lines(file, pairs, [](const Pair& p) { return to_json_line(p); });
 }
 
 }  // namespace hafrm::examples::synthetic
