@@ -2,12 +2,21 @@
 //
 //   HAFRM_HOST_DEVICE  marks math usable from host code and from CUDA device code.
 //   HAFRM_INLINE       forces inlining of tiny hot helpers.
+//   HAFRM_EXEC_CHECK_DISABLE  before a HAFRM_HOST_DEVICE template that calls a callable it is
+//                      given: nvcc then accepts a device-only callable (the CUDA kernel's exp),
+//                      as Thrust and Eigen do for theirs. Nothing elsewhere.
 #pragma once
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define HAFRM_HOST_DEVICE __host__ __device__
 #else
 #define HAFRM_HOST_DEVICE
+#endif
+
+#if defined(__CUDACC__) && !defined(__clang__)
+#define HAFRM_EXEC_CHECK_DISABLE _Pragma("nv_exec_check_disable")
+#else
+#define HAFRM_EXEC_CHECK_DISABLE
 #endif
 
 #if defined(_MSC_VER)

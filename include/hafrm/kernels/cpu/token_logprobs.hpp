@@ -27,7 +27,8 @@
 // cannot be retargeted per function); Eigen still does the rare transforms (soft-cap tanh) and
 // dtype fallbacks at the TU's level. Other compilers and non-x86 CPUs get the baseline alone.
 //
-// Bad rows (the contract the CUDA kernels share):
+// Bad rows (the contract the CUDA kernels share; both write their per-row outputs through
+// core/row_outputs.hpp, and move their online log-sum-exp by core/math.hpp's rules):
 //   - a label equal to ignore_index: every output 0 (is_argmax false) and a zero gradient row;
 //     the row's logits are never read;
 //   - a label outside [0, V) (reachable only with check_labels = false): the forward never reads
@@ -51,6 +52,7 @@
 
 #include "hafrm/core/logprob_layout.hpp"
 #include "hafrm/core/math.hpp"
+#include "hafrm/core/row_outputs.hpp"
 #include "hafrm/kernels/cpu/capability.hpp"
 
 #if HAFRM_CPU_X86_DISPATCH
