@@ -221,6 +221,7 @@ template <class T, class ParallelFor>
 void token_logprobs_forward(const T* logits, const RowLayout& layout, const int64_t* labels,
                             const Params& p, const ForwardOutputs& out,
                             ParallelFor&& parallel_for) {
+  HAFRM_INTERNAL_ASSERT(layout.rows() == 0 || (logits && labels), "forward: rows without data");
   const auto fn = detail::forward_variant<T>(cpu_capability());
   detail::for_rows(parallel_for, layout.rows(), layout.vocab, [&](int64_t begin, int64_t end) {
     fn(logits, layout, labels, p, out, begin, end);
@@ -234,6 +235,8 @@ template <class T, class ParallelFor>
 void token_logprobs_backward(const T* logits, T* grad_logits, const RowLayout& layout,
                              const RowLayout& grad_layout, const int64_t* labels, const Params& p,
                              const BackwardInputs& in, ParallelFor&& parallel_for) {
+  HAFRM_INTERNAL_ASSERT(layout.rows() == 0 || (in.lse && (!in.grad_entropy || in.entropy)),
+                        "backward: the saved lse, and the entropy with an entropy gradient");
   const auto fn = detail::backward_variant<T>(cpu_capability());
   detail::for_rows(parallel_for, layout.rows(), layout.vocab, [&](int64_t begin, int64_t end) {
     fn(logits, grad_logits, layout, grad_layout, labels, p, in, begin, end);

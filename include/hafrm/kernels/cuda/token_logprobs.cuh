@@ -727,6 +727,8 @@ cudaError_t launch_token_logprobs_backward(const T* logits, T* grad, const core:
                                            const core::BackwardInputs& in, cudaStream_t stream) {
   const int64_t rows = layout.rows();
   if (rows == 0) return cudaSuccess;
+  HAFRM_INTERNAL_ASSERT(in.lse && (!in.grad_entropy || in.entropy),
+                        "backward: the saved lse, and the entropy with an entropy gradient");
   const bool general = detail::general_transform(p.transform);
   const detail::Shape sh = detail::shape_for(rows, layout.vocab);
   return detail::dispatch_tpr(sh.tpr, [&](auto tpr) {
