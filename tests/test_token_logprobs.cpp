@@ -400,9 +400,8 @@ TEST_CASE("the CPU and CUDA adapters check the same kernel arguments", "[logprob
   // naming what is missing, never a read past an empty tensor.
   auto f = hafrm::detail::cpu_fused_forward(x, y, o, true);
   auto g = torch::ones({4});
-  require_error(
-      [&] { hafrm::detail::cpu_fused_backward(x, y, g, g, f.lse, torch::empty({0}), o); },
-      {"entropy"});
+  require_error([&] { hafrm::detail::cpu_fused_backward(x, y, g, g, f.lse, torch::empty({0}), o); },
+                {"entropy"});
   // The linear path's range check is the same function: its message names the bad value too.
   require_error(
       [&] {

@@ -41,8 +41,8 @@ namespace hafrm::core::detail {
 }
 }  // namespace hafrm::core::detail
 
-#define HAFRM_INTERNAL_ASSERT(cond, what)                                                    \
-  do {                                                                                       \
+#define HAFRM_INTERNAL_ASSERT(cond, what)                                                        \
+  do {                                                                                           \
     if (!(cond)) ::hafrm::core::detail::internal_assert_failed(#cond, what, __FILE__, __LINE__); \
   } while (0)
 

@@ -33,9 +33,7 @@ inline constexpr T kNegInf = static_cast<T>(-HUGE_VAL);
 template <class T>
 struct LseState {
   T m, s, sz, s2;
-  static HAFRM_HOST_DEVICE HAFRM_INLINE LseState empty() {
-    return {kNegInf<T>, T(0), T(0), T(0)};
-  }
+  static HAFRM_HOST_DEVICE HAFRM_INLINE LseState empty() { return {kNegInf<T>, T(0), T(0), T(0)}; }
 };
 
 // The two rules below are the only places where a state's centre moves; the CPU kernel

@@ -118,15 +118,21 @@ __device__ __forceinline__ float exp2_fast(float x) {
 // float <-> the logits' type, round-to-nearest.
 template <class T>
 __device__ __forceinline__ float to_float(T x) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) return __bfloat162float(x);
-  else if constexpr (std::is_same_v<T, __half>) return __half2float(x);
-  else return x;
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __bfloat162float(x);
+  else if constexpr (std::is_same_v<T, __half>)
+    return __half2float(x);
+  else
+    return x;
 }
 template <class T>
 __device__ __forceinline__ T from_float(float x) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16_rn(x);
-  else if constexpr (std::is_same_v<T, __half>) return __float2half_rn(x);
-  else return x;
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __float2bfloat16_rn(x);
+  else if constexpr (std::is_same_v<T, __half>)
+    return __float2half_rn(x);
+  else
+    return x;
 }
 
 template <class T>
@@ -421,7 +427,8 @@ __global__ void __launch_bounds__(KernelPolicy::kBlockThreads)
   constexpr int kRowsPerBlock = KernelPolicy::kBlockThreads / kTpr;
   constexpr int kWarpsPerRow = kTpr > 32 ? kTpr / 32 : 1;
   constexpr int kN = VecTraits<T>::kN;
-  constexpr bool kRaw = kGeneral && kMode == kAllStats;  // raw max for is-argmax (LogitTransform::sign)
+  // The raw max for is-argmax (LogitTransform::sign).
+  constexpr bool kRaw = kGeneral && kMode == kAllStats;
   // The soft-cap path's tanh needs registers of its own: fewer loads in flight there.
   constexpr int kUnroll = kGeneral ? 2 : KernelPolicy::kUnroll;
   __shared__ Stats smem[kRowsPerBlock * kWarpsPerRow];
