@@ -16,6 +16,8 @@
 
 #include "hafrm/kernels/cuda/token_logprobs.cuh"
 #include "hafrm/torch/cuda_logprobs.hpp"
+#include "hafrm/torch/kernel_args.hpp"
+#include "hafrm/torch/logprob_checks.hpp"
 #include "hafrm/torch/row_layout.hpp"
 
 namespace hafrm::detail {
@@ -32,9 +34,9 @@ void dispatch_cuda_dtype(at::ScalarType t, const char* op, F&& f) {
     case at::kHalf:
       return f(__half{});
     default:
-      TORCH_CHECK(false, "hafrm::", op, ": argument 'logits' has dtype ", t,
-                  "; the fused CUDA kernel takes float32, bfloat16 or float16 (use "
-                  "LogProbBackend::kReference for float64)");
+      HAFRM_CHECK_ARG(false, op, "logits", "has dtype ", t,
+                      "; the fused CUDA kernel takes float32, bfloat16 or float16 (use "
+                      "LogProbBackend::kReference for float64)");
   }
 }
 
@@ -122,8 +124,6 @@ void report_label_error(c10::DeviceIndex d) {
 
 FusedForward cuda_fused_forward(const torch::Tensor& logits, const torch::Tensor& labels_flat,
                                 const TokenLogProbOptions& o, bool need_lse) {
-  TORCH_CHECK(labels_flat.is_cuda() && labels_flat.device() == logits.device(),
-              "hafrm::token_logprobs: argument 'labels' must be on ", logits.device());
   c10::cuda::CUDAGuard guard(logits.device());
   const c10::DeviceIndex dev = logits.device().index();
   report_label_error(dev);  // an earlier call's bad label
@@ -132,6 +132,7 @@ FusedForward cuda_fused_forward(const torch::Tensor& logits, const torch::Tensor
   if (o.check_labels && !label_word && !sync_label_check(o))  // no mapped memory here
     check_label_range(labels_flat, logits.size(-1), o, "token_logprobs");
   auto [x, layout] = row_layout(logits);
+  check_kernel_labels(logits, labels_flat, layout.rows(), "token_logprobs");
   FusedForward r = allocate_fused_outputs(layout.rows(), o, need_lse, logits.device());
   const core::ForwardOutputs out = output_pointers(r);
   core::LogProbParams p{o.ignore_index, make_transform(o)};
@@ -153,16 +154,12 @@ torch::Tensor cuda_fused_backward(const torch::Tensor& logits, const torch::Tens
   c10::cuda::CUDAGuard guard(logits.device());
   report_label_error(logits.device().index());  // usually the forward's, now that it has run
   auto [x, layout] = row_layout(logits);
+  check_kernel_labels(logits, labels_flat, layout.rows(), "token_logprobs");
+  const KernelBackwardInputs bi =
+      backward_inputs(grad_logprob, grad_entropy, lse, entropy, layout.rows());
   const bool inplace = o.inplace_backward && x.is_same(logits) && rows_disjoint(layout);
   torch::Tensor grad = inplace ? x : torch::empty_like(x, at::MemoryFormat::Contiguous);
   auto glayout = row_layout(grad).second;
-  auto gl = grad_logprob.defined() ? grad_logprob.contiguous().to(torch::kFloat) : torch::Tensor();
-  auto ge = grad_entropy.defined() ? grad_entropy.contiguous().to(torch::kFloat) : torch::Tensor();
-  core::BackwardInputs in;
-  in.grad_logprob = gl.defined() ? gl.const_data_ptr<float>() : nullptr;
-  in.grad_entropy = ge.defined() ? ge.const_data_ptr<float>() : nullptr;
-  in.lse = lse.const_data_ptr<float>();
-  in.entropy = entropy.defined() && entropy.numel() > 0 ? entropy.const_data_ptr<float>() : nullptr;
   core::LogProbParams p{o.ignore_index, make_transform(o)};
   auto stream = at::cuda::getCurrentCUDAStream(logits.device().index()).stream();
   dispatch_cuda_dtype(x.scalar_type(), "token_logprobs (CUDA backward)", [&](auto tag) {
@@ -170,7 +167,7 @@ torch::Tensor cuda_fused_backward(const torch::Tensor& logits, const torch::Tens
     check_status(kernels::cuda::launch_token_logprobs_backward(
                      reinterpret_cast<const T*>(x.const_data_ptr()),
                      reinterpret_cast<T*>(grad.mutable_data_ptr()), layout, glayout,
-                     labels_flat.const_data_ptr<int64_t>(), p, in, stream),
+                     labels_flat.const_data_ptr<int64_t>(), p, bi.in, stream),
                  "token_logprobs (CUDA backward)");
   });
   return inplace ? logits : grad;

@@ -4,6 +4,7 @@
 #include <tuple>
 
 #include "hafrm/kernels/cpu/token_logprobs.hpp"
+#include "hafrm/torch/linear_logprobs.hpp"
 #include "hafrm/torch/token_logprobs.hpp"
 #include "test_util.hpp"
 
@@ -377,4 +378,27 @@ TEST_CASE("a non-default ignore_index: CPU fused equals the reference, -100 beco
     o.ignore_index = ignore;
     require_error([&] { hafrm::compute_token_logprobs(x, bad, o); }, {"labels", "-100"});
   }
+}
+
+TEST_CASE("the CPU and CUDA adapters check the same kernel arguments", "[logprobs]") {
+  // detail::check_kernel_labels / backward_inputs (torch/kernel_args.hpp) serve both adapters;
+  // these are the checks the CPU adapter had no copy of before (the CUDA one had them).
+  auto x = randn({4, 10}, torch::kFloat);
+  auto y = torch::randint(0, 10, {4}, torch::kLong);
+  hafrm::TokenLogProbOptions o;
+  // Labels on another device than the logits: a named error, not a read of foreign memory.
+  require_error([&] { hafrm::detail::cpu_fused_forward(x, y.to(torch::kMeta), o, false); },
+                {"token_logprobs", "labels", "expected to be on cpu"});
+  // An entropy gradient without the forward's entropy is a library bug: an internal assert
+  // naming what is missing, never a read past an empty tensor.
+  auto f = hafrm::detail::cpu_fused_forward(x, y, o, true);
+  auto g = torch::ones({4});
+  require_error([&] { hafrm::detail::cpu_fused_backward(x, y, g, g, f.lse, torch::empty({0}), o); },
+                {"entropy"});
+  // The linear path's range check is the same function: its message names the bad value too.
+  require_error(
+      [&] {
+        hafrm::linear_token_logprobs(randn({4, 3}), randn({10, 3}), torch::tensor({1, 2, 12, 3}));
+      },
+      {"linear_token_logprobs", "labels", "[0, 10)", "found 12"});
 }

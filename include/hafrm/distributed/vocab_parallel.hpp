@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "hafrm/torch/fused_logprobs.hpp"
+#include "hafrm/torch/logprob_checks.hpp"
 #include "hafrm/torch/reference_logprobs.hpp"
 #include "hafrm/torch/token_logprobs.hpp"
 #include "process_group.hpp"

@@ -11,6 +11,7 @@
 
 #include "hafrm/kernels/cpu/token_logprobs.hpp"
 #include "hafrm/torch/grad_buffer_pool.hpp"
+#include "hafrm/torch/kernel_args.hpp"
 #include "hafrm/torch/logprob_options.hpp"
 #include "hafrm/torch/row_layout.hpp"
 
@@ -40,6 +41,7 @@ struct AtenParallelFor {
 inline FusedForward cpu_fused_forward(const torch::Tensor& logits, const torch::Tensor& labels_flat,
                                       const TokenLogProbOptions& o, bool need_lse) {
   auto [x, layout] = row_layout(logits);
+  check_kernel_labels(logits, labels_flat, layout.rows(), "token_logprobs");
   FusedForward r = allocate_fused_outputs(layout.rows(), o, need_lse, logits.device());
   const core::ForwardOutputs out = output_pointers(r);
   kernels::cpu::Params p{o.ignore_index, make_transform(o)};
@@ -65,20 +67,16 @@ inline torch::Tensor cpu_fused_backward(const torch::Tensor& logits,
   torch::Tensor grad = inplace ? x : GradBufferPool::instance().acquire(x.sizes(), x.options());
   auto [g_ignored, glayout] = row_layout(grad);
   (void)g_ignored;
-  auto gl = grad_logprob.defined() ? grad_logprob.contiguous().to(torch::kFloat) : torch::Tensor();
-  auto ge = grad_entropy.defined() ? grad_entropy.contiguous().to(torch::kFloat) : torch::Tensor();
-  kernels::cpu::BackwardInputs in;
-  in.grad_logprob = gl.defined() ? gl.const_data_ptr<float>() : nullptr;
-  in.grad_entropy = ge.defined() ? ge.const_data_ptr<float>() : nullptr;
-  in.lse = lse.const_data_ptr<float>();
-  in.entropy = entropy.defined() ? entropy.const_data_ptr<float>() : nullptr;
+  check_kernel_labels(logits, labels_flat, layout.rows(), "token_logprobs");
+  const KernelBackwardInputs bi =
+      backward_inputs(grad_logprob, grad_entropy, lse, entropy, layout.rows());
   kernels::cpu::Params p{o.ignore_index, make_transform(o)};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "hafrm_cpu_bwd", [&] {
     using T = typename eigen_scalar<scalar_t>::type;
     kernels::cpu::token_logprobs_backward(reinterpret_cast<const T*>(x.const_data_ptr<scalar_t>()),
                                           reinterpret_cast<T*>(grad.mutable_data_ptr<scalar_t>()),
                                           layout, glayout, labels_flat.const_data_ptr<int64_t>(), p,
-                                          in, AtenParallelFor{});
+                                          bi.in, AtenParallelFor{});
   });
   return inplace ? logits : grad;
 }

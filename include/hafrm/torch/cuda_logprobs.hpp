@@ -9,6 +9,7 @@
 
 #include <torch/torch.h>
 
+#include "hafrm/torch/kernel_args.hpp"
 #include "hafrm/torch/logprob_options.hpp"
 
 namespace hafrm::detail {

@@ -7,6 +7,7 @@
 
 #include "hafrm/torch/cpu_logprobs.hpp"
 #include "hafrm/torch/cuda_logprobs.hpp"
+#include "hafrm/torch/kernel_args.hpp"
 #include "hafrm/torch/logprob_options.hpp"
 
 namespace hafrm::detail {

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "hafrm/torch/fused_logprobs.hpp"
+#include "hafrm/torch/logprob_checks.hpp"
 #include "hafrm/torch/logprob_options.hpp"
 #include "hafrm/torch/reference_logprobs.hpp"
 #include "hafrm/torch/token_logprobs.hpp"
@@ -289,12 +290,7 @@ inline TokenLogProbs compute_linear_token_logprobs(const torch::Tensor& hidden,
   detail::check_same_device(hidden, labels, fn, "hidden", "labels");
   HAFRM_CHECK_ARG(weight.size(0) >= 1, fn, "weight", "expected V >= 1 rows, got ", weight.sizes());
   detail::check_options(o, fn);
-  if (o.check_labels && labels.numel() > 0) {
-    const int64_t V = weight.size(0);
-    auto bad = (labels != o.ignore_index) & ((labels < 0) | (labels >= V));
-    HAFRM_CHECK_ARG(!bad.any().item<bool>(), fn, "labels", "expected values in [0, ", V,
-                    ") or ignore_index (", o.ignore_index, ")");
-  }
+  if (o.check_labels) detail::check_label_range(labels, weight.size(0), o, fn);
   // Mixed dtypes (float32 hidden, bfloat16 head) compute in the wider one, as TRL does.
   const auto ct = torch::promote_types(hidden.scalar_type(), weight.scalar_type());
   if (!detail::use_fused(torch::empty({0}, hidden.options().dtype(ct)), o)) {

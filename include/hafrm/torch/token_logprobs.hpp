@@ -15,6 +15,7 @@
 #include <torch/torch.h>
 
 #include "hafrm/torch/fused_logprobs.hpp"
+#include "hafrm/torch/logprob_checks.hpp"
 #include "hafrm/torch/logprob_options.hpp"
 #include "hafrm/torch/reference_logprobs.hpp"
 

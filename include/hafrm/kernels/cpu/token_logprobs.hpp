@@ -27,7 +27,8 @@
 // cannot be retargeted per function); Eigen still does the rare transforms (soft-cap tanh) and
 // dtype fallbacks at the TU's level. Other compilers and non-x86 CPUs get the baseline alone.
 //
-// Bad rows (the contract the CUDA kernels share):
+// Bad rows (the contract the CUDA kernels share; both write their per-row outputs through
+// core/row_outputs.hpp, and move their online log-sum-exp by core/math.hpp's rules):
 //   - a label equal to ignore_index: every output 0 (is_argmax false) and a zero gradient row;
 //     the row's logits are never read;
 //   - a label outside [0, V) (reachable only with check_labels = false): the forward never reads
@@ -51,6 +52,7 @@
 
 #include "hafrm/core/logprob_layout.hpp"
 #include "hafrm/core/math.hpp"
+#include "hafrm/core/row_outputs.hpp"
 #include "hafrm/kernels/cpu/capability.hpp"
 
 #if HAFRM_CPU_X86_DISPATCH
@@ -219,6 +221,7 @@ template <class T, class ParallelFor>
 void token_logprobs_forward(const T* logits, const RowLayout& layout, const int64_t* labels,
                             const Params& p, const ForwardOutputs& out,
                             ParallelFor&& parallel_for) {
+  HAFRM_INTERNAL_ASSERT(layout.rows() == 0 || (logits && labels), "forward: rows without data");
   const auto fn = detail::forward_variant<T>(cpu_capability());
   detail::for_rows(parallel_for, layout.rows(), layout.vocab, [&](int64_t begin, int64_t end) {
     fn(logits, layout, labels, p, out, begin, end);
@@ -232,6 +235,8 @@ template <class T, class ParallelFor>
 void token_logprobs_backward(const T* logits, T* grad_logits, const RowLayout& layout,
                              const RowLayout& grad_layout, const int64_t* labels, const Params& p,
                              const BackwardInputs& in, ParallelFor&& parallel_for) {
+  HAFRM_INTERNAL_ASSERT(layout.rows() == 0 || (in.lse && (!in.grad_entropy || in.entropy)),
+                        "backward: the saved lse, and the entropy with an entropy gradient");
   const auto fn = detail::backward_variant<T>(cpu_capability());
   detail::for_rows(parallel_for, layout.rows(), layout.vocab, [&](int64_t begin, int64_t end) {
     fn(logits, grad_logits, layout, grad_layout, labels, p, in, begin, end);

@@ -2,7 +2,9 @@
 // Raw pointers, sizes, strides and a cudaStream_t in, cudaError_t out; no framework types.
 // Over 400 lines as one file because it is compiled as one unit, unchanged, by nvcc
 // (src/hafrm_cuda_ops.cu), by the SASS check and by the CPU emulator (tests/cuda_emu/); the
-// forward, merge and backward kernels share its row machinery (loads, Stats, merges, transforms).
+// forward, merge and backward kernels share its row machinery (loads, Stats, transforms); the
+// online log-sum-exp rules and the per-row epilogue are core's (core/math.hpp,
+// core/row_outputs.hpp), shared with the CPU kernel.
 //
 // example-begin cuda_kernel_forward DeviceRows
 //   hafrm::core::RowLayout rows{1, n, 0, v, v};
@@ -33,8 +35,8 @@
 //     the forward records one out-of-range label in a caller-supplied LabelError word, so the
 //     torch adapter reports a bad label without a host-side check and its device-to-host sync.
 //
-// Bad rows: one contract for the CPU and CUDA kernels (z = the transformed logits of a row that
-// is not ignored):
+// Bad rows: one contract for the CPU and CUDA kernels, whose per-row outputs both come from
+// core/row_outputs.hpp (z = the transformed logits of a row that is not ignored):
 //   - any z NaN, or any z = +inf: logprob, lse, entropy and log sum p^2 are NaN, is_argmax is
 //     false, and every gradient element of the row is NaN (the entropy gradient included), never
 //     a silent 0. mean_logit is the plain float sum of z over V, so it is NaN or +inf.
@@ -59,6 +61,7 @@
 
 #include "hafrm/core/logprob_layout.hpp"
 #include "hafrm/core/math.hpp"
+#include "hafrm/core/row_outputs.hpp"
 
 namespace hafrm::kernels::cuda {
 
@@ -95,7 +98,7 @@ enum StatsMode : int { kLseOnly = 0, kEntropy = 1, kAllStats = 2 };
 
 namespace detail {
 
-constexpr float kNegInf = -__builtin_huge_valf();  // constexpr on host and device
+constexpr float kNegInf = core::kNegInf<float>;
 constexpr float kNaN = __builtin_nanf("");
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
@@ -112,34 +115,24 @@ __device__ __forceinline__ float exp2_fast(float x) {
 #endif
 }
 
+// float <-> the logits' type, round-to-nearest.
 template <class T>
-__device__ __forceinline__ float to_float(T x);
-template <>
-__device__ __forceinline__ float to_float<float>(float x) {
-  return x;
+__device__ __forceinline__ float to_float(T x) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __bfloat162float(x);
+  else if constexpr (std::is_same_v<T, __half>)
+    return __half2float(x);
+  else
+    return x;
 }
-template <>
-__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 x) {
-  return __bfloat162float(x);
-}
-template <>
-__device__ __forceinline__ float to_float<__half>(__half x) {
-  return __half2float(x);
-}
-
 template <class T>
-__device__ __forceinline__ T from_float(float x);
-template <>
-__device__ __forceinline__ float from_float<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
-template <>
-__device__ __forceinline__ __half from_float<__half>(float x) {
-  return __float2half_rn(x);
+__device__ __forceinline__ T from_float(float x) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __float2bfloat16_rn(x);
+  else if constexpr (std::is_same_v<T, __half>)
+    return __float2half_rn(x);
+  else
+    return x;
 }
 
 template <class T>
@@ -194,41 +187,31 @@ __device__ __forceinline__ uint4 pack(const float (&f)[VecTraits<T>::kN]) {
 }
 
 // The row's statistics in "u" units: u = x (the raw logit) when the transform is linear with a
-// positive factor a (z = a u), u = z otherwise (a = 1). s, sz, s2 are centred on the max m:
-// s = sum e, sz = sum e (u - m), s2 = sum e^2 with e = exp(a (u - m)); zsum = sum u.
-// m is never NaN (maxima skip NaN); a NaN logit reaches s through its exp instead.
-// xm (kRaw = general transform and kAllStats, which is-argmax asks for there): the max of
-// sign * x over the raw logits x, see raw_sign.
-struct Stats {
-  float m, s, sz, s2, zsum, xm;
+// positive factor a (z = a u), u = z otherwise (a = 1). The online log-sum-exp part (m, s, sz,
+// s2: core::LseState, with e = exp(a (u - m))) moves and merges only by core's rules, the ones
+// the CPU kernel uses too; zsum = sum u. m is never NaN (maxima skip NaN); a NaN logit reaches s
+// through its exp instead. xm (kRaw = general transform and kAllStats, which is-argmax asks for
+// there): the max of sign * x over the raw logits x, see LogitTransform::sign.
+struct Stats : core::LseState<float> {
+  float zsum, xm;
 };
 
-__device__ __forceinline__ Stats empty_stats() { return {kNegInf, 0.f, 0.f, 0.f, 0.f, kNegInf}; }
+__device__ __forceinline__ Stats empty_stats() {
+  return {core::LseState<float>::empty(), 0.f, kNegInf};
+}
 
-// c = a log2(e): exp(a t) = 2^(c t). kRaw: also merge xm (the general transform's forward).
+// exp(a d) for a centre move d: 2^(c d) with c = a log2(e), one MUFU.EX2.
+struct Exp2 {
+  float c;
+  __device__ __forceinline__ float operator()(float d) const { return exp2_fast(c * d); }
+};
+
+// kRaw: also merge xm (the general transform's forward).
 template <int kMode, bool kRaw = false>
-__device__ __forceinline__ void merge(Stats& a, Stats b, float c) {
+__device__ __forceinline__ void merge(Stats& a, const Stats& b, float c) {
   if constexpr (kMode == kAllStats) a.zsum += b.zsum;
   if constexpr (kRaw) a.xm = fmaxf(a.xm, b.xm);
-  if (b.m > a.m) {
-    const Stats t = a;
-    a = b;
-    b = t;
-    if constexpr (kMode == kAllStats) a.zsum = b.zsum;  // already summed
-    if constexpr (kRaw) a.xm = b.xm;                    // already merged
-  }
-  // Now a.m >= b.m (or both -inf). A -inf side holds sums of 0 or NaN: add them as they are.
-  if (b.m == kNegInf) {
-    a.s += b.s;
-    if constexpr (kMode >= kEntropy) a.sz += b.sz;
-    if constexpr (kMode == kAllStats) a.s2 += b.s2;
-    return;
-  }
-  const float d = b.m - a.m;  // <= 0 (NaN when both are +inf, which poisons s as it should)
-  const float f = exp2_fast(c * d);
-  if constexpr (kMode >= kEntropy) a.sz += f * (b.sz + d * b.s);
-  if constexpr (kMode == kAllStats) a.s2 += b.s2 * f * f;
-  a.s += b.s * f;
+  core::lse_merge<kMode >= kEntropy, kMode == kAllStats>(a, b, Exp2{c});
 }
 
 // Folds n values u (a chunk of the row) into the running state: chunk max first, at most one
@@ -242,16 +225,8 @@ __device__ __forceinline__ void fold(Stats& a, const float (&u)[n], float c) {
 #pragma unroll
     for (int k = 0; k < n; ++k) a.zsum += u[k];
   }
-  if (cm > a.m) {  // rare after the first chunks; false for an all-NaN chunk
-    if (a.m != kNegInf) {
-      const float d = a.m - cm;
-      const float f = exp2_fast(c * d);
-      if constexpr (kMode >= kEntropy) a.sz = f * (a.sz + d * a.s);
-      if constexpr (kMode == kAllStats) a.s2 *= f * f;
-      a.s *= f;
-    }
-    a.m = cm;
-  }
+  if (cm > a.m)  // rare after the first chunks; false for an all-NaN chunk
+    core::lse_recentre<kMode >= kEntropy, kMode == kAllStats>(a, cm, Exp2{c});
   // While every value so far is -inf, centre on 0: -inf then adds 0 and NaN adds NaN.
   const float shift = a.m == kNegInf ? 0.f : a.m;
   if constexpr (kMode == kLseOnly) {
@@ -287,16 +262,7 @@ __device__ __forceinline__ void warp_reduce(Stats& a, float c) {
   }
 }
 
-// u of one raw logit: x itself on the linear path, the full transform on the general one.
-// a / b without the IEEE-division slow path (a subroutine call); plain division on the host
-// pass and in the CPU emulator.
-__device__ __forceinline__ float fast_div(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fdividef(a, b);
-#else
-  return a / b;
-#endif
-}
+using core::fast_div;
 
 // tanh(x) = 1 - 2 / (e^2x + 1): one MUFU.EX2 and a fast division, no subroutine (tanhf's and
 // IEEE division's slow paths are calls whose saved registers ptxas reports as spills).
@@ -329,6 +295,7 @@ struct Transform {
   }
 };
 
+// u of one raw logit: x itself on the linear path, the full transform on the general one.
 template <bool kGeneral>
 __device__ __forceinline__ float to_u(float x, const Transform& tf) {
   if constexpr (kGeneral) return tf.apply(x);
@@ -371,14 +338,6 @@ __device__ __forceinline__ void for_row(const T* src, int64_t n, int lane, Scala
   for (int64_t i = head + nvec * kN + lane; i < n; i += kTpr) scalar(i, to_float(src[i]));
 }
 
-// is-argmax under the general transform is decided on raw logits: z(x) is monotone (increasing
-// when scale and 1 / temperature have one sign, decreasing otherwise), so the label's z is the
-// row's max exactly when sign * x_y is the max of sign * x. That is exact and the same on every
-// device, where comparing float z would depend on each device's tanh at near-ties.
-__host__ __device__ inline float raw_sign(const core::LogitTransform& tf) {
-  return (tf.scale > 0.f) == (tf.inv_temperature > 0.f) ? 1.f : -1.f;
-}
-
 // Records label y of row r in e (nullable) unless a bad label is already held there. Only rows
 // with bad labels get here; the plain read first keeps a flood of them from queueing atomics.
 __device__ __forceinline__ void record_label_error(LabelError* e, int64_t r, int64_t y, int64_t V,
@@ -393,50 +352,29 @@ __device__ __forceinline__ void record_label_error(LabelError* e, int64_t r, int
   atomicExch(&e->state, LabelError::kReady);
 }
 
-// The per-row results from the merged state (lane 0 of the row's group, or the merge kernel).
+// The per-row results from the merged state (lane 0 of the row's group, or the merge kernel),
+// through core's epilogue, the one the CPU kernel uses.
 template <class T, bool kGeneral, bool kRaw>
 __device__ __forceinline__ void finish_row(int64_t r, int64_t y, bool active, const Stats& st,
                                            const T* row, int64_t V, const core::LogProbParams& p,
                                            float a, const core::ForwardOutputs& out,
                                            LabelError* label_error) {
-  if (!active) {
-    if (out.logprob) out.logprob[r] = 0.f;
-    if (out.lse) out.lse[r] = 0.f;
-    if (out.entropy) out.entropy[r] = 0.f;
-    if (out.log_sum_p2) out.log_sum_p2[r] = 0.f;
-    if (out.mean_logit) out.mean_logit[r] = 0.f;
-    if (out.is_argmax) out.is_argmax[r] = false;
-    return;
-  }
-  const bool in_range = y >= 0 && y < V;  // never read outside the row
-  // Out of range: NaN everywhere, as on the CPU (see the contract above).
-  if (!in_range) {
+  if (!active) return core::fill_row_outputs(out, r, 0.f);
+  if (!(y >= 0 && y < V)) {  // never read outside the row: NaN everywhere, as on the CPU
     record_label_error(label_error, r, y, V, p.ignore_index);
-    if (out.logprob) out.logprob[r] = kNaN;
-    if (out.lse) out.lse[r] = kNaN;
-    if (out.entropy) out.entropy[r] = kNaN;
-    if (out.log_sum_p2) out.log_sum_p2[r] = kNaN;
-    if (out.mean_logit) out.mean_logit[r] = kNaN;
-    if (out.is_argmax) out.is_argmax[r] = false;
-    return;
+    return core::fill_row_outputs(out, r, kNaN);
   }
-  // st.s = 0 only for an all -inf row: lse -inf, the rest NaN (see the contract above).
-  const bool mass = st.s > 0.f || st.s != st.s;
-  const float ls = logf(st.s);
-  const float lse = mass ? a * st.m + ls : kNegInf;
-  const float xy = to_float(row[y]);
-  const float uy = to_u<kGeneral>(xy, Transform(p.transform));
-  if (out.logprob) out.logprob[r] = mass ? a * uy - lse : kNaN;
-  if (out.lse) out.lse[r] = lse;
-  // __fdividef (no division subroutine): 1 <= s <= V here, far from its 2^126 limit.
-  if (out.entropy) out.entropy[r] = mass ? ls - a * fast_div(st.sz, st.s) : kNaN;
-  if (out.log_sum_p2) out.log_sum_p2[r] = mass ? logf(st.s2) - 2.f * ls : kNaN;
-  if (out.mean_logit) out.mean_logit[r] = a * fast_div(st.zsum, static_cast<float>(V));
-  if (out.is_argmax) {  // false for every bad row: lse NaN or -inf
-    // Without kRaw the transform is linear with a positive factor: u = x, already raw.
-    const bool top = kRaw ? raw_sign(p.transform) * xy >= st.xm : uy >= st.m;
-    out.is_argmax[r] = mass && top && lse == lse;
-  }
+  float xy;
+  core::write_row_outputs(
+      out, r, st, st.zsum, a, V,
+      [&] {
+        xy = to_float(row[y]);
+        return to_u<kGeneral>(xy, Transform(p.transform));
+      },
+      [&](float uy) {
+        // Without kRaw the transform is linear with a positive factor: u = x, already raw.
+        return kRaw ? p.transform.sign() * xy >= st.xm : uy >= st.m;
+      });
 }
 
 // layout.offset(r) without a 64-bit division (a subroutine call on the GPU, like float64
@@ -489,7 +427,8 @@ __global__ void __launch_bounds__(KernelPolicy::kBlockThreads)
   constexpr int kRowsPerBlock = KernelPolicy::kBlockThreads / kTpr;
   constexpr int kWarpsPerRow = kTpr > 32 ? kTpr / 32 : 1;
   constexpr int kN = VecTraits<T>::kN;
-  constexpr bool kRaw = kGeneral && kMode == kAllStats;  // raw max for is-argmax (raw_sign)
+  // The raw max for is-argmax (LogitTransform::sign).
+  constexpr bool kRaw = kGeneral && kMode == kAllStats;
   // The soft-cap path's tanh needs registers of its own: fewer loads in flight there.
   constexpr int kUnroll = kGeneral ? 2 : KernelPolicy::kUnroll;
   __shared__ Stats smem[kRowsPerBlock * kWarpsPerRow];
@@ -499,7 +438,7 @@ __global__ void __launch_bounds__(KernelPolicy::kBlockThreads)
   const Transform tf(p.transform);  // a value: a reference would pin the param in memory
   const float a = linear_factor(p.transform, kGeneral);
   const float c = a * kLog2e;
-  const float sgn = raw_sign(p.transform);
+  const float sgn = p.transform.sign();
   const int64_t lo = static_cast<int64_t>(blockIdx.y) * chunk;
   const int64_t n = (V - lo < chunk ? V - lo : chunk);
   // Uniform trip count across the block so every thread reaches every shuffle and barrier.
@@ -795,6 +734,8 @@ cudaError_t launch_token_logprobs_backward(const T* logits, T* grad, const core:
                                            const core::BackwardInputs& in, cudaStream_t stream) {
   const int64_t rows = layout.rows();
   if (rows == 0) return cudaSuccess;
+  HAFRM_INTERNAL_ASSERT(in.lse && (!in.grad_entropy || in.entropy),
+                        "backward: the saved lse, and the entropy with an entropy gradient");
   const bool general = detail::general_transform(p.transform);
   const detail::Shape sh = detail::shape_for(rows, layout.vocab);
   return detail::dispatch_tpr(sh.tpr, [&](auto tpr) {
