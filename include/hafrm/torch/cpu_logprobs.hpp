@@ -63,13 +63,14 @@ inline torch::Tensor cpu_fused_backward(const torch::Tensor& logits,
                                         const torch::Tensor& entropy,
                                         const TokenLogProbOptions& o) {
   auto [x, layout] = row_layout(logits);
+  // Checks first: a rejected call takes no buffer from the pool.
+  check_kernel_labels(logits, labels_flat, layout.rows(), "token_logprobs");
+  const KernelBackwardInputs bi =
+      backward_inputs(grad_logprob, grad_entropy, lse, entropy, layout.rows());
   const bool inplace = o.inplace_backward && x.is_same(logits) && rows_disjoint(layout);
   torch::Tensor grad = inplace ? x : GradBufferPool::instance().acquire(x.sizes(), x.options());
   auto [g_ignored, glayout] = row_layout(grad);
   (void)g_ignored;
-  check_kernel_labels(logits, labels_flat, layout.rows(), "token_logprobs");
-  const KernelBackwardInputs bi =
-      backward_inputs(grad_logprob, grad_entropy, lse, entropy, layout.rows());
   kernels::cpu::Params p{o.ignore_index, make_transform(o)};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "hafrm_cpu_bwd", [&] {
     using T = typename eigen_scalar<scalar_t>::type;
