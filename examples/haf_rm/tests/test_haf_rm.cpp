@@ -1,5 +1,8 @@
 // Tests of the haf_rm example trainer: exact resume, refusal of corrupt and mismatched
 // checkpoints, interruption, the objectives, and the command line end to end on tiny data.
+// Over 400 lines as one file because it is the one test file of one example program: its cases
+// share the tiny-data runs and helpers of test_util.hpp, and a reader looks for the trainer's
+// tests here (the multi-process ones are test_data_parallel.py).
 #include <catch2/catch.hpp>
 
 #include <dlfcn.h>
