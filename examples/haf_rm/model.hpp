@@ -207,9 +207,7 @@ struct HafTransformerImpl : torch::nn::Module {
       out.lm_hidden = normed;
       out.lm_head_weight = weight;
     } else {
-      out.logits =
-          whole ? lm_head(normed)
-                : torch::nn::functional::linear(head_input ? head_input(normed) : normed, weight);
+      out.logits = torch::nn::functional::linear(head_input ? head_input(normed) : normed, weight);
     }
     return out;
   }

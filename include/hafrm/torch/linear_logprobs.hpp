@@ -57,11 +57,6 @@ inline torch::Tensor block_labels(const torch::Tensor& y, int64_t v0, int64_t v1
   return torch::where(inside, y - v0, torch::full({}, -1, y.options()));
 }
 
-// Per-row statistics of z = transform(hidden W^T) over the scored rows (label != ignore_index),
-// formed tile by tile and merged across vocabulary blocks in float32 ([M] each; an output not
-// asked for in `o` stays undefined). Shared by the fused linear path and the vocabulary-parallel
-// one (hafrm/distributed/vocab_parallel_linear.hpp), which passes labels outside [0, V) for rows
-// whose target lives on another rank: their `target` is 0.
 // The tile sizes a linear Function's backward recomputes with (those of its forward).
 inline void save_tiles(torch::autograd::AutogradContext* ctx, const LinearTiles& t) {
   ctx->saved_data["chunk_tokens"] = t.tokens;
@@ -71,6 +66,11 @@ inline LinearTiles load_tiles(torch::autograd::AutogradContext* ctx) {
   return {ctx->saved_data["chunk_tokens"].toInt(), ctx->saved_data["chunk_vocab"].toInt()};
 }
 
+// Per-row statistics of z = transform(hidden W^T) over the scored rows (label != ignore_index),
+// formed tile by tile and merged across vocabulary blocks in float32 ([M] each; an output not
+// asked for in `o` stays undefined). Shared by the fused linear path and the vocabulary-parallel
+// one (hafrm/distributed/vocab_parallel_linear.hpp), which passes labels outside [0, V) for rows
+// whose target lives on another rank: their `target` is 0.
 struct LinearRowStats {
   torch::Tensor idx;  // [M] int64: the scored rows
   torch::Tensor lse, entropy, log_sum_p2, mean_logit;
