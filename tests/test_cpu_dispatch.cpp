@@ -110,6 +110,41 @@ TEST_CASE("every CPU level matches float64: outputs and gradients, every dtype",
   }
 }
 
+// The plain forward (log-probs, LSE, is_argmax: no entropy, no e^2 sum) is its own instantiation,
+// and from AVX2 up it takes its exps against an integer multiple of ln2/N near the running max
+// rather than the max itself (row_kernels.inc, block_sums). So: logits at large offsets (the
+// centre's integer grows; past |1e5| the other path takes over), a later block whose max jumps
+// far above the running one (redone), blocks far below it (the -87 clamp), -inf entries.
+TEST_CASE("every CPU level: the plain forward matches float64 at any logit offset", "[dispatch]") {
+  const double offset = GENERATE(0.0, 37.3, -1234.5, 5.0e4, -9.9e4, 2.0e5, -3.0e5);
+  const int64_t V = GENERATE(37, 4099, 9000);
+  const int64_t N = 6;
+  auto xd = randn({N, V}, torch::kDouble, 3.0) + offset;
+  if (V > 4096) {
+    xd[1].narrow(0, 4096, V - 4096) += 30.0;   // jumps past the running max: redone
+    xd[2].narrow(0, 2048, V - 2048) -= 150.0;  // far below it: clamped, adds ~nothing
+  }
+  xd[3].narrow(0, 0, V / 2).fill_(-std::numeric_limits<double>::infinity());
+  auto x = xd.to(torch::kFloat);
+  auto y = torch::randint(V / 2, V, {N}, torch::kLong);  // row 3's label among its finite half
+  hafrm::TokenLogProbOptions o;
+  o.return_lse = o.return_is_argmax = true;
+  o.backend = hafrm::LogProbBackend::kReference;
+  const auto ref = hafrm::compute_token_logprobs(x.to(torch::kDouble), y, o);
+  // float32 logits at |offset| carry ulp(offset); the log-prob is x_y - lse: allow a few of them.
+  const double atol = 2e-5 + 4.0 * std::abs(offset) * std::ldexp(1.0, -24);
+  for (auto level : supported_levels()) {
+    LevelGuard guard(level);
+    INFO("level " << kc::capability_name(level) << " offset " << offset << " V " << V);
+    o.backend = hafrm::LogProbBackend::kFused;
+    const auto f = hafrm::compute_token_logprobs(x, y, o);
+    CHECK(all_finite(f.logprobs));
+    CHECK(close(f.logprobs, ref.logprobs, 1e-6, atol));
+    CHECK(close(f.lse, ref.lse, 1e-7, atol));
+    CHECK(torch::equal(f.is_argmax, ref.is_argmax));
+  }
+}
+
 TEST_CASE("out-of-range labels with check_labels off: NaN rows, never a read out of bounds",
           "[dispatch][logprobs]") {
   // Before the bounds test the kernel read logits[row + label]: an ASan SEGV for these labels.
