@@ -27,10 +27,10 @@ struct Level {
   ExpArray fwd;  // the forward's exp (vexp_table from AVX2 up)
 };
 
-#define HAFRM_EXP_LEVEL(cap, ns)                                             \
-  Level {                                                                    \
-    cap, &kc::HAFRM_CPU_CAT(ns, HAFRM_CPU_TU_ISA)::exp_np_array,             \
-        &kc::HAFRM_CPU_CAT(ns, HAFRM_CPU_TU_ISA)::exp_forward_array          \
+#define HAFRM_EXP_LEVEL(cap, ns)                                    \
+  Level {                                                           \
+    cap, &kc::HAFRM_CPU_CAT(ns, HAFRM_CPU_TU_ISA)::exp_np_array,    \
+        &kc::HAFRM_CPU_CAT(ns, HAFRM_CPU_TU_ISA)::exp_forward_array \
   }
 
 std::vector<Level> levels() {
@@ -96,12 +96,14 @@ TEST_CASE("the kernels' exps: error bounds on every float in [-87, 0], at every 
   }
   CHECK(count > 1'000'000'000);  // really every input: 1.1e9 of them
   for (size_t l = 0; l < lv.size(); ++l) {
-    for (const auto& [name, w] : {std::pair{"exp_np", worst_np[l]}, {"forward exp", worst_fwd[l]}}) {
-      std::printf("%s at %s: max error %lld ulp (at x = %.9g); on [-1, 0] %lld (at x = %.9g); "
-                  "max ulp - |x|/8 on [-87, -1) %lld (at x = %.9g); %llu inputs\n",
-                  name, kc::capability_name(lv[l].cap), static_cast<long long>(w.all), w.all_at,
-                  static_cast<long long>(w.near), w.near_at, static_cast<long long>(w.excess),
-                  w.excess_at, static_cast<unsigned long long>(count));
+    for (const auto& [name, w] :
+         {std::pair{"exp_np", worst_np[l]}, {"forward exp", worst_fwd[l]}}) {
+      std::printf(
+          "%s at %s: max error %lld ulp (at x = %.9g); on [-1, 0] %lld (at x = %.9g); "
+          "max ulp - |x|/8 on [-87, -1) %lld (at x = %.9g); %llu inputs\n",
+          name, kc::capability_name(lv[l].cap), static_cast<long long>(w.all), w.all_at,
+          static_cast<long long>(w.near), w.near_at, static_cast<long long>(w.excess), w.excess_at,
+          static_cast<unsigned long long>(count));
       CAPTURE(name, kc::capability_name(lv[l].cap), w.all_at, w.near_at, w.excess_at);
       const int64_t bound = name == std::string_view("exp_np") ? 1 : 2;
       CHECK(w.near <= bound);

@@ -2,10 +2,11 @@
 // pointers; no torch, no [tokens, vocab] temporaries.
 //
 // Forward streams each row once in L1-sized blocks, one vector sweep per block: exps against the
-// running max, the block max beside them, and a re-centring when the max grows (online
-// log-sum-exp); only the per-row LSE (and the asked-for statistics) leave the kernel. Backward
-// recomputes p = exp(z - lse) block by block and writes g * (onehot(y) - p) [+ the entropy term]
-// in one pass. Rows are split over threads only when the work pays for it (KernelPolicy).
+// running max (from AVX2 up a table exp, against an integer multiple of ln2/N next to it), the
+// block max beside them, and a re-centring when the max grows (online log-sum-exp); only the
+// per-row LSE (and the asked-for statistics) leave the kernel. Backward recomputes
+// p = exp(z - lse) block by block and writes g * (onehot(y) - p) [+ the entropy term] in one pass.
+// Rows are split over threads only when the work pays for it (KernelPolicy).
 //
 // example-begin cpu_kernel_forward KernelRows
 //   hafrm::kernels::cpu::RowLayout rows{n, 1, v, 0, v};        // n contiguous rows of v logits
