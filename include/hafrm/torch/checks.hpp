@@ -8,7 +8,10 @@
 
 #include <torch/torch.h>
 
+#include <atomic>
 #include <cmath>
+#include <cstdint>
+#include <string>
 #include <string_view>
 
 // HAFRM_CHECK_ARG(cond, fn, arg, expected...) -> "hafrm::fn: argument 'arg' expected ..."
@@ -16,6 +19,35 @@
   TORCH_CHECK((cond), "hafrm::", fn, ": argument '", arg, "' ", __VA_ARGS__)
 
 namespace hafrm::detail {
+
+// ---- checks on tensor contents -------------------------------------------------------------
+// Every check that reads a tensor's values (counts > 0, labels in range, a margin >= 0) goes
+// through values_hold(), so that no check stalls a GPU step: on the CPU the condition is read at
+// once (there is no device to wait for); on any other device it is queued as a device-side assert
+// (at::_assert_async) carrying the same message, which costs no device-to-host sync and keeps the
+// step capturable by a CUDA graph. A failure there surfaces at the caller's next sync.
+
+// How many content checks have been read on the host since the process started: on a GPU each
+// would be one device-to-host sync. Tests count a training step's checks with it.
+inline std::atomic<int64_t>& host_value_reads() {
+  static std::atomic<int64_t> reads{0};
+  return reads;
+}
+
+// True when `ok` (a bool tensor of any shape) holds everywhere. On a non-CPU device the check is
+// queued with the message "hafrm::fn: argument 'arg' expected" and true is returned; on the CPU a
+// false return lets the caller name the first offending value in its error.
+inline bool values_hold(const torch::Tensor& ok, std::string_view fn, std::string_view arg,
+                        std::string_view expected) {
+  auto all = ok.all();
+  if (!all.device().is_cpu()) {
+    at::_assert_async(all, "hafrm::" + std::string(fn) + ": argument '" + std::string(arg) +
+                               "' " + std::string(expected));
+    return true;
+  }
+  host_value_reads().fetch_add(1, std::memory_order_relaxed);
+  return all.item<bool>();
+}
 
 inline void check_defined(const torch::Tensor& t, std::string_view fn, std::string_view arg) {
   HAFRM_CHECK_ARG(t.defined(), fn, arg, "must be a defined tensor");
