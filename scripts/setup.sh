@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One idempotent set-up step shared by the README's two commands: Debian packages, then a
 # project-local virtual environment holding the pinned torch wheel (LibTorch) and a CMake new
-# enough to build CUDA as C++20 with nvcc 13 (Debian's 3.25 cannot; see README "Building").
+# enough to build CUDA as C++20 with nvcc 13 (Debian's 3.25 cannot; see docs/building.md).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${HAFRM_VENV:-$ROOT/.venv}"

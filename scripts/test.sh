@@ -20,7 +20,7 @@ cmake --build --preset dev -j"$JOBS"
 echo "[test] ctest"
 ctest --preset dev
 
-# ---- sanitizers and fuzzing (issue 9) ------------------------------------------------------------
+# ---- sanitizers and fuzzing --------------------------------------------------------------------
 # 1. The test suite built with ASan + UBSan (preset asan, build/asan) and run by ctest (the
 #    packaging test excepted: it builds an outside consumer, no code of ours runs under it).
 #    LibTorch is not instrumented: detect_leaks=0 in the preset because its global allocations

@@ -1,14 +1,14 @@
-// The library side of the bad-input sweep (issue 9, sections 1 and 4): ignored positions that hold
-// exactly 0 on the reference path, 0-weight hybrid terms that leave the total alone, parameters
-// that would overflow float32 rejected with their range, named errors for the remaining silent
-// cases, exact f-divergence gradients, ORPO's NLL scope, is_argmax ties, mixed-dtype fused linear
-// log-probs and unpaired KTO by name. Almost every case failed or was silently wrong before its
-// fix; the is_argmax tie test pins documented behaviour, and beta = inf or -1 were already errors.
-// Over 400 lines on purpose: it is the one list of cases that README "Reliability: library"
-// counts, entry point by entry point, so the table and the file can be checked against each other.
+// The library side of the bad-input sweep: ignored positions that hold exactly 0 on the reference
+// path, 0-weight hybrid terms that leave the total alone, parameters that would overflow float32
+// rejected with their range (every built-in loss, enumerated from the registry), named errors for
+// the cases that would otherwise be silent, exact f-divergence gradients, ORPO's NLL scope,
+// is_argmax ties, mixed-dtype fused linear log-probs and unpaired KTO by name.
+// Over 400 lines on purpose: it is the one list of cases that docs/reliability.md counts, entry
+// point by entry point, so the table and the file can be checked against each other.
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -39,51 +39,39 @@ double grad_sum(const torch::Tensor& x) {
   return x.grad().defined() ? x.grad().abs().sum().item<double>() : 0.0;
 }
 
-// Every policy functor of the catalogue with its beta set, so one loop covers all of them.
+// Every built-in policy loss of the catalogue with a beta, through the registry (so a new loss is
+// swept without being named here), plus each non-default f-divergence on every loss that accepts
+// one. run(beta, inputs) builds the spec with that beta and evaluates it.
 struct NamedLoss {
-  std::string name;
-  std::function<hafrm::LossOutput(double beta, const hafrm::PolicyInputs&)> run;
+  std::string spec;
   bool exp_score = false;  // an exponential f-divergence score (reaches e^80 at its cap)
+  hafrm::LossOutput run(double beta, const hafrm::PolicyInputs& in) const {
+    std::ostringstream b;
+    b.precision(17);
+    b << beta;
+    return hafrm::make_policy_loss(spec + (spec.find(':') == std::string::npos ? ":" : ",") +
+                                   "beta=" + b.str())(in);
+  }
 };
+
 std::vector<NamedLoss> every_policy_loss() {
-  using hafrm::IpoForm;
-  auto f = [](auto proto) {
-    return [proto](double beta, const hafrm::PolicyInputs& in) {
-      auto l = proto;
-      l.beta = beta;
-      return l(in);
-    };
-  };
-  return {
-      {"dpo", f(hafrm::Dpo{})},
-      {"robust_dpo", f(hafrm::RobustDpo{.label_smoothing = 0.2})},
-      {"dpo_hinge", f(hafrm::DpoHinge{})},
-      {"ipo", f(hafrm::Ipo{})},
-      {"ipo_sum", f(hafrm::Ipo{.form = IpoForm::kSum})},
-      {"ipo_sqrt", f(hafrm::Ipo{.form = IpoForm::kSqrt})},
-      {"ipo_full", f(hafrm::Ipo{.form = IpoForm::kFull})},
-      {"simpo", f(hafrm::Simpo{.gamma = 0.5})},
-      {"alphapo", f(hafrm::Simpo{.gamma = 0.5, .alpha = 0.25})},
-      {"sigmoid_norm", f(hafrm::SigmoidNorm{})},
-      {"exo_pair", f(hafrm::ExoPair{})},
-      {"nca_pair", f(hafrm::NcaPair{})},
-      {"bco_pair", f(hafrm::BcoPair{})},
-      {"sppo_hard", f(hafrm::SppoHard{})},
-      {"aot", f(hafrm::Aot{})},
-      {"aot_unpaired", f(hafrm::AotUnpaired{})},
-      {"apo_zero", f(hafrm::ApoZero{})},
-      {"apo_down", f(hafrm::ApoDown{})},
-      {"discopop", f(hafrm::DiscoPop{})},
-      {"cpo", f(hafrm::Cpo{})},
-      {"cpo_ipo", f(hafrm::Cpo{.loss = hafrm::CpoLoss::kIpo})},
-      {"orpo", f(hafrm::Orpo{})},
-      {"kto", f(hafrm::Kto{})},
-      {"apo_zero_unpaired", f(hafrm::ApoZeroUnpaired{})},
-      {"dpo_forward_kl", f(hafrm::Dpo{.f_divergence = {hafrm::FDivergenceType::kForwardKl}}), true},
-      {"hinge_alpha_div",
-       f(hafrm::DpoHinge{.f_divergence = {hafrm::FDivergenceType::kAlphaDivergence, 0.3}}), true},
-      {"discopop_forward_kl",
-       f(hafrm::DiscoPop{.f_divergence = {hafrm::FDivergenceType::kForwardKl}}), true}};
+  std::vector<NamedLoss> all;
+  for (const auto& l : hafrm::loss_catalogue()) {
+    if (l.registry != "policy" || !l.built_in) continue;
+    bool has_beta = false, any_divergence = false;
+    for (const auto& p : l.params) {
+      has_beta = has_beta || p.name == "beta";
+      any_divergence = any_divergence || (p.name == "f_divergence_type" && p.type != "reverse_kl");
+    }
+    if (!has_beta) continue;
+    all.push_back({l.name});
+    // The quadratic ipo forms square an exponential score: unbounded there in any precision.
+    if (any_divergence && !l.name.starts_with("ipo"))
+      for (const char* f : {"forward_kl", "js_divergence", "alpha_divergence"})
+        all.push_back({l.name + ":f_divergence_type=" + f, std::string(f) != "js_divergence"});
+  }
+  REQUIRE(all.size() > 40);
+  return all;
 }
 
 }  // namespace
@@ -210,7 +198,7 @@ TEST_CASE("parameters that overflow float32 are rejected with their range", "[lo
   const std::string range = "[1e-06, 1e+06]";
   // Every functor's beta, both ends: 1e300 (beta * d = inf) and 1e-300 (1/(2 beta) = inf).
   for (const auto& l : every_policy_loss()) {
-    INFO(l.name);
+    INFO(l.spec);
     for (double beta : {1e300, 1e-300, 1e7, 1e-7, kInf, -1.0})
       require_error([&] { l.run(beta, in); }, {"beta", range});
   }
@@ -260,7 +248,7 @@ TEST_CASE("at the ends of the parameter range every catalogue loss stays finite 
   for (const auto& l : every_policy_loss()) {
     const double mag = l.exp_score ? 60.0 : 1e4;
     for (double beta : {hafrm::detail::kMinScale, hafrm::detail::kMaxScale}) {
-      INFO(l.name << " beta " << beta << " sign " << sign);
+      INFO(l.spec << " beta " << beta << " sign " << sign);
       hafrm::PolicyInputs in;
       in.policy_chosen = torch::full({B}, sign * mag, torch::kFloat).requires_grad_();
       in.policy_rejected = torch::full({B}, -sign * mag, torch::kFloat).requires_grad_();
@@ -288,6 +276,31 @@ TEST_CASE("at the ends of the parameter range every catalogue loss stays finite 
 
 TEST_CASE("named errors for the remaining silent cases", "[losses]") {
   auto in = pairs(4);
+  SECTION("a side with no scored token is an error naming the pair, for every loss") {
+    // Its summed log-prob is 0 (probability 1): a loss on sums would read it silently.
+    auto none = in;
+    none.chosen_count = torch::tensor({3, 0, 5, 2});
+    for (const auto& name : hafrm::policy_loss_names()) {
+      INFO(name);
+      require_error([&] { hafrm::make_policy_loss(name)(none); },
+                    {"inputs.chosen_count", "at least one scored token", "pair 1"});
+    }
+    auto none_r = in;
+    none_r.rejected_count = torch::tensor({3, 4, 5, 0});
+    require_error([&] { hafrm::Dpo{}(none_r); }, {"dpo", "inputs.rejected_count", "pair 3"});
+  }
+  SECTION("Plackett-Luce: a last-ranked -inf score keeps the likelihood finite") {
+    auto s = torch::tensor({{2.0, 0.5, -kInf}, {1.0, -1.0, 0.0}}, torch::kDouble).requires_grad_();
+    auto out = hafrm::PlackettLuce{}(s);
+    // Row 0's last term is log 1: the loss is that of its first two ranks.
+    const double row0 = -(2.0 - std::log(std::exp(2.0) + std::exp(0.5)));
+    const double row1 = -(1.0 - std::log(std::exp(1.0) + std::exp(-1.0) + std::exp(0.0))) -
+                        (-1.0 - std::log(std::exp(-1.0) + std::exp(0.0)));
+    CHECK(out.loss.item<double>() == Approx((row0 + row1) / 2).epsilon(1e-12));
+    out.loss.backward();
+    CHECK(all_finite(s.grad()));
+    CHECK(s.grad()[0][2].item<double>() == 0.0);
+  }
   SECTION("fractional or infinite token counts") {
     auto frac = in;
     frac.chosen_count = torch::tensor({3.0, 2.5, 7.0, 1.0}, torch::kDouble);

@@ -3,6 +3,7 @@
 #include <numbers>
 
 #include "hafrm/losses/hybrid.hpp"
+#include "hafrm/losses/reference_free.hpp"
 #include "test_util.hpp"
 
 using namespace hafrm_test;

@@ -1,4 +1,4 @@
-// hafrm/losses/kto.hpp: KTO and unpaired APO-zero against float64 transcriptions of
+// hafrm/losses/unpaired.hpp: KTO and unpaired APO-zero against float64 transcriptions of
 // docs/losses.md (value and gradient), the same losses as PolicyInputs terms, and their errors.
 #include <algorithm>
 #include <cmath>

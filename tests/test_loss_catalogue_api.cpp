@@ -1,9 +1,9 @@
 // The registry's public description of itself (loss_catalogue()): aliases build what their names
 // build, every declared range is the one the functor enforces (checked at each bound), and the
-// README's generated table is the catalogue's current output.
+// generated table in docs/losses.md is the catalogue's current output.
 //
-// Regenerate the README table after changing the registry:
-//   HAFRM_UPDATE_README=1 build/dev/tests/hafrm_tests "[catalogue]"
+// Regenerate that table after changing the registry:
+//   HAFRM_UPDATE_DOCS=1 build/dev/tests/hafrm_tests "[catalogue]"
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -55,7 +55,7 @@ bool builds(const hafrm::LossInfo& l, const std::string& params) {
   }
 }
 
-// The README part between the catalogue markers.
+// The part of docs/losses.md between the catalogue markers.
 const char* kBegin =
     "<!-- loss-catalogue:begin (generated: see tests/test_loss_catalogue_api.cpp) -->\n";
 const char* kEnd = "<!-- loss-catalogue:end -->";
@@ -112,19 +112,20 @@ TEST_CASE("every catalogue entry describes itself and its defaults build", "[los
 
 TEST_CASE("each declared range is the range the functor enforces", "[losses][catalogue]") {
   namespace r = hafrm::detail::registry;
+  using hafrm::registry::Kind;
   int checked = 0;
   auto check_entries = [&](const auto& entries, const char* registry) {
     for (const auto& e : entries) {
-      hafrm::LossInfo l{e.name, registry, e.type, e.aliases, e.formula, {}};
+      hafrm::LossInfo l{.name = e.doc.name, .registry = registry};
       for (const auto& d : e.params) {
         if (!d.range) continue;
-        INFO(registry << " " << e.name << ":" << d.name << " in " << d.range->text());
+        INFO(registry << " " << e.doc.name << ":" << d.name << " in " << d.range->text());
         std::string prefix;
         if (d.name == "f_alpha_divergence_coef") {
           prefix = "f_divergence_type=alpha_divergence,";
           if (!builds(l, "f_divergence_type=alpha_divergence")) continue;  // not accepted here
         }
-        const bool integer = d.kind == r::Kind::kInteger;
+        const bool integer = d.kind == Kind::kInteger;
         auto try_value = [&](double v) {
           return builds(l,
                         prefix + d.name + "=" +
@@ -146,7 +147,7 @@ TEST_CASE("each declared range is the range the functor enforces", "[losses][cat
           CHECK_FALSE(try_value(above));
           if (!range.hi_open) CHECK(try_value(range.hi));
         }
-        if (range.or_zero && e.name != "alphapo") CHECK(try_value(0.0));
+        if (range.or_zero && e.doc.name != "alphapo") CHECK(try_value(0.0));
         ++checked;
       }
     }
@@ -158,27 +159,27 @@ TEST_CASE("each declared range is the range the functor enforces", "[losses][cat
   CHECK(checked > 60);
 }
 
-TEST_CASE("the README's loss table is the catalogue's output", "[losses][catalogue]") {
-  const std::string path = std::string(HAFRM_SOURCE_DIR) + "/README.md";
+TEST_CASE("docs/losses.md's catalogue table is the registry's output", "[losses][catalogue]") {
+  const std::string path = std::string(HAFRM_SOURCE_DIR) + "/docs/losses.md";
   std::ifstream f(path);
   REQUIRE(f.good());
   std::stringstream buf;
   buf << f.rdbuf();
-  std::string readme = buf.str();
-  const auto b = readme.find(kBegin);
-  const auto e = readme.find(kEnd);
+  std::string doc = buf.str();
+  const auto b = doc.find(kBegin);
+  const auto e = doc.find(kEnd);
   REQUIRE(b != std::string::npos);
   REQUIRE(e != std::string::npos);
   const auto from = b + std::string(kBegin).size();
-  const std::string generated = hafrm::loss_catalogue_markdown();
-  if (std::getenv("HAFRM_UPDATE_README") != nullptr) {
-    readme.replace(from, e - from, generated);
-    std::ofstream(path) << readme;
+  const std::string generated = hafrm::loss_catalogue_markdown(hafrm::CatalogueEntries::kBuiltIn);
+  if (std::getenv("HAFRM_UPDATE_DOCS") != nullptr) {
+    doc.replace(from, e - from, generated);
+    std::ofstream(path) << doc;
     WARN("rewrote the catalogue table in " << path);
     return;
   }
   INFO(
-      "README.md's table differs from loss_catalogue_markdown(); regenerate with\n"
-      "  HAFRM_UPDATE_README=1 build/dev/tests/hafrm_tests \"[catalogue]\"");
-  CHECK(readme.substr(from, e - from) == generated);
+      "docs/losses.md's table differs from loss_catalogue_markdown(); regenerate with\n"
+      "  HAFRM_UPDATE_DOCS=1 build/dev/tests/hafrm_tests \"[catalogue]\"");
+  CHECK(doc.substr(from, e - from) == generated);
 }

@@ -70,6 +70,8 @@ TEST_CASE("every registry name builds the functor it names", "[losses]") {
       {"apo_zero", hafrm::ApoZero{}},
       {"apo_down", hafrm::ApoDown{}},
       {"discopop:discopop_tau=0.1", hafrm::DiscoPop{.tau = 0.1}},
+      {"dpop:beta=0.3,lambda=5", hafrm::Dpop{.beta = 0.3, .lambda = 5}},
+      {"dpop", hafrm::Dpop{.lambda = 50}},
       {"sft", hafrm::ChosenNll{.token_weighted = true}},
       {"sft:f_divergence_type=js_divergence", hafrm::ChosenNll{.token_weighted = true}},
       {"nll", hafrm::ChosenNll{}},
@@ -101,24 +103,11 @@ TEST_CASE("every registry name builds the functor it names", "[losses]") {
     CHECK(value(loss(in)) == Approx(value(c.direct(in))).epsilon(1e-12));
     covered.insert(std::string(hafrm::detail::registry::trim(c.spec.substr(0, c.spec.find(':')))));
   }
-  // The catalogue is exactly these names, and each is covered above.
-  const std::vector<std::string> expected{"dpo",          "conservative",
-                                          "robust_dpo",   "dpo_hinge",
-                                          "ipo",          "ipo_sum",
-                                          "ipo_sqrt",     "ipo_full",
-                                          "sigmoid_norm", "exo_pair",
-                                          "nca_pair",     "bco_pair",
-                                          "sppo_hard",    "aot",
-                                          "aot_unpaired", "apo_zero",
-                                          "apo_down",     "discopop",
-                                          "sft",          "chosen_nll",
-                                          "cpo",          "simpo",
-                                          "alphapo",      "orpo",
-                                          "kto",          "apo_zero_unpaired"};
-  CHECK(hafrm::policy_loss_names() == expected);
-  for (const auto& n : expected) {
-    INFO(n);
-    CHECK(covered.count(n) == 1);
+  // Every built-in name of the catalogue is covered above.
+  for (const auto& l : hafrm::loss_catalogue()) {
+    if (l.registry != "policy" || !l.built_in) continue;
+    INFO(l.name << ": add a spec case for it above");
+    CHECK(covered.count(l.name) == 1);
   }
   CHECK(hafrm::reward_loss_names() ==
         std::vector<std::string>{"bradley_terry", "reward_hinge", "plackett_luce"});
@@ -239,8 +228,8 @@ TEST_CASE("malformed specs are rejected with the valid choices", "[losses]") {
   require_error([] { make_policy_loss("alphapo:alpha=0"); }, {"alphapo:alpha", "non-zero"});
   require_error([] { make_policy_loss("kto:beta=-1"); }, {"kto", "beta"});
   // f-divergences: only the compatible losses accept a non-default one.
-  for (const char* name :
-       {"nca_pair", "bco_pair", "sppo_hard", "aot", "aot_unpaired", "apo_zero", "apo_down"}) {
+  for (const char* name : {"nca_pair", "bco_pair", "sppo_hard", "aot", "aot_unpaired", "apo_zero",
+                           "apo_down", "dpop"}) {
     INFO(name);
     require_error([&] { make_policy_loss(std::string(name) + ":f_divergence_type=js_divergence"); },
                   {std::string(name) + ":f_divergence_type", "must be reverse_kl", "sigmoid_norm",

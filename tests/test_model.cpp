@@ -125,6 +125,27 @@ TEST_CASE("hybrid training step: gradients reach the right parameters", "[model]
   CHECK((!g.defined() || g.abs().sum().item<double>() == 0.0));
 }
 
+TEST_CASE("a training step reads its content checks through values_hold only", "[model]") {
+  // Every check on tensor contents goes through detail::values_hold: read on the CPU (counted
+  // here), queued as a device-side assert on a GPU, where it is then no device-to-host sync. A
+  // default HaF step (forward_pair, Bradley-Terry + DPO, backward) makes a handful of them.
+  const int64_t V = 40;
+  TinyHaf model(V, 12), reference(V, 12);
+  auto b = make_batch(4, V);
+  const int64_t before = hafrm::detail::host_value_reads().load();
+  auto f = hafrm::forward_pair(model, reference, b);
+  const int64_t after_forward = hafrm::detail::host_value_reads().load();
+  hafrm::HybridLoss<> haf;
+  auto out = haf(f.rewards, f.policy, 0);
+  out.loss.backward();
+  const int64_t after_step = hafrm::detail::host_value_reads().load();
+  INFO("content checks: forward_pair " << after_forward - before << ", loss "
+                                       << after_step - after_forward);
+  CHECK(after_forward - before >= 1);      // the reward read-out's mask
+  CHECK(after_step - after_forward == 2);  // DPO's token counts, chosen and rejected
+  CHECK(after_step - before <= 6);
+}
+
 TEST_CASE("precomputed reference log-probs and the fused linear head give the same result",
           "[model]") {
   const int64_t V = 60;

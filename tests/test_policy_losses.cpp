@@ -2,7 +2,8 @@
 #include <cmath>
 #include <functional>
 
-#include "hafrm/losses/policy.hpp"
+#include "hafrm/losses/dpo_family.hpp"
+#include "hafrm/losses/reference_free.hpp"
 #include "test_util.hpp"
 
 using namespace hafrm_test;

@@ -1,5 +1,5 @@
 // hafrm/losses/reference_free.hpp: CPO (every loss_type, with AlphaPO's reward shape and the NLL
-// term), SimPO / AlphaPO (policy.hpp's Simpo, which CPO reduces to) and ORPO against float64
+// term), SimPO / AlphaPO (Simpo, which CPO reduces to) and ORPO against float64
 // transcriptions of docs/losses.md, value and gradient; bad parameters named in the error.
 #include <algorithm>
 #include <cmath>

@@ -11,9 +11,11 @@
 //   core/     torch-free math, usable from CUDA device code
 //   kernels/  cpu/ (Eigen over raw pointers) and cuda/ (.cuh over raw pointers and a stream)
 //   torch/    checks, dtype dispatch, autograd Functions, token_logprobs, linear_token_logprobs
-//   losses/   reward, policy and hybrid loss functors over tensors: the whole preference-loss
-//             catalogue (DPO family, f-divergences, CPO/SimPO/AlphaPO/ORPO, KTO, LD-DPO, WPO)
-//             and the registry that builds any of it from a string
+//   losses/   loss functors over tensors: reward.hpp (Bradley-Terry, hinge, Plackett-Luce),
+//             dpo_family.hpp (DPO and every reference-based pairwise loss), reference_free.hpp
+//             (SimPO, AlphaPO, sft, CPO, ORPO), unpaired.hpp (KTO), modifiers.hpp (LD-DPO, WPO),
+//             hybrid.hpp, the registry that builds any of it from a string, and
+//             policy_base.hpp, the extension API for a loss of your own
 //   model/    the model trait, the concatenated chosen/rejected forward pass, TR-DPO's
 //             reference sync
 #pragma once
@@ -23,13 +25,13 @@
 #include "hafrm/losses/dpo_family.hpp"
 #include "hafrm/losses/f_divergence.hpp"
 #include "hafrm/losses/hybrid.hpp"
-#include "hafrm/losses/kto.hpp"
 #include "hafrm/losses/modifiers.hpp"
-#include "hafrm/losses/policy.hpp"
+#include "hafrm/losses/policy_base.hpp"
 #include "hafrm/losses/reference_free.hpp"
 #include "hafrm/losses/registry.hpp"
 #include "hafrm/losses/reward.hpp"
 #include "hafrm/losses/trainer_helpers.hpp"
+#include "hafrm/losses/unpaired.hpp"
 #include "hafrm/losses/weighting.hpp"
 #include "hafrm/model/model_traits.hpp"
 #include "hafrm/model/pair_forward.hpp"

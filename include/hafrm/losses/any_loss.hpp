@@ -1,5 +1,5 @@
-// hafrm/losses/any_loss.hpp: the type-erased loss and weighting the registry builds and the hybrid
-// loss accepts: any functor, behind one type, with a name for its metrics.
+// hafrm/losses/any_loss.hpp: one type-erased functor, AnyFunctor<R(Arg)>, that the registry builds
+// and the hybrid loss accepts: any loss or weighting behind one type, with a name for its metrics.
 //
 // example-begin any_loss
 //   hafrm::AnyPolicyLoss dpo = hafrm::Dpo{.beta = 0.1};          // named "dpo" (its kName)
@@ -10,6 +10,7 @@
 
 #include <torch/torch.h>
 
+#include <concepts>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -23,68 +24,49 @@
 namespace hafrm {
 
 namespace detail {
-template <class In>
-inline constexpr const char* kAnyLossName = "loss";
+// The name an erased functor without a kName gets, by what it computes.
+template <class Signature>
+inline constexpr const char* kErasedName = "functor";
 template <>
-inline constexpr const char* kAnyLossName<PolicyInputs> = "policy_loss";
+inline constexpr const char* kErasedName<LossOutput(const PolicyInputs&)> = "policy_loss";
 template <>
-inline constexpr const char* kAnyLossName<RewardInputs> = "reward_loss";
+inline constexpr const char* kErasedName<LossOutput(const RewardInputs&)> = "reward_loss";
+template <>
+inline constexpr const char* kErasedName<HybridWeights(int64_t)> = "weighting";
 }  // namespace detail
 
-// Type-erased loss over one input type: anything callable as LossOutput(const In&), with a name
-// for metrics (the functor's kName when it has one).
-template <class In>
-class AnyLoss {
+template <class Signature>
+class AnyFunctor;
+
+// Anything callable as R(Arg), with a name (the functor's kName when it has one).
+template <class R, class Arg>
+class AnyFunctor<R(Arg)> {
  public:
-  AnyLoss() = default;
-  template <class L, class = std::enable_if_t<!std::is_same_v<std::decay_t<L>, AnyLoss>>>
-  AnyLoss(L loss, std::string name = "")  // NOLINT: implicit by design, like std::function
-      : fn_([loss = std::move(loss)](const In& in) { return loss(in); }),
-        name_(name.empty() ? default_name<L>() : std::move(name)) {}
-  LossOutput operator()(const In& in) const {
-    TORCH_CHECK(fn_, "hafrm::", detail::kAnyLossName<In>, ": called while empty");
-    return fn_(in);
+  AnyFunctor() = default;
+  template <class F>
+  requires(!std::same_as<std::decay_t<F>, AnyFunctor> && std::is_invocable_r_v<R, const F&, Arg>)
+      AnyFunctor(F f, std::string name = "")  // NOLINT: implicit by design, like std::function
+      : fn_([f = std::move(f)](Arg a) -> R { return f(std::forward<Arg>(a)); }),
+        name_(name.empty() ? default_name<F>() : std::move(name)) {}
+  R operator()(Arg a) const {
+    TORCH_CHECK(fn_, "hafrm::", detail::kErasedName<R(Arg)>, ": called while empty");
+    return fn_(std::forward<Arg>(a));
   }
   const std::string& name() const { return name_; }
   explicit operator bool() const { return static_cast<bool>(fn_); }
 
  private:
-  template <class L>
+  template <class F>
   static std::string default_name() {
-    if constexpr (requires { L::kName; }) return L::kName;
-    return detail::kAnyLossName<In>;
+    if constexpr (requires { F::kName; }) return F::kName;
+    return detail::kErasedName<R(Arg)>;
   }
-  std::function<LossOutput(const In&)> fn_;
+  std::function<R(Arg)> fn_;
   std::string name_;
 };
 
-using AnyPolicyLoss = AnyLoss<PolicyInputs>;  // the policy (LM-head) term
-using AnyRewardLoss = AnyLoss<RewardInputs>;  // the reward-head term
-
-// Type-erased weighting schedule: anything callable as HybridWeights(int64_t step), with a name
-// (the schedule's kName when it has one).
-class AnyWeighting {
- public:
-  AnyWeighting() = default;
-  template <class W, class = std::enable_if_t<!std::is_same_v<std::decay_t<W>, AnyWeighting>>>
-  AnyWeighting(W w, std::string name = "")  // NOLINT: implicit by design
-      : fn_([w = std::move(w)](int64_t step) { return w(step); }),
-        name_(name.empty() ? default_name<W>() : std::move(name)) {}
-  HybridWeights operator()(int64_t step) const {
-    TORCH_CHECK(fn_, "hafrm::AnyWeighting: called while empty");
-    return fn_(step);
-  }
-  const std::string& name() const { return name_; }
-  explicit operator bool() const { return static_cast<bool>(fn_); }
-
- private:
-  template <class W>
-  static std::string default_name() {
-    if constexpr (requires { W::kName; }) return W::kName;
-    return "weighting";
-  }
-  std::function<HybridWeights(int64_t)> fn_;
-  std::string name_;
-};
+using AnyPolicyLoss = AnyFunctor<LossOutput(const PolicyInputs&)>;  // the policy (LM-head) term
+using AnyRewardLoss = AnyFunctor<LossOutput(const RewardInputs&)>;  // the reward-head term
+using AnyWeighting = AnyFunctor<HybridWeights(int64_t)>;            // the two terms' weights
 
 }  // namespace hafrm

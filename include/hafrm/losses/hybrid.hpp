@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "hafrm/losses/any_loss.hpp"
-#include "hafrm/losses/policy.hpp"
+#include "hafrm/losses/dpo_family.hpp"
 #include "hafrm/losses/reward.hpp"
 #include "hafrm/losses/weighting.hpp"
 

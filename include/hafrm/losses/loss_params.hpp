@@ -4,10 +4,10 @@
 // the keys a loss declares and the fields its builder sets cannot drift apart.
 //
 // example-begin loss_params_bind
-//   using namespace hafrm::detail::registry;
-//   Binding<hafrm::BradleyTerry> center =
-//       bind("center", HAFRM_REGISTRY_FIELD(hafrm::BradleyTerry, center_coefficient),
-//            hafrm::BradleyTerry{}, Range::weight());   // the default shown is the proto's
+//   namespace reg = hafrm::registry;
+//   reg::Binding<hafrm::BradleyTerry> center = reg::bind(
+//       "center", HAFRM_REGISTRY_FIELD(hafrm::BradleyTerry, center_coefficient),
+//       reg::Range::weight());   // the catalogue shows the entry's prototype's value as default
 // example-end
 //
 // The range is the one the functor's validate() enforces; tests/test_loss_catalogue_api.cpp
@@ -36,15 +36,19 @@ namespace hafrm {
 
 // One parameter of a catalogue entry (loss_catalogue()).
 struct ParamInfo {
-  std::string name;           // the spec key
-  std::string type;           // number, integer, bool, or the choices as a/b/c
-  std::string default_value;  // as a spec would write it
-  std::string range;          // accepted values, e.g. [1e-06, 1e+06]; empty when any
-  std::string field;          // the struct field it sets, or what it applies (LD-DPO, WPO)
-  bool shared = false;        // one of the DPO family's common parameters (f-divergence, modifiers)
+  std::string name{};           // the spec key
+  std::string type{};           // number, integer, bool, or the choices as a/b/c
+  std::string default_value{};  // as a spec would write it
+  std::string range{};          // accepted values, e.g. [1e-06, 1e+06]; empty when any
+  std::string field{};          // the struct field it sets, or what it applies (LD-DPO, WPO)
+  bool shared = false;  // one of the DPO family's common parameters (f-divergence, modifiers)
 };
 
-namespace detail::registry {
+// The vocabulary of registry entries: public, so that a loss of your own registers with the same
+// parameter machinery as the catalogue (registry.hpp, register_policy_loss).
+namespace registry {
+
+using namespace ::hafrm::detail::registry;  // the spec syntax helpers (spec_parser.hpp)
 
 enum class Kind { kNumber, kInteger, kBool, kChoice };
 
@@ -56,9 +60,11 @@ struct Range {
   double hi = std::numeric_limits<double>::infinity();
   bool lo_open = false, hi_open = false, or_zero = false, magnitude = false;
 
-  static Range scale() { return {kMinScale, kMaxScale}; }
-  static Range weight() { return {kMinScale, kMaxScale, false, false, true}; }
-  static Range coefficient() { return {kMinScale, kMaxScale, false, false, true, true}; }
+  static Range scale() { return {detail::kMinScale, detail::kMaxScale}; }
+  static Range weight() { return {detail::kMinScale, detail::kMaxScale, false, false, true}; }
+  static Range coefficient() {
+    return {detail::kMinScale, detail::kMaxScale, false, false, true, true};
+  }
   static Range smoothing() { return {0.0, 0.5, false, true}; }
   static Range closed(double lo, double hi) { return {lo, hi}; }
   static Range open(double lo, double hi) { return {lo, hi, true, true}; }
@@ -85,7 +91,7 @@ struct Range {
 };
 
 struct ParamDecl {
-  std::string name;
+  std::string name{};
   Kind kind = Kind::kNumber;
   std::vector<std::string> choices{};
   ParamInfo info{};  // filled by bind() or by the entry's own declaration
@@ -156,36 +162,38 @@ inline std::string number_text(double v) {
   return s.str();
 }
 
-// A spec key bound to a field of L: its declaration, and how a given value sets the field.
+// A spec key bound to a field of L: its declaration, how a given value sets the field, and how
+// the default shown in the catalogue is read from the entry's prototype.
 template <class L>
 struct Binding {
   ParamDecl decl;
   std::function<void(L&, const Params&)> set;
+  std::function<std::string(const L&)> default_of;
 };
 
-// A number, integer or flag field. The default shown is the field's value in `proto`.
+// A number, integer or flag field.
 template <class L, class T>
-Binding<L> bind(std::string key, T L::*member, const char* field, const L& proto,
+Binding<L> bind(std::string key, T L::*member, const char* field,
                 std::optional<Range> range = std::nullopt) {
   Binding<L> b;
   b.decl.name = key;
   b.decl.range = range;
-  b.decl.info = {key, "", "", range ? range->text() : "", field};
+  b.decl.info = {.name = key, .range = range ? range->text() : "", .field = field};
   if constexpr (std::is_same_v<T, bool>) {
     b.decl.kind = Kind::kBool;
     b.decl.info.type = "bool";
-    b.decl.info.default_value = proto.*member ? "true" : "false";
+    b.default_of = [member](const L& l) { return std::string(l.*member ? "true" : "false"); };
     b.set = [key, member](L& l, const Params& p) { l.*member = p.flag(key, l.*member); };
   } else if constexpr (std::is_integral_v<T>) {
     b.decl.kind = Kind::kInteger;
     b.decl.info.type = "integer";
-    b.decl.info.default_value = std::to_string(proto.*member);
+    b.default_of = [member](const L& l) { return std::to_string(l.*member); };
     b.set = [key, member](L& l, const Params& p) { l.*member = p.integer(key, l.*member); };
   } else {
     static_assert(std::is_same_v<T, double>, "bind: a field is double, an integer or bool");
     b.decl.kind = Kind::kNumber;
     b.decl.info.type = "number";
-    b.decl.info.default_value = number_text(proto.*member);
+    b.default_of = [member](const L& l) { return number_text(l.*member); };
     b.set = [key, member](L& l, const Params& p) { l.*member = p.number(key, l.*member); };
   }
   return b;
@@ -193,7 +201,7 @@ Binding<L> bind(std::string key, T L::*member, const char* field, const L& proto
 
 // An enum field chosen by name.
 template <class L, class E>
-Binding<L> bind_choice(std::string key, E L::*member, const char* field, const L& proto,
+Binding<L> bind_choice(std::string key, E L::*member, const char* field,
                        std::vector<std::pair<std::string, E>> names) {
   Binding<L> b;
   b.decl.name = key;
@@ -202,9 +210,13 @@ Binding<L> bind_choice(std::string key, E L::*member, const char* field, const L
   for (const auto& [n, v] : names) {
     b.decl.choices.push_back(n);
     shown += (shown.empty() ? "" : "/") + n;
-    if (v == proto.*member) b.decl.info.default_value = n;
   }
-  b.decl.info = {key, shown, b.decl.info.default_value, "", field};
+  b.decl.info = {.name = key, .type = shown, .field = field};
+  b.default_of = [member, names](const L& l) {
+    for (const auto& [n, v] : names)
+      if (v == l.*member) return n;
+    return std::string();
+  };
   b.set = [key, member, names](L& l, const Params& p) {
     if (!p.has(key)) return;
     const auto chosen = p.choice(key, "");
@@ -214,20 +226,35 @@ Binding<L> bind_choice(std::string key, E L::*member, const char* field, const L
   return b;
 }
 
+// The declarations of `fields` with their defaults read from `proto`.
+template <class L>
+std::vector<ParamDecl> decls_of(const std::vector<Binding<L>>& fields, const L& proto) {
+  std::vector<ParamDecl> d;
+  for (const auto& b : fields) {
+    d.push_back(b.decl);
+    d.back().info.default_value = b.default_of(proto);
+  }
+  return d;
+}
+
 // A parameter that is not one field (an f-divergence, a modifier): declared with its description;
 // the entry's builder reads it.
 inline ParamDecl declare(std::string key, Kind kind, std::string default_value, std::string field,
                          std::vector<std::string> choices = {},
                          std::optional<Range> range = std::nullopt) {
-  ParamDecl d{key, kind, choices, {}, range};
+  ParamDecl d{.name = key, .kind = kind, .choices = choices, .range = range};
   std::string type = kind == Kind::kNumber    ? "number"
                      : kind == Kind::kInteger ? "integer"
                      : kind == Kind::kBool    ? "bool"
                                               : "";
   for (const auto& c : choices) type += (type.empty() ? "" : "/") + c;
-  d.info = {key, type, std::move(default_value), range ? range->text() : "", std::move(field)};
+  d.info = {.name = key,
+            .type = type,
+            .default_value = std::move(default_value),
+            .range = range ? range->text() : "",
+            .field = std::move(field)};
   return d;
 }
 
-}  // namespace detail::registry
+}  // namespace registry
 }  // namespace hafrm

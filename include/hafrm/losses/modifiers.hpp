@@ -18,7 +18,7 @@
 
 #include <torch/torch.h>
 
-#include "hafrm/losses/policy.hpp"
+#include "hafrm/losses/policy_base.hpp"
 
 namespace hafrm {
 

@@ -42,18 +42,22 @@ struct PolicyInputs {
   torch::Tensor policy_chosen_prompt, chosen_prompt_count;
 };
 
-namespace detail {
-
-// The checked, dtype-promoted quantities of LOSSES.md's notation.
+// The checked, dtype-promoted quantities of docs/losses.md's notation, as a loss's per_pair()
+// receives them (policy_base.hpp).
 struct PolicyTerms {
   torch::Tensor pi_c, pi_r;    // policy sums
   torch::Tensor rho_c, rho_r;  // reference sums (zeros when reference-free)
-  torch::Tensor n_c, n_r;      // counts as floating tensors, undefined unless asked
+  torch::Tensor n_c, n_r;  // counts as floating tensors; undefined when neither needed nor given
   torch::Tensor delta_c() const { return pi_c - rho_c; }
   torch::Tensor delta_r() const { return pi_r - rho_r; }
 };
 
-// Token counts [B] as like's dtype. allow_zero: a count may be 0 (a prompt with no scored token).
+namespace detail {
+
+// Token counts [B] as like's dtype: whole numbers, each >= 1 (a sum over no scored token is 0,
+// which every loss would silently read as probability 1), or >= 0 with allow_zero (a prompt with
+// no scored token). One content check (torch/checks.hpp's values_hold); on failure the error
+// names the first offending pair.
 inline torch::Tensor check_counts(const torch::Tensor& t, std::string_view fn, std::string_view arg,
                                   const torch::Tensor& like, bool allow_zero = false) {
   HAFRM_CHECK_ARG(t.defined(), fn, arg,
@@ -61,20 +65,15 @@ inline torch::Tensor check_counts(const torch::Tensor& t, std::string_view fn, s
   HAFRM_CHECK_ARG(t.dim() == 1 && t.size(0) == like.size(0), fn, arg, "expected shape [",
                   like.size(0), "], got ", t.sizes());
   check_same_device(like, t, fn, "inputs.policy_chosen", arg);
-  if (allow_zero) {
-    HAFRM_CHECK_ARG((t >= 0).all().item<bool>(), fn, arg, "expected counts >= 0, found one < 0");
-  } else {
-    HAFRM_CHECK_ARG(
-        (t > 0).all().item<bool>(), fn, arg,
-        "every sequence needs at least one scored token for a mean, found a count <= 0");
-  }
-  if (t.is_floating_point()) {
-    // A count is a number of tokens: 2.5 (or inf) would silently rescale a mean.
-    auto bad = ~torch::isfinite(t) | (t != torch::round(t));
-    if (bad.any().item<bool>()) {
-      const double first = t.masked_select(bad)[0].item<double>();
-      HAFRM_CHECK_ARG(false, fn, arg, "expected whole token counts, found ", first);
-    }
+  auto ok = allow_zero ? t >= 0 : t > 0;
+  // A count is a number of tokens: 2.5 (or inf, or NaN) would silently rescale a mean.
+  if (t.is_floating_point()) ok = ok & torch::isfinite(t) & (t == torch::round(t));
+  const char* expected = allow_zero ? "expected whole token counts >= 0"
+                                    : "expected whole token counts >= 1: every pair needs at "
+                                      "least one scored token on each side";
+  if (!values_hold(ok, fn, arg, expected)) {
+    const int64_t pair = (~ok).nonzero()[0][0].item<int64_t>();
+    HAFRM_CHECK_ARG(false, fn, arg, expected, "; pair ", pair, " has ", t[pair].item<double>());
   }
   return t.to(like.scalar_type());
 }
@@ -104,10 +103,12 @@ inline PolicyTerms check_policy(const PolicyInputs& in, std::string_view fn, boo
     t.rho_c = torch::zeros_like(t.pi_c);
     t.rho_r = torch::zeros_like(t.pi_r);
   }
-  if (need_counts) {
+  // Counts are checked whenever they are given, not only when the loss divides by them: a side
+  // with no scored token sums to log-prob 0 and would pass silently through a loss on sums.
+  if (need_counts || in.chosen_count.defined())
     t.n_c = check_counts(in.chosen_count, fn, "inputs.chosen_count", t.pi_c);
+  if (need_counts || in.rejected_count.defined())
     t.n_r = check_counts(in.rejected_count, fn, "inputs.rejected_count", t.pi_c);
-  }
   return t;
 }
 

@@ -1,10 +1,12 @@
-// hafrm/losses/reference_free.hpp: preference losses without a reference model
-// (docs/losses.md, "Reference-free losses"): CPO (with AlphaPO's reward shape) and
-// ORPO. SimPO, and AlphaPO on SimPO, are Simpo in policy.hpp.
+// hafrm/losses/reference_free.hpp: policy losses without a reference model (docs/losses.md,
+// "Reference-free losses"): SimPO (and AlphaPO on it), the chosen responses' NLL (TRL's sft, the
+// HaF code's "slic"), CPO (with AlphaPO's reward shape) and ORPO.
 //
 // example-begin reference_free Policy
 //   auto cpo = hafrm::Cpo{.beta = 0.1, .cpo_alpha = 1.0}(inputs);           // needs counts
+//   auto simpo = hafrm::Simpo{.beta = 2.0, .gamma = 0.5}(inputs);             // needs counts
 //   auto alphapo = hafrm::Simpo{.beta = 2.5, .gamma = 0.1, .alpha = 0.25}(inputs);
+//   auto sft = hafrm::ChosenNll{.token_weighted = true}(inputs);
 //   auto orpo = hafrm::Orpo{.beta = 0.1}(inputs);                            // beta is lambda
 //   auto trl = hafrm::Orpo{.nll_scope = hafrm::OrpoNll::kPromptAndResponse}(inputs);  // TRL's NLL
 // example-end
@@ -17,16 +19,66 @@
 #include <limits>
 #include <numbers>
 
-#include "hafrm/losses/policy.hpp"
+#include "hafrm/losses/policy_base.hpp"
 
 namespace hafrm {
 
+// SimPO: l = pi_c/n_c - pi_r/n_r - gamma/beta; -(1-eps) logsigmoid(beta l) - eps logsigmoid(-beta
+// l). Reference-free by definition. gamma = 0 is the HaF code's "simpo" form; the SimPO paper uses
+// beta 2.0, gamma 0.5 (TRL's defaults) — here beta defaults to the HaF value 0.1, gamma to 0.
+// alpha != 0 is AlphaPO: each mean log-prob q becomes (1 - exp(q)^(-alpha)) / alpha.
+struct Simpo {
+  double beta = 0.1;
+  double gamma = 0.0;
+  double label_smoothing = 0.0;
+  double alpha = 0.0;  // AlphaPO reward shape a; 0 = SimPO
+  Reduction reduction = Reduction::kMean;
+
+  static constexpr const char* kName = "simpo";
+  static constexpr bool kNeedsCounts = true;
+  static constexpr bool kReferenceFree = true;
+  void check_params() const {
+    detail::check_weight(gamma, kName, "gamma");
+    check_smoothing(label_smoothing, kName);
+    detail::check_alphapo(alpha, kName);
+  }
+  torch::Tensor per_pair(const PolicyTerms& t) const {
+    auto l = detail::alphapo_reward(t.pi_c / t.n_c, alpha) -
+             detail::alphapo_reward(t.pi_r / t.n_r, alpha) - gamma / beta;
+    return detail::smoothed_sigmoid_loss(beta * l, label_smoothing);
+  }
+  HAFRM_POLICY_LOSS_PLUMBING
+};
+
+// NLL of the chosen response (HaF "slic", RPO's extra term): -pi_c / n_c per pair, or the
+// token-weighted batch form -sum(pi_c) / sum(n_c) (TRL "sft") with token_weighted = true: a batch
+// value for kMean and kSum alike, repeated for every pair under kNone (TRL's convention).
+struct ChosenNll {
+  bool token_weighted = false;
+  Reduction reduction = Reduction::kMean;
+
+  static constexpr const char* kName = "chosen_nll";
+  void validate() const {}
+  LossOutput operator()(const PolicyInputs& in) const {
+    auto t = detail::check_policy(in, kName, true, /*reference_free=*/true);
+    LossOutput out;
+    if (token_weighted) {
+      auto nll = detail::token_weighted_nll(t);
+      out.loss = reduction == Reduction::kNone ? detail::expand_batch(nll, t.pi_c) : nll;
+    } else {
+      out.loss = detail::reduce(-t.pi_c / t.n_c, reduction);
+    }
+    torch::NoGradGuard ng;
+    out.metrics["nll"] = (-t.pi_c.sum() / t.n_c.sum()).detach();
+    return out;
+  }
+};
+
 enum class CpoLoss {
-  kSigmoid,         // -(1-eps) logsigmoid(beta l) - eps logsigmoid(-beta l), l = pi_c - pi_r
-  kHinge,           // max(0, 1 - beta l)
-  kIpo,             // (l - 1/(2 beta))^2 with l = pi_c/n_c - pi_r/n_r
-  kSimpo,           // SimPO's loss (policy.hpp), so that CPO with cpo_alpha = 0 is exactly SimPO
-  kSimPO = kSimpo,  // the earlier spelling
+  kSigmoid,  // -(1-eps) logsigmoid(beta l) - eps logsigmoid(-beta l), l = pi_c - pi_r
+  kHinge,    // max(0, 1 - beta l)
+  kIpo,      // (l - 1/(2 beta))^2 with l = pi_c/n_c - pi_r/n_r
+  kSimpo,    // SimPO's loss (Simpo), so that CPO with cpo_alpha = 0 is exactly SimPO
 };
 
 // CPO (Xu et al. 2024): a reference-free preference term plus cpo_alpha times the chosen responses'
@@ -48,13 +100,12 @@ struct Cpo {
     return loss == CpoLoss::kIpo || loss == CpoLoss::kSimpo || cpo_alpha > 0.0;
   }
   void check_params() const {
-    detail::check_smoothing(label_smoothing, kName);
+    check_smoothing(label_smoothing, kName);
     detail::check_weight(gamma, kName, "gamma");
     detail::check_alphapo(alpha, kName);
     detail::check_weight(cpo_alpha, kName, "cpo_alpha");
   }
-  torch::Tensor per_pair(const detail::PolicyTerms& t, const PolicyInputs&,
-                         detail::Metrics& metrics) const {
+  torch::Tensor per_pair(const PolicyTerms& t, const PolicyInputs&, Metrics& metrics) const {
     torch::Tensor per;
     if (loss == CpoLoss::kSimpo) {
       per = Simpo{.beta = beta, .gamma = gamma, .label_smoothing = label_smoothing, .alpha = alpha}
@@ -115,8 +166,7 @@ struct Orpo {
   static constexpr const char* kName = "orpo";
   static constexpr bool kNeedsCounts = true;
   static constexpr bool kReferenceFree = true;
-  torch::Tensor per_pair(const detail::PolicyTerms& t, const PolicyInputs& in,
-                         detail::Metrics& metrics) const {
+  torch::Tensor per_pair(const PolicyTerms& t, const PolicyInputs& in, Metrics& metrics) const {
     auto qc = t.pi_c / t.n_c, qr = t.pi_r / t.n_r;
     auto log_odds = (qc - qr) - (detail::log1mexp(qc) - detail::log1mexp(qr));
     auto ratio = torch::log_sigmoid(log_odds);
@@ -131,7 +181,7 @@ struct Orpo {
   HAFRM_POLICY_LOSS_PLUMBING
 
  private:
-  static torch::Tensor prompt_nll(const PolicyInputs& in, const detail::PolicyTerms& t) {
+  static torch::Tensor prompt_nll(const PolicyInputs& in, const PolicyTerms& t) {
     constexpr const char* why = "nll_scope = OrpoNll::kPromptAndResponse";
     HAFRM_CHECK_ARG(in.policy_chosen_prompt.defined(), kName, "inputs.policy_chosen_prompt",
                     "is required by this loss (", why,

@@ -15,12 +15,40 @@
 // (loss_params.hpp); unknown names or parameters, and values of the wrong type, are rejected with
 // the list of valid ones. loss_catalogue() lists everything, with defaults, ranges and formulas.
 //
-// Adding a loss: write its struct (policy_base.hpp shows the shape), then one line below, e.g.
-//   e.push_back(beta_only<BcoPair>("bco_pair", {"BcoPair", "−logσ(βΔc) − logσ(−βΔr)"}, false));
+// Adding a loss to the catalogue: write its struct (policy_base.hpp shows the shape), then one line
+// in policy_entries() below; the tests and docs/losses.md's generated table enumerate the catalogue
+// (docs/extending.md). A loss of your own, outside the library, registers the same way:
+//
+// example-begin register_policy_loss global
+//   struct MyCalibrated {   // DPO with a margin that grows with the rejected side's log-ratio
+//     double beta = 0.1;
+//     double slope = 0.5;
+//     bool reference_free = false;
+//     hafrm::Reduction reduction = hafrm::Reduction::kMean;
+//     static constexpr const char* kName = "my_calibrated";
+//     void check_params() const { hafrm::check_weight(slope, kName, "slope"); }
+//     torch::Tensor per_pair(const hafrm::PolicyTerms& t) const {
+//       return -torch::log_sigmoid(beta * (t.delta_c() - (1 + slope) * t.delta_r()));
+//     }
+//     HAFRM_POLICY_LOSS_PLUMBING
+//   };
+//   // Once, at start-up: the spec "my_calibrated:beta=0.2,slope=1" now builds it.
+//   const bool kMyCalibratedRegistered = hafrm::register_policy_loss<MyCalibrated>(
+//       {.name = "my_calibrated", .type = "MyCalibrated", .formula = "−logσ(β(Δc − (1+s)Δr))"},
+//       {hafrm::registry::bind("slope", HAFRM_REGISTRY_FIELD(MyCalibrated, slope),
+//                              hafrm::registry::Range::weight())});
+// example-end
+// example-begin register_policy_loss_use Hybrid
+//   hafrm::HybridLoss<hafrm::BradleyTerry, hafrm::AnyPolicyLoss> haf{
+//       {}, hafrm::make_policy_loss("my_calibrated:slope=1,dpo@0.5")};
+//   auto out = haf(reward_inputs, inputs, step);
+// example-end
 #pragma once
 
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <deque>
 #include <functional>
 #include <map>
 #include <string>
@@ -31,213 +59,245 @@
 
 #include "hafrm/losses/dpo_family.hpp"
 #include "hafrm/losses/hybrid.hpp"
-#include "hafrm/losses/kto.hpp"
 #include "hafrm/losses/modifiers.hpp"
 #include "hafrm/losses/reference_free.hpp"
 #include "hafrm/losses/registry_builders.hpp"
+#include "hafrm/losses/unpaired.hpp"
 
 namespace hafrm {
 
 // One entry of the catalogue (loss_catalogue()).
 struct LossInfo {
-  std::string name;                  // what a spec writes
-  std::string registry;              // policy, reward, unpaired or weighting
-  std::string type;                  // the functor it builds
-  std::vector<std::string> aliases;  // other accepted spellings
-  std::string formula;               // one line; notation in docs/losses.md
-  std::vector<ParamInfo> params;
+  std::string name{};                  // what a spec writes
+  std::string registry{};              // policy, reward, unpaired or weighting
+  std::string type{};                  // the functor it builds
+  std::vector<std::string> aliases{};  // other accepted spellings
+  std::string formula{};               // one line; notation in docs/losses.md
+  std::vector<ParamInfo> params{};
+  bool built_in = true;  // false for a loss registered with register_policy_loss
 };
 
 namespace detail::registry {
 
-inline const std::vector<Entry<AnyPolicyLoss>>& policy_entries() {
-  static const std::vector<Entry<AnyPolicyLoss>> entries = [] {
-    std::vector<Entry<AnyPolicyLoss>> e;
-    // One line per loss. TRL's loss_type spellings (sigmoid, robust, hinge) stay as aliases.
-    // TRL 1.16's sigmoid ignores label_smoothing; the smoothed form (cDPO) is `conservative`.
-    e.push_back(beta_only<Dpo>("dpo", {"Dpo", "−logσ(βd)", {"sigmoid"}}, true));
-    e.push_back(beta_smoothing<Dpo>("conservative", {"Dpo", "−(1−ε) logσ(βd) − ε logσ(−βd) (cDPO)"},
-                                    true, Dpo{.label_smoothing = 0.1}));
-    e.push_back(beta_smoothing<RobustDpo>(
-        "robust_dpo", {"RobustDpo", "(−(1−ε) logσ(βd) + ε logσ(−βd)) / (1 − 2ε)", {"robust"}},
-        true));
-    e.push_back(beta_only<DpoHinge>("dpo_hinge", {"DpoHinge", "max(0, 1 − βd)", {"hinge"}}, true));
-    e.push_back(beta_only<Ipo>("ipo", {"Ipo", "(s(Δc)/nc − s(Δr)/nr − 1/2β)² (TRL's IPO)"}, true));
-    e.push_back(beta_only<Ipo>("ipo_sum", {"Ipo", "(d − 1/2β)² (HaF code)"}, true,
-                               Ipo{.form = IpoForm::kSum}));
-    e.push_back(beta_only<Ipo>("ipo_sqrt", {"Ipo", "β (d − 1/2β)² (HaF code)"}, true,
-                               Ipo{.form = IpoForm::kSqrt}));
-    e.push_back(beta_only<Ipo>("ipo_full", {"Ipo", "(βd − 1/2)² (HaF code)"}, true,
-                               Ipo{.form = IpoForm::kFull}));
-    e.push_back(beta_only<SigmoidNorm>("sigmoid_norm",
-                                       {"SigmoidNorm", "−logσ(β (s(Δc)/nc − s(Δr)/nr))"}, true));
-    e.push_back(dpo_entry<ExoPair>(
-        "exo_pair", {"ExoPair", "σ(βd)(logσ(βd) − log(1−ε)) + σ(−βd)(logσ(−βd) − log ε)"}, true, {},
-        {beta_of(ExoPair{}), smoothing_of(ExoPair{}, Range::open(0.0, 1.0))}));
-    e.push_back(beta_only<NcaPair>("nca_pair",
-                                   {"NcaPair", "−logσ(βΔc) − ½ logσ(−βΔc) − ½ logσ(−βΔr)"}, false));
-    e.push_back(beta_only<BcoPair>("bco_pair", {"BcoPair", "−logσ(βΔc) − logσ(−βΔr)"}, false));
-    e.push_back(
-        beta_only<SppoHard>("sppo_hard", {"SppoHard", "(Δc − 1/2β)² + (Δr + 1/2β)²"}, false));
-    e.push_back(beta_smoothing<Aot>(
-        "aot", {"Aot", "δ = sort(πc − πr) − sort(ρc − ρr); −(1−ε) logσ(βδ) − ε logσ(−βδ)"}, false));
-    e.push_back(beta_smoothing<AotUnpaired>(
-        "aot_unpaired", {"AotUnpaired", "δ = sort(Δc) − sort(Δr); as aot"}, false));
-    e.push_back(beta_only<ApoZero>("apo_zero", {"ApoZero", "(1 − σ(βΔc)) + σ(βΔr)"}, false));
-    e.push_back(beta_only<ApoDown>("apo_down", {"ApoDown", "σ(βΔc) + (1 − σ(β(Δc − Δr)))"}, false));
-    e.push_back(dpo_entry<DiscoPop>(
-        "discopop", {"DiscoPop", "z = βd, m = σ(z/τ): −logσ(z)(1 − m) + e^−z m"}, true, {},
-        {beta_of(DiscoPop{}),
-         bind("discopop_tau", HAFRM_REGISTRY_FIELD(DiscoPop, tau), DiscoPop{}, Range::scale())}));
-    // sft accepts an f-divergence (TRL) but does not use it: it reads no log-ratio.
-    {
-      auto params = f_divergence_decls();
-      params.push_back(use_weighting_decl());
-      e.push_back({"sft",
-                   params,
-                   [](const Params& p) {
-                     parse_f_divergence(p, true);
-                     return with_weighting(ChosenNll{.token_weighted = true}, p);
-                   },
-                   true,
-                   {},
-                   "−Σπc / Σnc over the batch (TRL's sft)",
-                   "ChosenNll"});
-    }
-    e.push_back(plain_entry<AnyPolicyLoss>(
-        "chosen_nll", {"ChosenNll", "−πc/nc (HaF code's \"slic\")", {"nll"}}, ChosenNll{},
-        {bind("token_weighted", HAFRM_REGISTRY_FIELD(ChosenNll, token_weighted), ChosenNll{})}));
-    const Cpo cpo{};
-    e.push_back(plain_entry<AnyPolicyLoss>(
-        "cpo",
-        {"Cpo", "sigmoid, hinge, ipo or simpo on ℓ = r(πc) − r(πr), plus cpo_alpha · (−Σπc/Σnc)"},
-        cpo,
-        {beta_of(cpo),
-         bind_choice("loss_type", HAFRM_REGISTRY_FIELD(Cpo, loss), cpo,
-                     {{"sigmoid", CpoLoss::kSigmoid},
-                      {"hinge", CpoLoss::kHinge},
-                      {"ipo", CpoLoss::kIpo},
-                      {"simpo", CpoLoss::kSimpo}}),
-         smoothing_of(cpo),
-         bind("simpo_gamma", HAFRM_REGISTRY_FIELD(Cpo, gamma), cpo, Range::weight()),
-         bind("alpha", HAFRM_REGISTRY_FIELD(Cpo, alpha), cpo, Range::coefficient()),
-         bind("cpo_alpha", HAFRM_REGISTRY_FIELD(Cpo, cpo_alpha), cpo, Range::weight())}));
-    auto simpo_fields = [](const Simpo& proto) {
-      return std::vector<Binding<Simpo>>{
-          beta_of(proto),
-          bind("simpo_gamma", HAFRM_REGISTRY_FIELD(Simpo, gamma), proto, Range::weight()),
-          smoothing_of(proto),
-          bind("alpha", HAFRM_REGISTRY_FIELD(Simpo, alpha), proto, Range::coefficient())};
-    };
-    e.push_back(plain_entry<AnyPolicyLoss>(
-        "simpo", {"Simpo", "ℓ = qc − qr − γ/β; −(1−ε) logσ(βℓ) − ε logσ(−βℓ)"}, Simpo{},
-        simpo_fields(Simpo{})));
-    e.push_back(plain_entry<AnyPolicyLoss>(
-        "alphapo", {"Simpo", "simpo with q → (1 − e^(−αq))/α (AlphaPO)"}, Simpo{.alpha = 0.25},
-        simpo_fields(Simpo{.alpha = 0.25}), [](const Simpo& l, const Params& p) {
-          HAFRM_CHECK_ARG(l.alpha != 0.0, p.fn(), p.arg("alpha"),
-                          "expected a non-zero AlphaPO coefficient (alpha = 0 is simpo)");
-        }));
-    e.push_back(plain_entry<AnyPolicyLoss>(
-        "orpo", {"Orpo", "−Σπc/Σnc − β logσ((qc − qr) − (log(1 − e^qc) − log(1 − e^qr)))"}, Orpo{},
-        {beta_of(Orpo{}), bind_choice("nll_scope", HAFRM_REGISTRY_FIELD(Orpo, nll_scope), Orpo{},
-                                      {{"response", OrpoNll::kResponse},
-                                       {"prompt_and_response", OrpoNll::kPromptAndResponse}})}));
-    // On pairs: each pair is a desirable (chosen) and an undesirable (rejected) completion.
-    e.push_back(kto_entry<AnyPolicyLoss>());
-    e.push_back(apo_zero_unpaired_entry<AnyPolicyLoss>());
-    return e;
-  }();
-  return entries;
+using F = FDivergences;
+
+// The policy losses: one line each. Entries live in a deque, so register_policy_loss's additions
+// never move the ones a caller holds.
+inline std::deque<Entry<AnyPolicyLoss>>& policy_table() {
+  static std::deque<Entry<AnyPolicyLoss>> e{
+      // TRL's loss_type spellings (sigmoid, robust, hinge) are aliases. TRL 1.16's sigmoid
+      // ignores label_smoothing; the smoothed form (cDPO) is `conservative`.
+      dpo_entry<Dpo>({.name = "dpo", .type = "Dpo", .formula = "−logσ(βd)", .aliases = {"sigmoid"}},
+                     F::kAny),
+      dpo_entry<Dpo>({.name = "conservative",
+                      .type = "Dpo",
+                      .formula = "−(1−ε) logσ(βd) − ε logσ(−βd) (cDPO)"},
+                     F::kAny, {smoothing_of<Dpo>()}, {.label_smoothing = 0.1}),
+      dpo_entry<RobustDpo>({.name = "robust_dpo",
+                            .type = "RobustDpo",
+                            .formula = "(−(1−ε) logσ(βd) + ε logσ(−βd)) / (1 − 2ε)",
+                            .aliases = {"robust"}},
+                           F::kAny, {smoothing_of<RobustDpo>()}),
+      dpo_entry<DpoHinge>({.name = "dpo_hinge",
+                           .type = "DpoHinge",
+                           .formula = "max(0, 1 − βd)",
+                           .aliases = {"hinge"}},
+                          F::kAny),
+      dpo_entry<Ipo>(
+          {.name = "ipo", .type = "Ipo", .formula = "(s(Δc)/nc − s(Δr)/nr − 1/2β)² (TRL's IPO)"},
+          F::kAny),
+      dpo_entry<Ipo>({.name = "ipo_sum", .type = "Ipo", .formula = "(d − 1/2β)² (HaF code)"},
+                     F::kAny, {}, {.form = IpoForm::kSum}),
+      dpo_entry<Ipo>({.name = "ipo_sqrt", .type = "Ipo", .formula = "β (d − 1/2β)² (HaF code)"},
+                     F::kAny, {}, {.form = IpoForm::kSqrt}),
+      dpo_entry<Ipo>({.name = "ipo_full", .type = "Ipo", .formula = "(βd − 1/2)² (HaF code)"},
+                     F::kAny, {}, {.form = IpoForm::kFull}),
+      dpo_entry<SigmoidNorm>({.name = "sigmoid_norm",
+                              .type = "SigmoidNorm",
+                              .formula = "−logσ(β (s(Δc)/nc − s(Δr)/nr))"},
+                             F::kAny),
+      dpo_entry<ExoPair>({.name = "exo_pair",
+                          .type = "ExoPair",
+                          .formula = "σ(βd)(logσ(βd) − log(1−ε)) + σ(−βd)(logσ(−βd) − log ε)"},
+                         F::kAny, {smoothing_of<ExoPair>(Range::open(0.0, 1.0))}),
+      dpo_entry<NcaPair>({.name = "nca_pair",
+                          .type = "NcaPair",
+                          .formula = "−logσ(βΔc) − ½ logσ(−βΔc) − ½ logσ(−βΔr)"},
+                         F::kReverseKlOnly),
+      dpo_entry<BcoPair>(
+          {.name = "bco_pair", .type = "BcoPair", .formula = "−logσ(βΔc) − logσ(−βΔr)"},
+          F::kReverseKlOnly),
+      dpo_entry<SppoHard>(
+          {.name = "sppo_hard", .type = "SppoHard", .formula = "(Δc − 1/2β)² + (Δr + 1/2β)²"},
+          F::kReverseKlOnly),
+      dpo_entry<Aot>(
+          {.name = "aot",
+           .type = "Aot",
+           .formula = "δ = sort(πc − πr) − sort(ρc − ρr); −(1−ε) logσ(βδ) − ε logσ(−βδ)"},
+          F::kReverseKlOnly, {smoothing_of<Aot>()}),
+      dpo_entry<AotUnpaired>({.name = "aot_unpaired",
+                              .type = "AotUnpaired",
+                              .formula = "δ = sort(Δc) − sort(Δr); as aot"},
+                             F::kReverseKlOnly, {smoothing_of<AotUnpaired>()}),
+      dpo_entry<ApoZero>(
+          {.name = "apo_zero", .type = "ApoZero", .formula = "(1 − σ(βΔc)) + σ(βΔr)"},
+          F::kReverseKlOnly),
+      dpo_entry<ApoDown>(
+          {.name = "apo_down", .type = "ApoDown", .formula = "σ(βΔc) + (1 − σ(β(Δc − Δr)))"},
+          F::kReverseKlOnly),
+      dpo_entry<DiscoPop>(
+          {.name = "discopop",
+           .type = "DiscoPop",
+           .formula = "z = βd, m = σ(z/τ): −logσ(z)(1 − m) + e^−z m"},
+          F::kAny, {bind("discopop_tau", HAFRM_REGISTRY_FIELD(DiscoPop, tau), Range::scale())}),
+      dpo_entry<Dpop>({.name = "dpop",
+                       .type = "Dpop",
+                       .formula = "−logσ(β(Δc − Δr − λ max(0, ρc − πc))) (DPO-Positive)"},
+                      F::kReverseKlOnly,
+                      {bind("lambda", HAFRM_REGISTRY_FIELD(Dpop, lambda), Range::weight())}),
+      sft_entry(),
+      plain_entry<AnyPolicyLoss, ChosenNll>(
+          {.name = "chosen_nll",
+           .type = "ChosenNll",
+           .formula = "−πc/nc (HaF code's \"slic\")",
+           .aliases = {"nll"}},
+          {bind("token_weighted", HAFRM_REGISTRY_FIELD(ChosenNll, token_weighted))}),
+      plain_entry<AnyPolicyLoss, Cpo>(
+          {.name = "cpo",
+           .type = "Cpo",
+           .formula =
+               "sigmoid, hinge, ipo or simpo on ℓ = r(πc) − r(πr), plus cpo_alpha · (−Σπc/Σnc)"},
+          {bind_choice("loss_type", HAFRM_REGISTRY_FIELD(Cpo, loss),
+                       {{"sigmoid", CpoLoss::kSigmoid},
+                        {"hinge", CpoLoss::kHinge},
+                        {"ipo", CpoLoss::kIpo},
+                        {"simpo", CpoLoss::kSimpo}}),
+           smoothing_of<Cpo>(),
+           bind("simpo_gamma", HAFRM_REGISTRY_FIELD(Cpo, gamma), Range::weight()),
+           bind("alpha", HAFRM_REGISTRY_FIELD(Cpo, alpha), Range::coefficient()),
+           bind("cpo_alpha", HAFRM_REGISTRY_FIELD(Cpo, cpo_alpha), Range::weight())}),
+      plain_entry<AnyPolicyLoss, Simpo>(
+          {.name = "simpo",
+           .type = "Simpo",
+           .formula = "ℓ = qc − qr − γ/β; −(1−ε) logσ(βℓ) − ε logσ(−βℓ)"},
+          simpo_fields()),
+      plain_entry<AnyPolicyLoss, Simpo>(
+          {.name = "alphapo",
+           .type = "Simpo",
+           .formula = "simpo with q → (1 − e^(−αq))/α (AlphaPO)"},
+          simpo_fields(), {.alpha = 0.25},
+          [](const Simpo& l, const Params& p) {
+            HAFRM_CHECK_ARG(l.alpha != 0.0, p.fn(), p.arg("alpha"),
+                            "expected a non-zero AlphaPO coefficient (alpha = 0 is simpo)");
+          }),
+      plain_entry<AnyPolicyLoss, Orpo>(
+          {.name = "orpo",
+           .type = "Orpo",
+           .formula = "−Σπc/Σnc − β logσ((qc − qr) − (log(1 − e^qc) − log(1 − e^qr)))"},
+          {bind_choice("nll_scope", HAFRM_REGISTRY_FIELD(Orpo, nll_scope),
+                       {{"response", OrpoNll::kResponse},
+                        {"prompt_and_response", OrpoNll::kPromptAndResponse}})}),
+      // On pairs: each pair is a desirable (chosen) and an undesirable (rejected) completion.
+      kto_entry<AnyPolicyLoss>(),
+      apo_zero_unpaired_entry<AnyPolicyLoss>(),
+  };
+  return e;
 }
+inline const std::deque<Entry<AnyPolicyLoss>>& policy_entries() { return policy_table(); }
 
 // ---- reward losses, unpaired losses and weightings ---------------------------------------------
 
-inline const std::vector<Entry<AnyRewardLoss>>& reward_entries() {
-  static const std::vector<Entry<AnyRewardLoss>> entries = [] {
-    std::vector<Entry<AnyRewardLoss>> e;
-    const BradleyTerry bt{};
-    e.push_back(plain_entry<AnyRewardLoss>(
-        "bradley_terry",
-        {"BradleyTerry", "−(1−ε) logσ(d) − ε logσ(−d) + c (rc + rr)², d = rc − rr − m", {"bt"}}, bt,
-        {smoothing_of(bt), bind("center", HAFRM_REGISTRY_FIELD(BradleyTerry, center_coefficient),
-                                bt, Range::weight())}));
-    e.push_back(plain_entry<AnyRewardLoss>(
-        "reward_hinge", {"RewardHinge", "max(0, m − (rc − rr))", {"hinge"}}, RewardHinge{},
-        {bind("margin", HAFRM_REGISTRY_FIELD(RewardHinge, margin), RewardHinge{},
-              Range::closed(0.0, kMaxScale))}));
-    e.push_back(plain_entry<AnyRewardLoss>(
-        "plackett_luce",
-        {"PlackettLuce", "−Σ_k (r_k − logsumexp_{j≥k} r_j) over [B, K] ranked scores"},
-        PlackettLuce{}, {}));
-    return e;
-  }();
-  return entries;
+inline const std::deque<Entry<AnyRewardLoss>>& reward_entries() {
+  static const std::deque<Entry<AnyRewardLoss>> e{
+      plain_entry<AnyRewardLoss, BradleyTerry>(
+          {.name = "bradley_terry",
+           .type = "BradleyTerry",
+           .formula = "−(1−ε) logσ(d) − ε logσ(−d) + c (rc + rr)², d = rc − rr − m",
+           .aliases = {"bt"}},
+          {smoothing_of<BradleyTerry>(),
+           bind("center", HAFRM_REGISTRY_FIELD(BradleyTerry, center_coefficient),
+                Range::weight())}),
+      plain_entry<AnyRewardLoss, RewardHinge>(
+          {.name = "reward_hinge",
+           .type = "RewardHinge",
+           .formula = "max(0, m − (rc − rr))",
+           .aliases = {"hinge"}},
+          {bind("margin", HAFRM_REGISTRY_FIELD(RewardHinge, margin),
+                Range::closed(0.0, kMaxScale))}),
+      plain_entry<AnyRewardLoss, PlackettLuce>(
+          {.name = "plackett_luce",
+           .type = "PlackettLuce",
+           .formula = "−Σ_{k<K−1} (r_k − logsumexp_{j≥k} r_j) over [B, K] ranked scores"}),
+  };
+  return e;
 }
 
 // The same names for unpaired completions (KtoInputs): desirable and undesirable on their own.
-inline const std::vector<Entry<AnyUnpairedLoss>>& unpaired_entries() {
-  static const std::vector<Entry<AnyUnpairedLoss>> entries{
-      kto_entry<AnyUnpairedLoss>(), apo_zero_unpaired_entry<AnyUnpairedLoss>()};
-  return entries;
+inline const std::deque<Entry<AnyUnpairedLoss>>& unpaired_entries() {
+  static const std::deque<Entry<AnyUnpairedLoss>> e{kto_entry<AnyUnpairedLoss>(),
+                                                    apo_zero_unpaired_entry<AnyUnpairedLoss>()};
+  return e;
 }
 
-inline const std::vector<Entry<AnyWeighting>>& weighting_entries() {
-  static const std::vector<Entry<AnyWeighting>> entries = [] {
-    std::vector<Entry<AnyWeighting>> e;
-    const ConstantWeighting c{};
-    const AlternateWeighting a{};
-    const LinearWarmupWeighting w{};
-    const CosineWeighting cos{};
-    e.push_back(plain_entry<AnyWeighting>("constant", {"ConstantWeighting", "w_R, α fixed (HaF)"},
-                                          c, {reward_weight_of(c), alpha_of(c)}));
-    e.push_back(plain_entry<AnyWeighting>(
-        "alternate",
-        {"AlternateWeighting", "blocks of period steps: even policy only, odd reward only"}, a,
-        {bind("period", HAFRM_REGISTRY_FIELD(AlternateWeighting, period), a, Range::at_least(1)),
-         reward_weight_of(a), alpha_of(a)}));
-    e.push_back(plain_entry<AnyWeighting>(
-        "warmup", {"LinearWarmupWeighting", "α rises linearly from 0 over steps"}, w,
-        {bind("steps", HAFRM_REGISTRY_FIELD(LinearWarmupWeighting, warmup_steps), w,
-              Range::at_least(0)),
-         reward_weight_of(w), alpha_of(w)}));
-    e.push_back(plain_entry<AnyWeighting>(
-        "cosine", {"CosineWeighting", "α follows a half cosine from start to end over steps"}, cos,
-        {bind("steps", HAFRM_REGISTRY_FIELD(CosineWeighting, total_steps), cos, Range::at_least(1)),
-         bind("start", HAFRM_REGISTRY_FIELD(CosineWeighting, alpha_start), cos, Range::weight()),
-         bind("end", HAFRM_REGISTRY_FIELD(CosineWeighting, alpha_end), cos, Range::weight()),
-         reward_weight_of(cos)}));
-    return e;
-  }();
-  return entries;
+inline const std::deque<Entry<AnyWeighting>>& weighting_entries() {
+  using C = ConstantWeighting;
+  using A = AlternateWeighting;
+  using W = LinearWarmupWeighting;
+  using Cos = CosineWeighting;
+  static const std::deque<Entry<AnyWeighting>> e{
+      plain_entry<AnyWeighting, C>(
+          {.name = "constant", .type = "ConstantWeighting", .formula = "w_R, α fixed (HaF)"},
+          {reward_weight_of<C>(), alpha_of<C>()}),
+      plain_entry<AnyWeighting, A>(
+          {.name = "alternate",
+           .type = "AlternateWeighting",
+           .formula = "blocks of period steps: even policy only, odd reward only"},
+          {bind("period", HAFRM_REGISTRY_FIELD(A, period), Range::at_least(1)),
+           reward_weight_of<A>(), alpha_of<A>()}),
+      plain_entry<AnyWeighting, W>(
+          {.name = "warmup",
+           .type = "LinearWarmupWeighting",
+           .formula = "α rises linearly from 0 over steps"},
+          {bind("steps", HAFRM_REGISTRY_FIELD(W, warmup_steps), Range::at_least(0)),
+           reward_weight_of<W>(), alpha_of<W>()}),
+      plain_entry<AnyWeighting, Cos>(
+          {.name = "cosine",
+           .type = "CosineWeighting",
+           .formula = "α follows a half cosine from start to end over steps"},
+          {bind("steps", HAFRM_REGISTRY_FIELD(Cos, total_steps), Range::at_least(1)),
+           bind("start", HAFRM_REGISTRY_FIELD(Cos, alpha_start), Range::weight()),
+           bind("end", HAFRM_REGISTRY_FIELD(Cos, alpha_end), Range::weight()),
+           reward_weight_of<Cos>()}),
+  };
+  return e;
 }
 
 // ---- lookup ------------------------------------------------------------------------------------
 
 template <class Built>
-std::vector<std::string> names_of(const std::vector<Entry<Built>>& entries) {
+std::vector<std::string> names_of(const std::deque<Entry<Built>>& entries) {
   std::vector<std::string> names;
-  for (const auto& e : entries) names.push_back(e.name);
+  for (const auto& e : entries) names.push_back(e.doc.name);
   return names;
 }
 
 // Every spelling a spec may use, for error messages: "dpo", "sigmoid (= dpo)", ...
 template <class Built>
-std::vector<std::string> spellings_of(const std::vector<Entry<Built>>& entries) {
+std::vector<std::string> spellings_of(const std::deque<Entry<Built>>& entries) {
   std::vector<std::string> names;
   for (const auto& e : entries) {
-    names.push_back(e.name);
-    for (const auto& a : e.aliases) names.push_back(a + " (= " + e.name + ")");
+    names.push_back(e.doc.name);
+    for (const auto& a : e.doc.aliases) names.push_back(a + " (= " + e.doc.name + ")");
   }
   return names;
 }
 
 template <class Built>
-const Entry<Built>& find_entry(const std::vector<Entry<Built>>& entries, const std::string& name,
+const Entry<Built>& find_entry(const std::deque<Entry<Built>>& entries, const std::string& name,
                                std::string_view fn, std::string_view what) {
   for (const auto& e : entries) {
-    if (e.name == name) return e;
-    for (const auto& a : e.aliases)
+    if (e.doc.name == name) return e;
+    for (const auto& a : e.doc.aliases)
       if (a == name) return e;
   }
   HAFRM_CHECK_ARG(false, fn, "spec", "unknown ", what, " '", name,
@@ -247,7 +307,7 @@ const Entry<Built>& find_entry(const std::vector<Entry<Built>>& entries, const s
 
 // A spec that must name exactly one item without a weight (reward losses, weightings).
 template <class Built>
-Built make_single(std::string_view spec, const std::vector<Entry<Built>>& entries,
+Built make_single(std::string_view spec, const std::deque<Entry<Built>>& entries,
                   std::string_view fn, std::string_view what) {
   auto items = parse_spec(spec, fn, spellings_of(entries));
   HAFRM_CHECK_ARG(items.size() == 1, fn, "spec", "expected one ", what, ", got ", items.size(),
@@ -258,16 +318,64 @@ Built make_single(std::string_view spec, const std::vector<Entry<Built>>& entrie
 }
 
 template <class Built>
-void describe(std::vector<LossInfo>& out, const std::vector<Entry<Built>>& entries,
+void describe(std::vector<LossInfo>& out, const std::deque<Entry<Built>>& entries,
               const char* registry) {
   for (const auto& e : entries) {
-    LossInfo info{e.name, registry, e.type, e.aliases, e.formula, {}};
+    LossInfo info{.name = e.doc.name,
+                  .registry = registry,
+                  .type = e.doc.type,
+                  .aliases = e.doc.aliases,
+                  .formula = e.doc.formula,
+                  .built_in = e.built_in};
     for (const auto& p : e.params) info.params.push_back(p.info);
     out.push_back(std::move(info));
   }
 }
 
+// A non-default f-divergence on a loss that reads each side's log-ratio on its own is an error,
+// listing the losses that accept one: silently ignoring it would train something else.
+inline void check_f_divergence_accepted(const Entry<AnyPolicyLoss>& e, const Params& p) {
+  if (e.f_divergences == FDivergences::kAny) return;
+  const auto type = p.choice("f_divergence_type", "reverse_kl");
+  if (type == "reverse_kl") return;
+  std::vector<std::string> accepting;
+  for (const auto& other : policy_entries())
+    if (other.f_divergences == FDivergences::kAny) accepting.push_back(other.doc.name);
+  HAFRM_CHECK_ARG(false, p.fn(), p.arg("f_divergence_type"), "must be reverse_kl for '", p.loss(),
+                  "' (got ", type, "): only ", join(accepting),
+                  " accept another f-divergence, since the f-DPO reparameterisation's log Z term "
+                  "cancels only in the chosen - rejected difference");
+}
+
 }  // namespace detail::registry
+
+// Registers a pairwise policy loss of your own (policy_base.hpp) under doc.name, so that
+// make_policy_loss, loss_catalogue() and the example trainer's --policy-loss build it by name:
+// `beta` is bound when L has one, `fields` are its other parameters, `proto` gives the defaults.
+// Call it once per process before building specs, from one thread (a static initialiser, or the
+// start of main). A name or alias the catalogue already has is an error. Returns true, so that a
+// namespace-scope constant can hold the call.
+template <class L>
+bool register_policy_loss(registry::Doc doc, std::vector<registry::Binding<L>> fields = {},
+                          L proto = {}) {
+  namespace r = detail::registry;
+  constexpr const char* fn = "register_policy_loss";
+  HAFRM_CHECK_ARG(!doc.name.empty() && !doc.type.empty() && !doc.formula.empty(), fn, "doc",
+                  "expected a name, a type and a one-line formula, got name '", doc.name,
+                  "', type '", doc.type, "'");
+  auto spellings = doc.aliases;
+  spellings.push_back(doc.name);
+  for (const auto& e : r::policy_entries())
+    for (const auto& s : spellings)
+      HAFRM_CHECK_ARG(s != e.doc.name && std::find(e.doc.aliases.begin(), e.doc.aliases.end(), s) ==
+                                             e.doc.aliases.end(),
+                      fn, "doc.name", "'", s, "' is already a policy loss of the catalogue ('",
+                      e.doc.name, "')");
+  auto entry = r::plain_entry<AnyPolicyLoss, L>(std::move(doc), std::move(fields), proto);
+  entry.built_in = false;
+  r::policy_table().push_back(std::move(entry));
+  return true;
+}
 
 // One policy loss, or a PolicyLossList when the spec names several (or gives a weight). Names are
 // the catalogue's (loss_catalogue()) or their aliases; a built loss is named as the spec wrote it.
@@ -283,7 +391,9 @@ inline AnyPolicyLoss make_policy_loss(std::string_view spec) {
     const int n = ++seen[item.name];
     // Repeated names get a suffix so that their metrics stay apart in a list.
     const std::string label = n == 1 ? item.name : item.name + "_" + std::to_string(n);
-    auto loss = e.build(r::Params(fn, item.name, label, e.params, item));
+    const r::Params params(fn, item.name, label, e.params, item);
+    r::check_f_divergence_accepted(e, params);
+    auto loss = e.build(params);
     const double w = item.weight.value_or(1.0);
     detail::check_weight(w, fn, item.name + "@weight");
     built.emplace_back(w, std::move(loss));
@@ -353,9 +463,11 @@ inline std::string param_text(const ParamInfo& p) {
 }  // namespace detail::registry
 
 // The catalogue as Markdown tables, one per registry: what `haf_rm --list-losses` prints and what
-// README.md's generated table holds (tests/test_loss_catalogue_api.cpp compares the two). The
-// DPO family's common parameters are listed once, under the policy table.
-inline std::string loss_catalogue_markdown() {
+// docs/losses.md's generated table holds (tests/test_loss_catalogue_api.cpp compares the two). The
+// DPO family's common parameters are listed once, under the policy table. kBuiltIn leaves out the
+// losses this program registered itself (register_policy_loss).
+enum class CatalogueEntries { kAll, kBuiltIn };
+inline std::string loss_catalogue_markdown(CatalogueEntries which = CatalogueEntries::kAll) {
   namespace r = detail::registry;
   std::string s, current, shared;
   auto end_table = [&] {
@@ -364,6 +476,7 @@ inline std::string loss_catalogue_markdown() {
     shared.clear();
   };
   for (const auto& l : loss_catalogue()) {
+    if (which == CatalogueEntries::kBuiltIn && !l.built_in) continue;
     if (l.registry != current) {
       end_table();
       current = l.registry;

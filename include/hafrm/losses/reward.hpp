@@ -99,9 +99,9 @@ struct RewardHinge {
     auto c = detail::check_rewards(in, kName);
     if (c.margin.defined()) {
       // As the scalar margin: a negative one would reward pairs ranked the wrong way round.
-      auto bad = ~(c.margin >= 0);  // NaN fails too
-      if (bad.any().item<bool>()) {
-        const double first = c.margin.masked_select(bad)[0].item<double>();
+      auto ok = c.margin >= 0;  // NaN fails too
+      if (!detail::values_hold(ok, kName, "inputs.margin", "expected every per-pair margin >= 0")) {
+        const double first = c.margin.masked_select(~ok)[0].item<double>();
         HAFRM_CHECK_ARG(false, kName, "inputs.margin",
                         "expected every per-pair margin >= 0, found ", first);
       }
@@ -115,7 +115,9 @@ struct RewardHinge {
 };
 
 // Listwise Plackett-Luce over K ranked responses per prompt, scores [B, K] ordered best first:
-// -sum_{k<K} (r_k - logsumexp_{j>=k} r_j). K = 2 reduces exactly to Bradley-Terry.
+// -sum_{k<K-1} (r_k - logsumexp_{j>=k} r_j) (the last rank's term is log 1). K = 2 reduces exactly
+// to Bradley-Terry. Two or more trailing scores of -inf leave the order among them undefined (0/0):
+// NaN, as for any likelihood of an impossible ranking.
 // Metrics: accuracy = fraction of adjacent pairs in the right order, and the reward range.
 struct PlackettLuce {
   Reduction reduction = Reduction::kMean;
@@ -134,9 +136,12 @@ struct PlackettLuce {
     HAFRM_CHECK_ARG(scores.size(1) >= 2, kName, "scores",
                     "expected K >= 2 responses per prompt, got ", scores.size(1));
     auto s = detail::compute_dtype(scores);
-    // Suffix log-sum-exp: logcumsumexp over the reversed ranking, reversed back.
+    // Suffix log-sum-exp: logcumsumexp over the reversed ranking, reversed back. The last rank's
+    // term is log 1 = 0 whatever its score, so it is left out: a last-ranked score of -inf (a
+    // response the model rules out) keeps the list's likelihood finite instead of -inf - -inf.
+    const int64_t K = s.size(1);
     auto suffix = torch::logcumsumexp(s.flip({1}), 1).flip({1});
-    auto per = -(s - suffix).sum(1);
+    auto per = -(s - suffix).narrow(1, 0, K - 1).sum(1);
     LossOutput out{detail::reduce(per, reduction), {}};
     torch::NoGradGuard ng;
     using torch::indexing::Slice;

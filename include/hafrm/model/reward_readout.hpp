@@ -31,8 +31,12 @@ inline torch::Tensor read_rewards(torch::Tensor token_rewards, const torch::Tens
   const int64_t T = token_rewards.size(1);
   if (readout == RewardReadout::kLastPosition) return token_rewards.select(1, T - 1);
   auto real = attention_mask != 0;
-  HAFRM_CHECK_ARG(real.any(1).all().item<bool>(), fn, "attention_mask",
-                  "every sequence needs at least one real (mask 1) token to read a reward from");
+  constexpr const char* why =
+      "every sequence needs at least one real (mask 1) token to read a reward from";
+  if (!detail::values_hold(real.any(1), fn, "attention_mask", why)) {
+    const int64_t row = (~real.any(1)).nonzero()[0][0].item<int64_t>();
+    HAFRM_CHECK_ARG(false, fn, "attention_mask", why, "; sequence ", row, " has none");
+  }
   auto pos = torch::arange(T, attention_mask.options().dtype(torch::kLong));
   auto last = torch::where(real, pos, torch::full({}, -1, pos.options())).amax(1);
   return token_rewards.gather(1, last.unsqueeze(1)).squeeze(1);

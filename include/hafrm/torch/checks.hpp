@@ -41,8 +41,8 @@ inline bool values_hold(const torch::Tensor& ok, std::string_view fn, std::strin
                         std::string_view expected) {
   auto all = ok.all();
   if (!all.device().is_cpu()) {
-    at::_assert_async(all, "hafrm::" + std::string(fn) + ": argument '" + std::string(arg) +
-                               "' " + std::string(expected));
+    at::_assert_async(all, "hafrm::" + std::string(fn) + ": argument '" + std::string(arg) + "' " +
+                               std::string(expected));
     return true;
   }
   host_value_reads().fetch_add(1, std::memory_order_relaxed);
