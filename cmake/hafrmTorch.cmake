@@ -1,6 +1,7 @@
-# hafrmTorch.cmake: finds LibTorch the way this project installs it (the PyPI `torch` wheel) and
-# applies the two fixes a wheel-based build needs. Used by the project and by the installed
-# package's hafrmConfig.cmake, so consumers get the same behaviour.
+# hafrmTorch.cmake: finds LibTorch the way this project installs it (the PyPI `torch` wheel),
+# applies what a wheel-based build needs (its CUDA arch list, link directories, OpenMP runtime),
+# and builds hafrm's CUDA kernels. Used by the project and by the installed package's
+# hafrmConfig.cmake, so consumers get the same behaviour.
 set(_HAFRM_CMAKE_DIR "${CMAKE_CURRENT_LIST_DIR}")
 
 # 1. Locate the wheel when the caller gave no Torch_DIR / CMAKE_PREFIX_PATH: ask Python.
@@ -62,7 +63,26 @@ function(hafrm_apply_link_fixups target)
   endforeach()
 endfunction()
 
-# 4. The CUDA architectures hafrm's own kernels are compiled for, as a CMake CUDA_ARCHITECTURES
+# 4. OpenMP: link the OpenMP runtime the program will run with. The wheel bundles GCC's runtime as
+#    torch/lib/libgomp.so.1, which libtorch_cpu.so needs; torch/lib is in the run path of every
+#    program that links LibTorch, so that copy is the one loaded at run time, whichever libgomp
+#    the program was linked against (one OpenMP runtime in the process). Linked against the
+#    compiler's libgomp.so instead, CMake warns for every executable that it "may be hidden" by
+#    files in torch/lib: true, and harmless. Pointing FindOpenMP's OpenMP_gomp_LIBRARY at torch's
+#    copy makes link time and run time agree and the warning moot. Call after Torch is found and
+#    before find_package(OpenMP); a value the caller set for OpenMP_gomp_LIBRARY is kept.
+function(hafrm_prefer_torch_openmp_runtime)
+  if(DEFINED OpenMP_gomp_LIBRARY OR NOT CMAKE_CXX_COMPILER_ID STREQUAL "GNU" OR NOT TORCH_LIBRARY)
+    return()
+  endif()
+  get_filename_component(_torch_lib_dir "${TORCH_LIBRARY}" DIRECTORY)
+  if(EXISTS "${_torch_lib_dir}/libgomp.so.1")
+    set(OpenMP_gomp_LIBRARY "${_torch_lib_dir}/libgomp.so.1" CACHE FILEPATH
+        "Path to the gomp library for OpenMP (LibTorch's own copy, the one loaded at run time)")
+  endif()
+endfunction()
+
+# 5. The CUDA architectures hafrm's own kernels are compiled for, as a CMake CUDA_ARCHITECTURES
 #    list. Independent of the list torch's CMake chose (it may already have been found, by the
 #    consumer, with its autodetected list that nvcc 13 rejects). First of:
 #      HAFRM_CUDA_ARCHITECTURES (CMake style, e.g. "80-real;90"),

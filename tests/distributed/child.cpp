@@ -1,6 +1,6 @@
-// One rank of the multi-process scenarios that test_multiprocess.cpp launches. Exit codes:
-// 0 passed, 1 wrong result, 4 the expected error was raised (its message on stderr), 5 an
-// expected error did not come.
+// One rank of the multi-process scenarios that test_multiprocess.cpp launches (spawn.hpp). Exit
+// codes: 0 passed, 1 wrong result or an unexpected error, 4 the expected error was raised as a
+// c10::Error (its message on stderr), 5 an expected error did not come.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -144,8 +144,8 @@ int peer_dies(hd::Communicator& comm) {
   if (comm.rank() == comm.world_size() - 1) std::_Exit(3);
   try {
     for (int i = 0; i < 1000; ++i) (void)comm.allreduce(1.0);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "rank %d: expected error: %s\n", comm.rank(), e.what());
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "rank %d: expected error: %s\n", comm.rank(), e.what_without_backtrace());
     return 4;
   }
   return 5;
@@ -167,8 +167,9 @@ int run_child(const char* scenario) {
       if (env->rank == 0) return 0;
       try {
         hd::Communicator::create(*env, opt);
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "rank %d: expected error: %s\n", env->rank, e.what());
+      } catch (const c10::Error& e) {
+        std::fprintf(stderr, "rank %d: expected error: %s\n", env->rank,
+                     e.what_without_backtrace());
         return 4;
       }
       return 5;

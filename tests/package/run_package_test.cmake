@@ -36,7 +36,8 @@ endif()
 set(cbuild "${WORK_DIR}/${CONSUMER}")
 file(REMOVE_RECURSE "${cbuild}")
 
-# Torch's CMake must pick its own arch list, as it does in a user's shell (issue 13).
+# Torch's CMake picks its own arch list here, as it does in a user's shell where the variable is
+# unset (a list with sm_50, which nvcc 13 rejects, on a machine without a GPU).
 unset(ENV{TORCH_CUDA_ARCH_LIST})
 set(args -DCMAKE_BUILD_TYPE=Release "-DCMAKE_PREFIX_PATH=${prefix}" "-DTorch_DIR=${TORCH_DIR}"
          "-DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER}" "-DHAFRM_SOURCE_DIR=${HAFRM_SOURCE_DIR}"
@@ -70,6 +71,15 @@ endif()
 if(conf_out MATCHES "consumer: CUDA flags torch chose: [^\n]*compute_50")
   message(STATUS "torch's own CUDA arch list (with sm_50) was in effect before hafrm")
 endif()
+# hafrm links the OpenMP runtime LibTorch loads (hafrmTorch.cmake): CMake has no runtime-path
+# conflict to warn about.
+if(conf_err MATCHES "may be hidden by files in")
+  message("${conf_err}")
+  fail("configure warned about a runtime library hidden by another directory")
+endif()
+if(conf_out MATCHES "consumer: CMAKE_CUDA_STANDARD after Torch: '17'")
+  message(STATUS "torch's CMake set CMAKE_CUDA_STANDARD to the consumer's 17 before hafrm")
+endif()
 
 execute_process(COMMAND ${CMAKE_COMMAND} --build "${cbuild}" --verbose --parallel 2
                 RESULT_VARIABLE rc OUTPUT_VARIABLE build_out ERROR_VARIABLE build_err)
@@ -90,6 +100,12 @@ if(expect_cuda)
     fail("hafrm_cuda_ops was compiled with torch's sm_50 flags")
   endif()
   message(STATUS "hafrm_cuda_ops compiled with hafrm's own architectures")
+  # ATen 2.15 needs C++20 in .cu files too, whatever CMAKE_CUDA_STANDARD the consumer (or torch's
+  # CMake, from its CMAKE_CXX_STANDARD) set.
+  if(NOT nvcc_lines MATCHES "-std=(gnu|c)\\+\\+20")
+    fail("expected hafrm_cuda_ops.cu to be compiled as C++20: ${nvcc_lines}")
+  endif()
+  message(STATUS "hafrm_cuda_ops compiled as C++20")
 else()
   if(cuda_artifacts OR nvcc_lines OR build_out MATCHES "\\.cu\\.o")
     fail("a CPU-only build compiled CUDA: ${cuda_artifacts}")
@@ -107,7 +123,7 @@ else()
   message(STATUS "no CUDA source compiled")
 endif()
 
-if(CONSUMER STREQUAL "cxx17")
+if(CONSUMER MATCHES "^cxx17")
   string(REGEX MATCH "[^\n]*-o [^\n]*consumer\\.dir[^\n]*main\\.cpp\\.o[^\n]*" cxx_line
                "${build_out}")
   if(NOT cxx_line MATCHES "-std=(gnu|c)\\+\\+(20|2a)")

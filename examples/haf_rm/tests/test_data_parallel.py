@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """haf_rm under torchrun: 2 processes give the losses of 1 with the same global batch and seed,
-and a 2-process checkpoint resumes in 1 process. Every run has a hard timeout.
+and a 2-process checkpoint resumes in 1 process. Every run has a hard timeout, and no process the
+test started outlives the test.
 
   test_data_parallel.py --haf-rm build/dev/examples/haf_rm/haf_rm --torchrun .venv/bin/torchrun
 
@@ -58,6 +59,9 @@ def run(cmd, timeout):
     return out
 
 
+STARTED = []  # every process start() began: kill_leftovers() ends those still running
+
+
 def start(cmd, env_extra=None, log=None):
     """Starts cmd in a session of its own (so the whole group can be signalled or killed)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -65,8 +69,28 @@ def start(cmd, env_extra=None, log=None):
         env.pop(k, None)
     env.update(env_extra or {})
     print("+", " ".join(cmd), flush=True)
-    return subprocess.Popen(cmd, env=env, stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    p = subprocess.Popen(cmd, env=env, stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, start_new_session=True)
+    STARTED.append(p)
+    return p
+
+
+def start_rank(cmd, rank, port, log=None):
+    """Starts cmd as rank `rank` of 2 without torchrun (the launch variables set by hand)."""
+    return start(cmd, {"WORLD_SIZE": "2", "RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(port)}, log)
+
+
+def kill_leftovers():
+    """Kills the process group of every started process still running (a failed check exits
+    early), so no rank or torchrun agent outlives the test."""
+    for p in STARTED:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
 
 
 def finish(p, timeout, what):
@@ -267,10 +291,8 @@ def main():
                   f"(--dist-timeout {DEAD_PEER_TIMEOUT}): {last_error_line(out)}")
 
         # H: the store never comes up.
-        port = str(free_port())
         t0 = time.monotonic()
-        p = start([a.haf_rm, *short, "--out", f"{d}/H"],
-                  {"WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
+        p = start_rank([a.haf_rm, *short, "--out", f"{d}/H"], 1, free_port())
         rc, out = finish(p, DEAD_PEER_TIMEOUT + 60, "a rank whose store never started")
         if rc == 0 or "rank 1: cannot reach the c10d store at 127.0.0.1:" not in out:
             print(out)
@@ -282,20 +304,15 @@ def main():
 def peer_fault(a, args, out_dir, sig):
     """Starts ranks 0 and 1 of a 2-process run by hand (no torchrun), sends `sig` to rank 1 after
     two steps, and returns rank 0's exit code, output and the seconds it took to end."""
-    port = str(free_port())
-    dist = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+    port = free_port()
     with open(f"{out_dir}.log", "w") as log0:
-        p0 = start([a.haf_rm, *args, "--out", out_dir], {**dist, "RANK": "0"}, log0)
-        p1 = start([a.haf_rm, *args, "--out", f"{out_dir}_1"], {**dist, "RANK": "1"},
-                   subprocess.DEVNULL)
+        p0 = start_rank([a.haf_rm, *args, "--out", out_dir], 0, port, log0)
+        p1 = start_rank([a.haf_rm, *args, "--out", f"{out_dir}_1"], 1, port, subprocess.DEVNULL)
         wait_for_steps(f"{out_dir}/metrics.jsonl", 2, p0, a.timeout)
         t0 = time.monotonic()
         os.killpg(p1.pid, sig)
-        try:
-            rc, _ = finish(p0, DEAD_PEER_TIMEOUT + 60, f"rank 0 after rank 1 got signal {sig}")
-        finally:
-            os.killpg(p1.pid, signal.SIGKILL)
-            p1.wait()
+        rc, _ = finish(p0, DEAD_PEER_TIMEOUT + 60, f"rank 0 after rank 1 got signal {sig}")
+        kill_leftovers()  # rank 1 (stopped or killed)
     with open(f"{out_dir}.log") as f:
         return rc, f.read(), time.monotonic() - t0
 
@@ -305,4 +322,7 @@ def last_error_line(out):
     return (lines[-1] if lines else out.strip().splitlines()[-1])[:200]
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        kill_leftovers()

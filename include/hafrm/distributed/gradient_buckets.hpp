@@ -43,7 +43,8 @@ class GradientBuckets {
  public:
   GradientBuckets(std::vector<torch::Tensor> params, int64_t bucket_bytes)
       : params_(std::move(params)), bucket_bytes_(bucket_bytes) {
-    TORCH_CHECK(bucket_bytes > 0, "GradientBuckets: bucket_bytes must be > 0, got ", bucket_bytes);
+    HAFRM_CHECK_ARG(bucket_bytes > 0, "distributed::GradientBuckets", "bucket_bytes",
+                    "expected > 0, got ", bucket_bytes);
     Bucket cur;
     int64_t cur_bytes = 0;
     for (auto i = static_cast<int64_t>(params_.size()) - 1; i >= 0; --i) {
@@ -88,7 +89,7 @@ class GradientBuckets {
   // Registers a post-hook on every bucketed parameter's AccumulateGrad node (kept alive here, as
   // DDP does, so the hooks survive from one step's graph to the next). Call once.
   void attach(Communicator& comm) {
-    TORCH_CHECK(!overlap_, "GradientBuckets::attach: already attached");
+    TORCH_CHECK(!overlap_, "hafrm::distributed::GradientBuckets::attach: already attached");
     overlap_ = std::make_shared<Overlap>();
     overlap_->comm = &comm;
     overlap_->pending.assign(buckets_.size(), 0);
@@ -99,8 +100,9 @@ class GradientBuckets {
     for (std::size_t i = 0; i < params_.size(); ++i) {
       if (bucket_of[i] < 0) continue;  // requires_grad false: not bucketed
       auto acc = torch::autograd::impl::grad_accumulator(params_[i]);
-      TORCH_CHECK(acc, "GradientBuckets::attach: parameter ", i,
-                  " is not a leaf tensor (it has no gradient accumulator)");
+      HAFRM_CHECK_ARG(acc, "distributed::GradientBuckets::attach", "params",
+                      "expected leaf tensors, but parameter ", i,
+                      " is not one (it has no gradient accumulator)");
       acc->add_post_hook(
           std::make_unique<ReadyHook>(overlap_, this, i, static_cast<std::size_t>(bucket_of[i])));
       accumulators_.push_back(std::move(acc));
@@ -114,7 +116,8 @@ class GradientBuckets {
   // the hooks stay quiet and gradients accumulate locally; sync=true: buckets are all-reduced as
   // they become ready, and finish() must follow the backward.
   void prepare_for_backward(bool sync) {
-    TORCH_CHECK(overlap_, "GradientBuckets::prepare_for_backward: attach() first");
+    TORCH_CHECK(overlap_,
+                "hafrm::distributed::GradientBuckets::prepare_for_backward: call attach() first");
     std::lock_guard<std::mutex> lock(overlap_->mu);
     auto& o = *overlap_;
     o.armed = sync && o.comm->world_size() > 1;
@@ -131,7 +134,7 @@ class GradientBuckets {
   // After the synced backward: launches the buckets whose parameters got no gradient in it
   // (they contribute zeros, as in allreduce_mean), waits for all, and writes the means back.
   void finish() {
-    TORCH_CHECK(overlap_, "GradientBuckets::finish: attach() first");
+    TORCH_CHECK(overlap_, "hafrm::distributed::GradientBuckets::finish: call attach() first");
     std::lock_guard<std::mutex> lock(overlap_->mu);
     auto& o = *overlap_;
     if (!o.armed) return;

@@ -3,15 +3,19 @@
 //   auto env = hafrm::distributed::LaunchEnv::from_environment();
 //   if (!env) { /* WORLD_SIZE unset: a plain single-process run */ }
 //
-// Torch-free; process_group.hpp turns a LaunchEnv into a c10d process group.
+// A malformed variable is a c10::Error naming it and what was expected, in hafrm's form:
+//   hafrm::distributed::LaunchEnv::from_environment: environment variable 'RANK' expected an
+//   integer in [0, 1], got "2"
+// process_group.hpp turns a LaunchEnv into a c10d process group.
 #pragma once
 
 #include <charconv>
 #include <cstdlib>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <system_error>
+
+#include "hafrm/torch/checks.hpp"
 
 namespace hafrm::distributed {
 
@@ -25,8 +29,8 @@ struct LaunchEnv {
   bool agent_store = false;
   int restart_count = 0;  // TORCHELASTIC_RESTART_COUNT: keys of a restarted attempt are fresh
 
-  // nullopt when WORLD_SIZE is unset (a plain single-process run); throws std::invalid_argument
-  // naming the variable when one is set but malformed or inconsistent.
+  // nullopt when WORLD_SIZE is unset (a plain single-process run); throws c10::Error naming the
+  // variable when one is set but malformed or inconsistent.
   static std::optional<LaunchEnv> from_environment() {
     const char* ws = std::getenv("WORLD_SIZE");
     if (ws == nullptr) return std::nullopt;
@@ -47,21 +51,22 @@ struct LaunchEnv {
   }
 
  private:
+  static constexpr const char* kFn = "hafrm::distributed::LaunchEnv::from_environment";
+
   static const char* required(const char* name) {
     const char* v = std::getenv(name);
-    if (v == nullptr || *v == '\0')
-      throw std::invalid_argument(std::string(name) +
-                                  " is not set but WORLD_SIZE is (launch with torchrun, or set "
-                                  "RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT)");
+    TORCH_CHECK(v != nullptr && *v != '\0', kFn, ": environment variable '", name,
+                "' expected to be set, as WORLD_SIZE is (launch with torchrun, or set RANK, "
+                "WORLD_SIZE, MASTER_ADDR and MASTER_PORT)");
     return v;
   }
   static int parse_int(const char* name, const char* text, int lo, int hi) {
     const std::string s(text);
     int v = 0;
     const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (s.empty() || ec != std::errc() || ptr != s.data() + s.size() || v < lo || v > hi)
-      throw std::invalid_argument(std::string(name) + "=\"" + s + "\" must be an integer in [" +
-                                  std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    TORCH_CHECK(!s.empty() && ec == std::errc() && ptr == s.data() + s.size() && v >= lo && v <= hi,
+                kFn, ": environment variable '", name, "' expected an integer in [", lo, ", ", hi,
+                "], got \"", s, "\"");
     return v;
   }
 };

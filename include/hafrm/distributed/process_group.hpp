@@ -29,7 +29,6 @@
 #include <cstdlib>
 #include <memory>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -72,9 +71,9 @@ class Communicator {
     try {
       tcp = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
     } catch (const std::exception& e) {
-      throw std::runtime_error("rank " + std::to_string(env.rank) +
-                               ": cannot reach the c10d store at " + env.master_addr + ":" +
-                               std::to_string(env.master_port) + ": " + without_backtrace(e));
+      TORCH_CHECK(false, "hafrm::distributed::Communicator::create: rank ", env.rank,
+                  ": cannot reach the c10d store at ", env.master_addr, ":", env.master_port, ": ",
+                  without_backtrace(e));
     }
     c->store_ = c10::make_intrusive<c10d::PrefixStore>(
         "hafrm/attempt_" + std::to_string(env.restart_count), tcp);
@@ -123,16 +122,17 @@ class Communicator {
   std::chrono::milliseconds timeout() const { return timeout_; }
   c10d::Backend& backend() { return *backend_; }
 
-  // In-place all-reduce of one tensor on device(); blocks; throws c10::Error (naming the peer or
-  // the timeout) when a rank is gone.
+  // In-place all-reduce of one tensor on device(); blocks; throws c10::Error (naming this rank
+  // and why: a peer gone, or the timeout) when a rank is gone.
   void allreduce_(torch::Tensor& t, c10d::ReduceOp op = c10d::ReduceOp::SUM) {
     wait(allreduce_async_(t, op));
   }
   c10::intrusive_ptr<c10d::Work> allreduce_async_(torch::Tensor& t,
                                                   c10d::ReduceOp op = c10d::ReduceOp::SUM) {
-    TORCH_CHECK(t.device() == device_, "Communicator::allreduce_: tensor on ", t.device().str(),
-                ", the process group works on ", device_.str());
-    TORCH_CHECK(t.is_contiguous(), "Communicator::allreduce_: tensor must be contiguous");
+    constexpr const char* fn = "distributed::Communicator::allreduce_";
+    HAFRM_CHECK_ARG(t.device() == device_, fn, "t", "expected on the process group's device ",
+                    device_.str(), ", got ", t.device().str());
+    HAFRM_CHECK_ARG(t.is_contiguous(), fn, "t", "expected a contiguous tensor");
     std::vector<at::Tensor> v{t};
     c10d::AllreduceOptions o;
     o.reduceOp = op;
@@ -142,19 +142,18 @@ class Communicator {
   // A collective whose peer died fails here: Gloo reports the closed connection at once, a peer
   // that hangs runs into the timeout. Either way the error names this rank and says why.
   void wait(const c10::intrusive_ptr<c10d::Work>& w) {
+    constexpr const char* fn = "hafrm::distributed::Communicator::wait";
     bool done = false;
     try {
       done = w->wait(timeout_);
     } catch (const std::exception& e) {
-      throw std::runtime_error("rank " + std::to_string(launch_rank_) + ": a " + backend_name_ +
-                               " collective failed (a peer exited or stopped answering, or the "
-                               "network failed): " +
-                               without_backtrace(e));
+      TORCH_CHECK(
+          false, fn, ": rank ", launch_rank_, ": a ", backend_name_,
+          " collective failed (a peer exited or stopped answering, or the network failed): ",
+          without_backtrace(e));
     }
-    if (!done)
-      throw std::runtime_error("rank " + std::to_string(launch_rank_) + ": a " + backend_name_ +
-                               " collective did not finish within " +
-                               std::to_string(timeout_.count()) + " ms");
+    TORCH_CHECK(done, fn, ": rank ", launch_rank_, ": a ", backend_name_,
+                " collective did not finish within ", timeout_.count(), " ms");
   }
 
   // Sums (or maxes) a few host numbers over the ranks: metrics, flags.
@@ -178,28 +177,32 @@ class Communicator {
   Communicator() = default;
   Communicator(const Communicator&) = default;  // split() starts from its parent's settings
 
-  // The process group over store_ for rank_ of world_size_, of the kind options_ asks for.
+  // The process group over store_ for rank_ of world_size_, of the kind options_ asks for (the
+  // options are create()'s argument: a split group inherits them).
   c10::intrusive_ptr<c10d::Backend> make_backend() {
+    constexpr const char* fn = "distributed::Communicator::create";
     const auto& opt = options_;
     const bool nccl = opt.backend == BackendKind::kNccl ||
                       (opt.backend == BackendKind::kAuto && opt.device.is_cuda());
     if (nccl) {
 #ifdef USE_C10D_NCCL
-      TORCH_CHECK(opt.device.is_cuda(), "Communicator: the NCCL backend needs a CUDA device");
+      HAFRM_CHECK_ARG(opt.device.is_cuda(), fn, "options.device",
+                      "expected a CUDA device for the NCCL backend, got ", opt.device.str());
       c10::cuda::set_device(opt.device.index());
       auto o = c10d::ProcessGroupNCCL::Options::create();
       o->timeout = opt.timeout;
       backend_name_ = "nccl";
       return c10::make_intrusive<c10d::ProcessGroupNCCL>(store_, rank_, world_size_, o);
 #else
-      throw std::invalid_argument(
-          "Communicator: NCCL requested (device " + opt.device.str() +
-          ") but hafrm was built without it (a CUDA build finds the wheel's nccl.h)");
+      HAFRM_CHECK_ARG(false, fn,
+                      opt.backend == BackendKind::kNccl ? "options.backend" : "options.device",
+                      "expected Gloo: NCCL (device ", opt.device.str(),
+                      ") needs hafrm built with it (a CUDA build finds the wheel's nccl.h)");
 #endif
     }
-    TORCH_CHECK(!opt.device.is_cuda(),
-                "Communicator: the Gloo backend here works on CPU tensors; device ",
-                opt.device.str(), " needs NCCL");
+    HAFRM_CHECK_ARG(!opt.device.is_cuda(), fn, "options.device",
+                    "expected the CPU for the Gloo backend (a CUDA device needs NCCL), got ",
+                    opt.device.str());
     auto o = c10d::ProcessGroupGloo::Options::create(opt.timeout);
     o->devices.push_back(gloo_device(master_addr_));
     backend_name_ = "gloo";

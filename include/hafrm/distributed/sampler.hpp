@@ -13,15 +13,16 @@
 //   auto order = s.epoch_order(epoch);                 // identical on every rank
 //   for (int64_t b = 0; b < s.batches_per_epoch(); ++b) train(s.rank_batch(order, b));
 //
-// Torch-free: usable (and tested) without c10d.
+// Needs no c10d (usable and tested without a process group); a bad argument is a c10::Error
+// naming it (hafrm/torch/checks.hpp).
 #pragma once
 
 #include <cstdint>
 #include <span>
-#include <stdexcept>
-#include <string>
 #include <utility>
 #include <vector>
+
+#include "hafrm/torch/checks.hpp"
 
 namespace hafrm::distributed {
 
@@ -29,14 +30,13 @@ namespace hafrm::distributed {
 // global batch of B * world_size entries.
 inline std::vector<int64_t> rank_slice(std::span<const int64_t> global_batch, int rank,
                                        int world_size) {
-  if (world_size < 1) throw std::invalid_argument("rank_slice: world_size must be >= 1");
-  if (rank < 0 || rank >= world_size)
-    throw std::invalid_argument("rank_slice: rank " + std::to_string(rank) + " outside [0, " +
-                                std::to_string(world_size) + ")");
+  constexpr const char* fn = "distributed::rank_slice";
+  HAFRM_CHECK_ARG(world_size >= 1, fn, "world_size", "expected >= 1, got ", world_size);
+  HAFRM_CHECK_ARG(rank >= 0 && rank < world_size, fn, "rank", "expected in [0, ", world_size,
+                  ") (world_size), got ", rank);
   const auto n = static_cast<int64_t>(global_batch.size());
-  if (n % world_size != 0)
-    throw std::invalid_argument("rank_slice: global batch of " + std::to_string(n) +
-                                " is not a multiple of world_size " + std::to_string(world_size));
+  HAFRM_CHECK_ARG(n % world_size == 0, fn, "global_batch",
+                  "expected a number of entries divisible by world_size ", world_size, ", got ", n);
   const int64_t b = n / world_size;
   const auto first = global_batch.begin() + rank * b;
   return std::vector<int64_t>(first, first + b);
@@ -47,17 +47,16 @@ class DistributedSampler {
   DistributedSampler(int64_t dataset_size, int64_t per_rank_batch, int rank, int world_size,
                      uint64_t seed)
       : n_(dataset_size), b_(per_rank_batch), rank_(rank), world_(world_size), seed_(seed) {
-    if (world_size < 1) throw std::invalid_argument("DistributedSampler: world_size must be >= 1");
-    if (rank < 0 || rank >= world_size)
-      throw std::invalid_argument("DistributedSampler: rank " + std::to_string(rank) +
-                                  " outside [0, " + std::to_string(world_size) + ")");
-    if (per_rank_batch < 1)
-      throw std::invalid_argument("DistributedSampler: per_rank_batch must be >= 1");
-    if (dataset_size < per_rank_batch * world_size)
-      throw std::invalid_argument(
-          "DistributedSampler: dataset_size " + std::to_string(dataset_size) +
-          " is smaller than one global batch (" + std::to_string(per_rank_batch) + " x " +
-          std::to_string(world_size) + ")");
+    constexpr const char* fn = "distributed::DistributedSampler";
+    HAFRM_CHECK_ARG(world_size >= 1, fn, "world_size", "expected >= 1, got ", world_size);
+    HAFRM_CHECK_ARG(rank >= 0 && rank < world_size, fn, "rank", "expected in [0, ", world_size,
+                    ") (world_size), got ", rank);
+    HAFRM_CHECK_ARG(per_rank_batch >= 1, fn, "per_rank_batch", "expected >= 1, got ",
+                    per_rank_batch);
+    HAFRM_CHECK_ARG(dataset_size >= per_rank_batch * world_size, fn, "dataset_size",
+                    "expected at least one global batch (per_rank_batch ", per_rank_batch,
+                    " x world_size ", world_size, " = ", per_rank_batch * world_size,
+                    " examples), got ", dataset_size);
   }
 
   int64_t global_batch() const { return b_ * world_; }
@@ -78,14 +77,12 @@ class DistributedSampler {
 
   // This rank's examples of global batch `index` (0-based) of an epoch's order.
   std::vector<int64_t> rank_batch(const std::vector<int64_t>& order, int64_t index) const {
-    if (static_cast<int64_t>(order.size()) != n_)
-      throw std::invalid_argument("DistributedSampler::rank_batch: order has " +
-                                  std::to_string(order.size()) + " entries, expected " +
-                                  std::to_string(n_));
-    if (index < 0 || index >= batches_per_epoch())
-      throw std::invalid_argument("DistributedSampler::rank_batch: batch index " +
-                                  std::to_string(index) + " outside [0, " +
-                                  std::to_string(batches_per_epoch()) + ")");
+    constexpr const char* fn = "distributed::DistributedSampler::rank_batch";
+    HAFRM_CHECK_ARG(static_cast<int64_t>(order.size()) == n_, fn, "order",
+                    "expected the epoch's order of dataset_size ", n_, " entries, got ",
+                    order.size());
+    HAFRM_CHECK_ARG(index >= 0 && index < batches_per_epoch(), fn, "index", "expected in [0, ",
+                    batches_per_epoch(), ") (batches_per_epoch), got ", index);
     const std::span<const int64_t> all(order);
     return rank_slice(all.subspan(static_cast<std::size_t>(index * global_batch()),
                                   static_cast<std::size_t>(global_batch())),
