@@ -6,8 +6,9 @@
 // The state reads the run's resolved config and splits (const, owned by trainer.hpp's Trainer)
 // and owns everything it writes. Its members are private: train_step (step.hpp) advances them and
 // load_trainer_checkpoint (trainer_checkpoint.hpp) restores them, as the two friends below; every
-// other reader goes through the const accessors. forward() and split_refs() run the models and
-// fill the reference log-prob cache, nothing else.
+// other reader goes through the const accessors. set_training(), forward() and split_refs()
+// switch dropout, run the models and fill the reference log-prob cache; they change no weight,
+// counter or data order.
 //
 // Construction does exactly what a fresh run and a resumed run have in common, in an order that
 // the initial weights depend on (seed, model, reference copy, optimizer). start_fresh() or a
