@@ -24,6 +24,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "checkpoint.hpp"
@@ -41,8 +42,8 @@ struct RestoredCheckpoint {
   int64_t written_for_steps = 0;  // the --steps of the run that wrote it
 };
 
-// The lines a resumed run prints about its checkpoint beside the run's description ("" : none):
-// a --steps that differs from the writer's changes the learning-rate schedule from here on.
+// The note a resumed run prints after the run's description ("" when there is none): a --steps
+// that differs from the writer's changes the learning-rate schedule from here on.
 inline std::string resume_note(const RestoredCheckpoint& r, int64_t steps) {
   if (r.written_for_steps == steps) return {};
   return "note: --steps " + std::to_string(steps) + " differs from the " +
