@@ -18,6 +18,7 @@
 
 #include <torch/torch.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -95,8 +96,9 @@ inline void write_checkpoint(const std::filesystem::path& path,
   detail::fsync_path(path.has_parent_path() ? path.parent_path() : ".", O_RDONLY | O_DIRECTORY);
 }
 
-// The fields of a checkpoint's header line. parse_checkpoint_header() accepts only what
-// write_checkpoint() writes: decimal digits for format and size, 16 hex digits for the hash.
+// The fields of a checkpoint's header line. parse_checkpoint_header() accepts decimal digits for
+// format and size and 16 hex digits in either case for the hash (`hash` holds them in lower case,
+// as write_checkpoint() writes them).
 struct CheckpointHeader {
   int format = 0;
   uint64_t payload_size = 0;
@@ -148,9 +150,11 @@ inline CheckpointHeader parse_checkpoint_header(std::string_view bytes, const st
     throw corrupt("payload size \"" + std::string(fields[2]) +
                   "\" in its header is not a byte count");
   h.payload_size = std::stoull(std::string(fields[2]));
-  if (fields[3].size() != 16 || !detail::all_of(fields[3], "0123456789abcdef"))
+  // Hex is case-insensitive; the checksum is compared in write_checkpoint()'s lower case.
+  if (fields[3].size() != 16 || !detail::all_of(fields[3], "0123456789abcdefABCDEF"))
     throw corrupt("checksum \"" + std::string(fields[3]) + "\" in its header is not 16 hex digits");
   h.hash = std::string(fields[3]);
+  for (char& ch : h.hash) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   return h;
 }
 

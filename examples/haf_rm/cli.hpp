@@ -26,6 +26,7 @@
 #include <string_view>
 #include <system_error>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "trainer.hpp"
@@ -59,27 +60,20 @@ CLI::Validator integer_in(Int lo, Int hi) {
       range);
 }
 
-// A finite decimal number in [lo, hi] (exclusive bounds when open_lo / open_hi).
-inline CLI::Validator real_in(double lo, double hi, bool open_lo = false, bool open_hi = false) {
-  const auto num = [](double x) {
-    if (std::isinf(x)) return std::string(x > 0 ? "inf" : "-inf");
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%g", x);
-    return std::string(buf);
-  };
-  const std::string range =
-      (open_lo ? "(" : "[") + num(lo) + ", " + num(hi) + (open_hi ? ")" : "]");
+// A decimal number in `r` (config.hpp: finite bounds, so no infinity or NaN is accepted). The
+// range is the validator's description, which --help shows.
+inline CLI::Validator real_in(const RealRange& r) {
+  const std::string range = r.str();
   return CLI::Validator(
-      [=](std::string& s) -> std::string {
+      [r, range](std::string& s) -> std::string {
         double v = 0;
         const char* end = s.data() + s.size();
         const auto [ptr, ec] = std::from_chars(s.data(), end, v);
         if (s.empty() || ptr != end || (ec != std::errc() && ec != std::errc::result_out_of_range))
           return "expected a number, got \"" + s + "\"";
         if (ec == std::errc::result_out_of_range || !std::isfinite(v))
-          return "must be a finite number, got " + s;
-        if (v < lo || v > hi || (open_lo && v == lo) || (open_hi && v == hi))
-          return "must be in " + range + ", got " + s;
+          return "must be a finite number in " + range + ", got " + s;
+        if (!r.contains(v)) return "must be in " + range + ", got " + s;
         return {};
       },
       range);
@@ -99,7 +93,7 @@ inline std::unique_ptr<CLI::App> make_app(TrainConfig& c) {
       "haf_rm: train a reward model the HaF-RM way (shared backbone, reward head + LM head).\n"
       "Every option also accepts --name=value.",
       "haf_rm");
-  // Later occurrences win (a script may append an override), as before CLI11.
+  // Later occurrences win (a script may append an override).
   app->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app->get_formatter()->column_width(36);
   const auto choice = [](std::vector<std::string> names) { return CLI::IsMember(names); };
@@ -181,7 +175,7 @@ inline std::unique_ptr<CLI::App> make_app(TrainConfig& c) {
       ->capture_default_str()
       ->group("model");
   app->add_option("--dropout", c.model.dropout, "dropout probability")
-      ->transform(real_in(0.0, 1.0, false, true))
+      ->transform(real_in(kDropoutRange))
       ->capture_default_str()
       ->group("model");
   app->add_option("--positions", c.model.positions, "position encoding")
@@ -213,21 +207,20 @@ inline std::unique_ptr<CLI::App> make_app(TrainConfig& c) {
       ->transform(integer_in<int64_t>(1, 1 << 24))
       ->capture_default_str()
       ->group("optimisation");
-  const double inf = std::numeric_limits<double>::infinity();
   app->add_option("--lr", c.lr, "AdamW learning rate")
-      ->transform(real_in(0.0, inf, true))
+      ->transform(real_in(kLrRange))
       ->capture_default_str()
       ->group("optimisation");
   app->add_option("--weight-decay", c.weight_decay, "AdamW weight decay")
-      ->transform(real_in(0.0, inf))
+      ->transform(real_in(kWeightDecayRange))
       ->capture_default_str()
       ->group("optimisation");
   app->add_option("--adam-eps", c.adam_eps, "AdamW epsilon")
-      ->transform(real_in(0.0, inf, true))
+      ->transform(real_in(kAdamEpsRange))
       ->capture_default_str()
       ->group("optimisation");
   app->add_option("--clip", c.clip, "gradient-norm clip, <= 0 off")
-      ->transform(real_in(-inf, inf))
+      ->transform(real_in(kClipRange))
       ->capture_default_str()
       ->group("optimisation");
   app->add_option("--warmup-steps", c.warmup_steps, "linear learning-rate warm-up")
@@ -239,7 +232,7 @@ inline std::unique_ptr<CLI::App> make_app(TrainConfig& c) {
       ->capture_default_str()
       ->group("optimisation");
   app->add_option("--min-lr-ratio", c.min_lr_ratio, "cosine floor, as a fraction of --lr")
-      ->transform(real_in(0.0, 1.0))
+      ->transform(real_in(kMinLrRatioRange))
       ->capture_default_str()
       ->group("optimisation");
   app->add_option("--seed", c.seed, "initial weights, data order, dropout")
@@ -323,10 +316,14 @@ namespace cli_detail {
 // CLI11 as this placeholder and are turned back into "" afterwards (and in error messages).
 inline constexpr std::string_view kEmptyValue = "\x1e(empty)";
 
-inline std::string restore_empty(std::string s) {
-  for (auto at = s.find(kEmptyValue); at != std::string::npos; at = s.find(kEmptyValue, at))
-    s.replace(at, kEmptyValue.size(), "\"\"");
-  return s;
+inline std::string restore_empty(const std::string& s) {
+  std::string out;
+  std::size_t from = 0;
+  for (auto at = s.find(kEmptyValue); at != std::string::npos; at = s.find(kEmptyValue, from)) {
+    out.append(s, from, at - from).append("\"\"");
+    from = at + kEmptyValue.size();
+  }
+  return out.append(s, from);
 }
 
 }  // namespace cli_detail
@@ -383,14 +380,17 @@ inline int run_cli(const std::vector<std::string>& args) {
     return 2;
   }
   try {
-    // torchrun's variables make this process one rank of a data-parallel job (distributed.hpp).
+    validate_config(cfg);  // before any process group is set up
+    // torchrun's variables make this process one rank of a data-parallel job (distributed.hpp),
+    // which may pick this rank's device.
     DataParallelOptions dpo;
     dpo.timeout = std::chrono::seconds(cfg.dist_timeout_s);
     dpo.bucket_bytes = cfg.bucket_kb << 10;
     dpo.vocab_parallel = cfg.vocab_parallel;
     dpo.vocab_parallel_size = cfg.vocab_parallel_size;
-    auto dp = DataParallel::from_environment(cfg.device, dpo);
-    Trainer trainer(cfg, dp);
+    auto launch = DataParallel::from_environment(cfg.device, dpo);
+    Trainer trainer(RunConfig::resolve(std::move(cfg), std::move(launch.device)),
+                    std::move(launch.data_parallel));
     return trainer.run();
   } catch (const c10::Error& e) {
     std::fprintf(stderr, "haf_rm: error: %s\n", e.what_without_backtrace());

@@ -1,6 +1,7 @@
-// config.hpp: what one haf_rm run is asked to do (TrainConfig), the checks on it, and the
-// learning-rate schedule it implies. cli.hpp fills a TrainConfig from the command line; tests
-// build one directly.
+// config.hpp: what one haf_rm run is asked to do (TrainConfig), the ranges and checks of its
+// settings, and the learning-rate schedule it implies. cli.hpp fills a TrainConfig from the command
+// line; tests build one directly. run_config.hpp turns a checked TrainConfig into the run's
+// read-only RunConfig.
 //
 //   hafrm::examples::rm::TrainConfig cfg;       // defaults: hybrid model on data/synthetic
 //   cfg.objective = "bt";
@@ -11,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <numbers>
 #include <stdexcept>
 #include <string>
@@ -73,14 +75,65 @@ struct TrainConfig {
   int64_t vocab_parallel_size = 0;  // ranks per group (0: all); the groups split the batch
 };
 
+// The range of a real-valued option. Every bound is finite and no infinity or NaN is inside, so
+// the range --help shows (cli.hpp) is exactly what the command line and validate_config accept.
+struct RealRange {
+  double lo = 0, hi = 0;
+  bool open_lo = false, open_hi = false;
+
+  bool contains(double v) const {
+    return std::isfinite(v) && (open_lo ? v > lo : v >= lo) && (open_hi ? v < hi : v <= hi);
+  }
+  // "(0, 1]", "[-1e+06, 1e+06]".
+  std::string str() const {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%c%g, %g%c", open_lo ? '(' : '[', lo, hi, open_hi ? ')' : ']');
+    return buf;
+  }
+};
+
+// The real-valued options' ranges, shared by cli.hpp and validate_config.
+// An AdamW step moves a weight by about lr, so a rate above 1 only diverges; with lr <= 1 and
+// weight decay <= 1 the decay factor 1 - lr * wd of a step stays in [0, 1].
+inline constexpr RealRange kLrRange{0.0, 1.0, true, false};
+inline constexpr RealRange kWeightDecayRange{0.0, 1.0};
+inline constexpr RealRange kAdamEpsRange{0.0, 1.0, true, false};
+// <= 0: no clipping; a gradient norm beyond 1e6 is divergence whatever the clip.
+inline constexpr RealRange kClipRange{-1e6, 1e6};
+inline constexpr RealRange kMinLrRatioRange{0.0, 1.0};
+inline constexpr RealRange kDropoutRange{0.0, 1.0, false, true};
+
+namespace detail {
+
+// "--lr must be in (0, 1], got 2" (or "must be a finite number in ..." for inf and NaN).
+inline std::string out_of_range(const std::string& option, const RealRange& r, double v) {
+  char got[32];
+  std::snprintf(got, sizeof got, "%g", v);
+  return option + (std::isfinite(v) ? " must be in " : " must be a finite number in ") + r.str() +
+         ", got " + got;
+}
+
+}  // namespace detail
+
 // Checks a TrainConfig built in code (tests, other programs); the command line's validators
-// refuse the same values earlier, naming the same options.
+// refuse the same values while parsing, naming the same options.
 inline void validate_config(const TrainConfig& c) {
   auto fail = [](const std::string& m) { throw std::invalid_argument(m); };
   if (c.steps < 0) fail("--steps must be >= 0");
   if (c.batch_size < 1 || c.grad_accum < 1 || c.eval_batch < 1)
     fail("--batch-size, --grad-accum and --eval-batch must be >= 1");
-  if (!(c.lr > 0)) fail("--lr must be > 0");
+  const struct {
+    const char* option;
+    double value;
+    RealRange range;
+  } reals[] = {{"--lr", c.lr, kLrRange},
+               {"--weight-decay", c.weight_decay, kWeightDecayRange},
+               {"--adam-eps", c.adam_eps, kAdamEpsRange},
+               {"--clip", c.clip, kClipRange},
+               {"--min-lr-ratio", c.min_lr_ratio, kMinLrRatioRange},
+               {"--dropout", c.model.dropout, kDropoutRange}};
+  for (const auto& r : reals)
+    if (!r.range.contains(r.value)) fail(detail::out_of_range(r.option, r.range, r.value));
   if (c.warmup_steps < 0) fail("--warmup-steps must be >= 0");
   if (c.schedule != "cosine" && c.schedule != "constant")
     fail("--schedule must be cosine or constant, got \"" + c.schedule + "\"");
@@ -88,6 +141,10 @@ inline void validate_config(const TrainConfig& c) {
     fail("--readout must be last-token or last-position, got \"" + c.readout + "\"");
   if (c.reference != "precompute" && c.reference != "model")
     fail("--reference must be precompute or model, got \"" + c.reference + "\"");
+  if (c.logprob_backend != "fused" && c.logprob_backend != "reference")
+    fail("--logprob-backend must be fused or reference, got \"" + c.logprob_backend + "\"");
+  if (c.device != "cpu" && !c.device.starts_with("cuda"))
+    fail("--device must be cpu or cuda[:N], got \"" + c.device + "\"");
   if (c.log_every < 1) fail("--log-every must be >= 1");
   if (c.checkpoint_every < 0 || c.eval_every < 0)
     fail("--checkpoint-every and --eval-every must be >= 0");

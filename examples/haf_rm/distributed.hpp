@@ -7,7 +7,7 @@
 // before clipping and the optimizer step, so all ranks keep identical weights. Reference log-probs
 // and evaluation are split over the ranks and summed back; rank 0 alone writes metrics, checkpoints
 // and the summary. Without the launch variables (or with WORLD_SIZE=1) from_environment() returns
-// null and the trainer runs exactly as a single process always did.
+// no DataParallel and the trainer runs as one process, with no collective anywhere.
 //
 // With --vocab-parallel the ranks form groups of --vocab-parallel-size consecutive ranks (all of
 // them by default) that split the LM head's vocabulary instead of the batch: the ranks of a
@@ -20,8 +20,9 @@
 // inside a group is the LM head's, whose rows are summed over the group after the backward, so
 // every rank stays identical.
 //
-//   auto dp = hafrm::examples::rm::DataParallel::from_environment(cfg.device, opts);
-//   hafrm::examples::rm::Trainer t(cfg, dp);
+//   auto launch = hafrm::examples::rm::DataParallel::from_environment(options.device, dp_opts);
+//   hafrm::examples::rm::Trainer t(RunConfig::resolve(options, launch.device),
+//   launch.data_parallel);
 #pragma once
 
 #include <torch/torch.h>
@@ -52,14 +53,23 @@ struct DataParallelOptions {
   int64_t vocab_parallel_size = 0;  // ranks per vocab-parallel group; 0: all of them
 };
 
+class DataParallel;
+
+// What DataParallel::from_environment() set up: the process group (null when this process was not
+// launched as one of several) and the device this process trains on.
+struct DataParallelLaunch {
+  std::shared_ptr<DataParallel> data_parallel;
+  std::string device;
+};
+
 class DataParallel {
  public:
-  // Null when this process was not launched as one of several. `device` "cuda" becomes
-  // "cuda:LOCAL_RANK" (one process per GPU); the process group is NCCL there, Gloo on CPU.
-  static std::shared_ptr<DataParallel> from_environment(std::string& device,
-                                                        const DataParallelOptions& opt) {
+  // `device` is the requested one; under several processes "cuda" becomes "cuda:LOCAL_RANK" (one
+  // process per GPU) in the result. The process group is NCCL on CUDA, Gloo on CPU.
+  static DataParallelLaunch from_environment(const std::string& device,
+                                             const DataParallelOptions& opt) {
     const auto env = hafrm::distributed::LaunchEnv::from_environment();
-    if (!env || env->world_size == 1) return nullptr;
+    if (!env || env->world_size == 1) return {nullptr, device};
     const int64_t W = env->world_size;
     const int64_t head =
         opt.vocab_parallel ? (opt.vocab_parallel_size > 0 ? opt.vocab_parallel_size : W) : 1;
@@ -68,10 +78,11 @@ class DataParallel {
                                   " must divide the number of processes (" + std::to_string(W) +
                                   ")");
 #ifdef HAFRM_WITH_DISTRIBUTED
-    if (device == "cuda") device = "cuda:" + std::to_string(env->local_rank);
+    const std::string chosen =
+        device == "cuda" ? "cuda:" + std::to_string(env->local_rank) : device;
     hafrm::distributed::CommunicatorOptions co;
     co.timeout = opt.timeout;
-    co.device = torch::Device(device);
+    co.device = torch::Device(chosen);
     auto dp = std::shared_ptr<DataParallel>(new DataParallel());
     dp->comm_ = hafrm::distributed::Communicator::create(*env, co);
     dp->bucket_bytes_ = opt.bucket_bytes;
@@ -84,7 +95,7 @@ class DataParallel {
       dp->head_comm_ = h == W ? dp->comm_ : dp->comm_->split(r / h);
       if (h < W) dp->data_comm_ = dp->comm_->split(r % h);
     }
-    return dp;
+    return {std::move(dp), chosen};
 #else
     (void)opt;
     throw std::runtime_error(

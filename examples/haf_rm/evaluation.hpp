@@ -2,8 +2,9 @@
 // for DPO's implicit reward, overall, by the records' "corruption" kind, and against the hidden
 // gold ordering where the records carry one (data/rules).
 //
-//   hafrm::examples::rm::SplitEval e = hafrm::examples::rm::evaluate_split(state, *state.eval);
-//   std::puts(hafrm::examples::rm::describe_eval(e, *state.eval).c_str());
+//   const hafrm::examples::rm::Split& eval = *state.data().eval;
+//   hafrm::examples::rm::SplitEval e = hafrm::examples::rm::evaluate_split(state, eval);
+//   std::puts(hafrm::examples::rm::describe_eval(e, eval).c_str());
 #pragma once
 
 #include <torch/torch.h>
@@ -65,19 +66,21 @@ inline std::pair<int64_t, double> gold_accuracy(const std::vector<int8_t>& gold,
 // Preference accuracy on a split: strict r(chosen) > r(rejected), for the reward head and for
 // the implicit reward beta * ((logp_c - ref_c) - (logp_r - ref_r)) (beta > 0 does not change
 // the ranking). A zero reward head (untrained, e.g. under dpo) scores 0 here, as in the paper.
-// Leaves the model in training mode.
+// Runs the model without dropout and leaves it in training mode; changes no weight, counter or
+// data order (it fills the state's reference log-prob cache on a split's first evaluation).
 inline SplitEval evaluate_split(TrainState& st, const Split& split) {
   auto& refs = st.split_refs(split);
   torch::NoGradGuard ng;
-  st.model->eval();
+  st.set_training(false);
   const auto n = static_cast<int64_t>(split.pairs.size());
+  const int64_t eval_batch = st.config().options().eval_batch;
   // Rows: reward ok, implicit ok, reward reversed, implicit reversed; each rank fills its share
   // of the pairs and the sum over the ranks completes them.
   auto flags = torch::zeros({4, n}, torch::kDouble);
   const auto [first, last] = st.share(n);
-  for (int64_t s = first; s < last; s += st.cfg.eval_batch) {
+  for (int64_t s = first; s < last; s += eval_batch) {
     std::vector<int64_t> idx;
-    for (int64_t i = s; i < std::min(last, s + st.cfg.eval_batch); ++i) idx.push_back(i);
+    for (int64_t i = s; i < std::min(last, s + eval_batch); ++i) idx.push_back(i);
     auto f = st.forward(split, refs, idx);
     const auto len = static_cast<int64_t>(idx.size());
     flags[0].narrow(0, s, len).copy_(f.rewards.chosen > f.rewards.rejected);
@@ -85,8 +88,8 @@ inline SplitEval evaluate_split(TrainState& st, const Split& split) {
     flags[2].narrow(0, s, len).copy_(f.rewards.rejected > f.rewards.chosen);
     flags[3].narrow(0, s, len).copy_(implicit_margin(f) < 0);
   }
-  if (st.dp) st.dp->sum_(flags);
-  st.model->train();
+  if (auto* dp = st.data_parallel()) dp->sum_(flags);
+  st.set_training(true);
   auto r = flags[0], m = flags[1];
   SplitEval e;
   e.split = split.name;
@@ -101,13 +104,14 @@ inline SplitEval evaluate_split(TrainState& st, const Split& split) {
                        r.index_select(0, ix).mean().item<double>(),
                        m.index_select(0, ix).mean().item<double>()};
   }
-  e.score = st.spec.score_is_implicit ? e.all.implicit : e.all.reward;
+  const bool implicit = st.config().objective().score_is_implicit;
+  e.score = implicit ? e.all.implicit : e.all.reward;
   if (split.gold.size() == split.pairs.size()) {
     const auto gr = gold_accuracy(split.gold, flags[0], flags[2]);
     const auto gm = gold_accuracy(split.gold, flags[1], flags[3]);
     if (gr.first > 0) {
       e.gold = Accuracy{gr.first, gr.second, gm.second};
-      e.gold_score = st.spec.score_is_implicit ? e.gold->implicit : e.gold->reward;
+      e.gold_score = implicit ? e.gold->implicit : e.gold->reward;
     }
   }
   return e;

@@ -1,12 +1,14 @@
 // step.hpp: one optimizer step of the haf_rm trainer: the learning rate of the schedule,
 // gradient accumulation over --grad-accum micro-batches, the data-parallel gradient mean,
-// clipping, AdamW. Returns the step's statistics (the mean over its micro-batches and ranks).
+// clipping, AdamW. It advances the training state (weights, AdamW, data order, step counter,
+// training time) and returns the step's statistics (the mean over its micro-batches and ranks).
 //
 //   hafrm::examples::rm::StepStats s = hafrm::examples::rm::train_step(state);
 #pragma once
 
 #include <torch/torch.h>
 
+#include <chrono>
 #include <cstdint>
 #include <limits>
 
@@ -23,19 +25,22 @@ struct StepStats {
 };
 
 inline StepStats train_step(TrainState& st) {
-  st.model->train();
-  st.optimizer->zero_grad();
+  const auto t0 = std::chrono::steady_clock::now();
+  const TrainConfig& cfg = st.config().options();
+  DataParallel* dp = st.data_parallel();
+  st.model_->train();
+  st.optimizer_->zero_grad();
   StepStats s;
-  const double lr = learning_rate(st.cfg, st.step);
-  for (auto& g : st.optimizer->param_groups())
+  const double lr = learning_rate(cfg, st.step_);
+  for (auto& g : st.optimizer_->param_groups())
     static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
   // Each micro-batch's loss is scaled by 1/accum so the accumulated gradient is the mean's.
-  const double inv = 1.0 / static_cast<double>(st.cfg.grad_accum);
-  for (int64_t m = 0; m < st.cfg.grad_accum; ++m) {
+  const double inv = 1.0 / static_cast<double>(cfg.grad_accum);
+  for (int64_t m = 0; m < cfg.grad_accum; ++m) {
     const auto idx = st.next_indices();
-    auto f = st.forward(st.train, st.train_refs, idx);
-    auto out = st.objective(f.rewards, f.policy, st.step);
-    if (st.dp) st.dp->prepare_for_backward(m + 1 == st.cfg.grad_accum);  // overlap: last only
+    auto f = st.forward(st.data_.train, st.train_refs_, idx);
+    auto out = st.objective_(f.rewards, f.policy, st.step_);
+    if (dp) dp->prepare_for_backward(m + 1 == cfg.grad_accum);  // overlap: last only
     (out.loss * inv).backward();
     torch::NoGradGuard ng;
     s.loss += inv * out.loss.item<double>();
@@ -46,19 +51,19 @@ inline StepStats train_step(TrainState& st) {
     s.implicit_acc += inv * (implicit_margin(f) > 0).to(torch::kDouble).mean().item<double>();
     s.w_reward = out.weights.reward, s.alpha = out.weights.policy;
   }
-  if (st.dp) {  // mean gradient and mean statistics over the ranks' slices of the global batch
-    st.dp->average_gradients();
-    const auto m =
-        st.dp->mean({s.loss, s.reward_loss, s.policy_loss, s.reward_acc, s.implicit_acc});
+  if (dp) {  // mean gradient and mean statistics over the ranks' slices of the global batch
+    dp->average_gradients();
+    const auto m = dp->mean({s.loss, s.reward_loss, s.policy_loss, s.reward_acc, s.implicit_acc});
     s.loss = m[0], s.reward_loss = m[1], s.policy_loss = m[2], s.reward_acc = m[3];
     s.implicit_acc = m[4];
   }
   // Without clipping the norm is still computed, for the log.
-  const double max_norm = st.cfg.clip > 0 ? st.cfg.clip : std::numeric_limits<double>::infinity();
-  s.grad_norm = torch::nn::utils::clip_grad_norm_(st.model->parameters(), max_norm);
-  st.optimizer->step();
+  const double max_norm = cfg.clip > 0 ? cfg.clip : std::numeric_limits<double>::infinity();
+  s.grad_norm = torch::nn::utils::clip_grad_norm_(st.model_->parameters(), max_norm);
+  st.optimizer_->step();
   s.lr = lr;
-  s.step = ++st.step;
+  s.step = ++st.step_;
+  st.train_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return s;
 }
 

@@ -1,38 +1,42 @@
-// train_state.hpp: everything one haf_rm run holds (tokenizer, splits, model, frozen reference,
-// AdamW, objective, data order, counters), and the forward passes that the step, the evaluation
-// and the reference log-probs share. A plain struct: step.hpp, evaluation.hpp,
-// trainer_checkpoint.hpp and run_loop.hpp each work on it, and trainer.hpp's Trainer owns one.
+// train_state.hpp: the mutable state of one haf_rm run (TrainState) -- the model, its frozen
+// reference, AdamW, the data order, the counters and the cached reference log-probs, i.e. what a
+// checkpoint holds -- and the forward passes that the step, the evaluation and the reference
+// log-probs share.
+//
+// The state reads the run's resolved config and splits (const, owned by trainer.hpp's Trainer)
+// and owns everything it writes. Its members are private: train_step (step.hpp) advances them and
+// load_trainer_checkpoint (trainer_checkpoint.hpp) restores them, as the two friends below; every
+// other reader goes through the const accessors. set_training(), forward() and split_refs()
+// switch dropout, run the models and fill the reference log-prob cache; they change no weight,
+// counter or data order.
 //
 // Construction does exactly what a fresh run and a resumed run have in common, in an order that
-// the initial weights depend on (seed, model, reference copy, optimizer). Starting the first
-// epoch (start_fresh) or loading a checkpoint (trainer_checkpoint.hpp) comes after.
+// the initial weights depend on (seed, model, reference copy, optimizer). start_fresh() or a
+// checkpoint load comes after.
 //
-//   hafrm::examples::rm::TrainState st(cfg, /*dp=*/nullptr);
+//   hafrm::examples::rm::TrainState st(cfg, data, /*dp=*/nullptr);
 //   st.start_fresh();
-//   auto f = st.forward(st.train, st.train_refs, {0, 1, 2, 3});
+//   auto f = st.forward(data.train, st.train_refs(), {0, 1, 2, 3});
 #pragma once
 
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <filesystem>
 #include <map>
 #include <memory>
-#include <optional>
-#include <stdexcept>
-#include <string>
 #include <utility>
 #include <vector>
 
 #include <hafrm/model/pair_forward.hpp>
-#include <hafrm_examples/tokenizer.hpp>
 
 #include "batch_order.hpp"
-#include "config.hpp"
-#include "data.hpp"
 #include "distributed.hpp"
 #include "losses.hpp"
 #include "model.hpp"
+#include "run_config.hpp"
+#include "training_data.hpp"
 
 namespace hafrm::examples::rm {
 
@@ -46,166 +50,171 @@ inline torch::Tensor implicit_margin(const hafrm::PairForward& f) {
   return (p.policy_chosen - p.reference_chosen) - (p.policy_rejected - p.reference_rejected);
 }
 
-struct TrainState {
-  // dp: null for one process (exactly the single-process trainer); see distributed.hpp.
-  TrainState(TrainConfig config, std::shared_ptr<DataParallel> data_parallel)
-      : cfg(std::move(config)), dp(std::move(data_parallel)) {
-    if (cfg.threads > 0) torch::set_num_threads(cfg.threads);
-    if (cfg.device != "cpu" && !cfg.device.starts_with("cuda"))
-      throw std::invalid_argument("--device must be cpu or cuda[:N], got \"" + cfg.device + "\"");
-    if (cfg.device.starts_with("cuda") && !torch::cuda::is_available())
-      throw std::runtime_error("--device " + cfg.device +
-                               ": CUDA is not available (no GPU, or a CPU-only LibTorch)");
-    device = torch::Device(cfg.device);
-    validate_config(cfg);
-    spec = resolve_objective(cfg.objective, cfg.reward_loss, cfg.policy_loss, cfg.weighting);
-    objective = make_objective(spec);
-    forward_options.readout = cfg.readout == "last-position" ? hafrm::RewardReadout::kLastPosition
-                                                             : hafrm::RewardReadout::kLastNonPad;
+// The two functions that write the state (step.hpp, trainer_checkpoint.hpp).
+struct StepStats;
+struct RestoredCheckpoint;
+class TrainState;
+inline StepStats train_step(TrainState& st);
+inline RestoredCheckpoint load_trainer_checkpoint(TrainState& st,
+                                                  const std::filesystem::path& path);
 
-    tokenizer = make_tokenizer(cfg.tokenizer);
-    forward_options.pad_id = tokenizer->pad_id();
-    if (cfg.logprob_backend == "reference")
-      forward_options.logprobs.backend = hafrm::LogProbBackend::kReference;
-    AssemblyOptions ao;
-    ao.prompt_template = template_by_name(cfg.prompt_template);
-    ao.max_length = cfg.max_length;
-    ao.max_prompt_length = cfg.max_prompt_length;
-    train = load_split("train", cfg.train_path, *tokenizer, ao, cfg.skip_bad);
-    if (static_cast<int64_t>(train.pairs.size()) < global_batch())
-      throw std::invalid_argument(
-          cfg.train_path + " has " + std::to_string(train.pairs.size()) +
-          " pairs, fewer than --batch-size " + std::to_string(cfg.batch_size) +
-          (world() > 1 ? " x " + std::to_string(world()) + " processes" : std::string()));
-    if (!cfg.eval_path.empty())
-      eval = load_split("eval", cfg.eval_path, *tokenizer, ao, cfg.skip_bad);
-    if (!cfg.ood_path.empty()) ood = load_split("ood", cfg.ood_path, *tokenizer, ao, cfg.skip_bad);
+class TrainState {
+ public:
+  // `cfg` and `data` must outlive the state. dp: null for one process; see distributed.hpp.
+  TrainState(const RunConfig& cfg, const TrainingData& data, DataParallel* dp)
+      : cfg_(cfg), data_(data), dp_(dp), objective_(make_objective(cfg.objective())) {
+    const TrainConfig& o = cfg.options();
+    if (o.threads > 0) torch::set_num_threads(o.threads);
+    forward_options_ = cfg.forward_options();
+    forward_options_.pad_id = data.tokenizer->pad_id();
 
     // The initial weights depend on the seed only; the reference is a frozen copy of them.
-    torch::manual_seed(cfg.seed);
-    ModelConfig mc = cfg.model;
-    mc.vocab_size = tokenizer->vocab_size();
-    model = HafTransformer(mc);
-    model->to(device);
-    reference = frozen_copy(model);
-    if (dp && dp->vocab_parallel()) {
+    torch::manual_seed(o.seed);
+    ModelConfig mc = o.model;
+    mc.vocab_size = data.tokenizer->vocab_size();
+    model_ = HafTransformer(mc);
+    model_->to(cfg.device());
+    reference_ = frozen_copy(model_);
+    if (dp_ && dp_->vocab_parallel()) {
       // Every rank computes its rows of the LM head, for the policy and the reference alike.
-      const auto [v0, v1] = dp->vocab_range(mc.vocab_size);
-      forward_options.model_logprobs =
-          dp->attach_vocab_parallel(mc.vocab_size, model->lm_head->weight);
-      auto hook = [d = dp.get()](const torch::Tensor& x) { return d->reduce_grad_over_shards(x); };
-      model->shard_lm_head(v0, v1, hook);
-      reference->shard_lm_head(v0, v1, hook);
+      const auto [v0, v1] = dp_->vocab_range(mc.vocab_size);
+      forward_options_.model_logprobs =
+          dp_->attach_vocab_parallel(mc.vocab_size, model_->lm_head->weight);
+      auto hook = [d = dp_](const torch::Tensor& x) { return d->reduce_grad_over_shards(x); };
+      model_->shard_lm_head(v0, v1, hook);
+      reference_->shard_lm_head(v0, v1, hook);
     }
-    if (dp) dp->attach(model->parameters());
+    if (dp_) dp_->attach(model_->parameters());
 
     // Weight decay on weight matrices only; biases and LayerNorm parameters (1-d) are not
     // decayed, as usual for transformers.
     std::vector<torch::Tensor> decay, no_decay;
-    for (auto& p : model->parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
+    for (auto& p : model_->parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
     auto opts = [&](double wd) {
       return std::make_unique<torch::optim::AdamWOptions>(
-          torch::optim::AdamWOptions(cfg.lr).eps(cfg.adam_eps).weight_decay(wd));
+          torch::optim::AdamWOptions(o.lr).eps(o.adam_eps).weight_decay(wd));
     };
     std::vector<torch::optim::OptimizerParamGroup> groups;
-    groups.emplace_back(decay, opts(cfg.weight_decay));
+    groups.emplace_back(decay, opts(o.weight_decay));
     groups.emplace_back(no_decay, opts(0.0));
-    optimizer = std::make_unique<torch::optim::AdamW>(std::move(groups));
+    optimizer_ = std::make_unique<torch::optim::AdamW>(std::move(groups));
 
-    batches.seed(cfg.seed);
+    batches_.seed(o.seed);
   }
-  // split_refs_cache is keyed by the address of this state's own splits.
   TrainState(const TrainState&) = delete;
   TrainState& operator=(const TrainState&) = delete;
 
   // A run from step 0: the first epoch's order and, with --reference precompute, the training
   // split's reference log-probs (a resumed run reads both from its checkpoint instead).
   void start_fresh() {
-    batches.new_epoch(static_cast<int64_t>(train.pairs.size()));
-    if (cfg.reference == "precompute") train_refs = reference_sums(train);
+    batches_.new_epoch(static_cast<int64_t>(data_.train.pairs.size()));
+    if (cfg_.precompute_reference()) train_refs_ = reference_sums(data_.train);
   }
 
+  // ---- the run's read-only context --------------------------------------------------------------
+  const RunConfig& config() const { return cfg_; }
+  const TrainingData& data() const { return data_; }
+  DataParallel* data_parallel() const { return dp_; }
   // The processes that split the batch (under --vocab-parallel, one per LM-head group).
-  int world() const { return dp ? dp->data_world_size() : 1; }
-  int64_t global_batch() const { return cfg.batch_size * world(); }
+  int world() const { return dp_ ? dp_->data_world_size() : 1; }
+  int64_t global_batch() const { return cfg_.options().batch_size * world(); }
   // This rank's share [first, last) of n items (all of them for one process).
   std::pair<int64_t, int64_t> share(int64_t n) const {
-    return dp ? dp->share(n) : std::pair<int64_t, int64_t>{0, n};
+    return dp_ ? dp_->share(n) : std::pair<int64_t, int64_t>{0, n};
   }
+  // The rank that prints and writes files (every rank of one process).
+  bool is_lead() const { return !dp_ || dp_->rank() == 0; }
 
-  // The next micro-batch of this rank: its slice of the next global batch.
-  std::vector<int64_t> next_indices() {
-    const auto idx = batches.next(global_batch(), static_cast<int64_t>(train.pairs.size()));
-    return dp ? dp->slice(idx) : idx;
-  }
+  // ---- the state, read-only
+  // ----------------------------------------------------------------------
+  int64_t step() const { return step_; }                   // optimizer steps done
+  double train_seconds() const { return train_seconds_; }  // time spent in train_step
+  const HafTransformer& model() const { return model_; }
+  const HafTransformer& reference() const { return reference_; }
+  const torch::optim::AdamW& optimizer() const { return *optimizer_; }
+  const BatchOrder& batch_order() const { return batches_; }
+  // With --reference precompute; undefined tensors otherwise.
+  const RefSums& train_refs() const { return train_refs_; }
+
+  // ---- forward passes
+  // ---------------------------------------------------------------------------- Dropout on
+  // (training) or off (evaluation).
+  void set_training(bool on) { on ? model_->train() : model_->eval(); }
 
   // The policy and reward forward of pairs `idx` of `split`, against the cached reference sums
   // when there are any and the frozen reference model otherwise.
   hafrm::PairForward forward(const Split& split, const RefSums& refs,
                              const std::vector<int64_t>& idx) {
-    auto batch = make_batch(split, idx, tokenizer->pad_id(), device);
+    auto batch = make_batch(split, idx, data_.tokenizer->pad_id(), cfg_.device());
     if (refs.first.defined()) {
-      auto ix = torch::tensor(idx, torch::kLong).to(device);
+      auto ix = torch::tensor(idx, torch::kLong).to(cfg_.device());
       batch.reference_chosen = refs.first.index_select(0, ix);
       batch.reference_rejected = refs.second.index_select(0, ix);
-      return hafrm::forward_pair(model, batch, forward_options);
+      return hafrm::forward_pair(model_, batch, forward_options_);
     }
-    return hafrm::forward_pair(model, reference, batch, forward_options);
+    return hafrm::forward_pair(model_, reference_, batch, forward_options_);
   }
 
-  // Summed reference log-probs of every pair of a split, computed once (the reference is frozen).
-  // Under data parallelism each rank computes its share and the sum over the ranks (of zeros
-  // elsewhere) completes the tensors.
+  // The reference sums of a split, computed on first use and kept (the reference never moves):
+  // the training split's cached ones under --reference precompute.
+  const RefSums& split_refs(const Split& split) {
+    if (&split == &data_.train && train_refs_.first.defined()) return train_refs_;
+    auto it = split_refs_cache_.find(&split);
+    if (it == split_refs_cache_.end())
+      it = split_refs_cache_.emplace(&split, reference_sums(split)).first;
+    return it->second;
+  }
+
+ private:
+  friend StepStats train_step(TrainState& st);
+  friend RestoredCheckpoint load_trainer_checkpoint(TrainState& st,
+                                                    const std::filesystem::path& path);
+
+  // The next micro-batch of this rank: its slice of the next global batch.
+  std::vector<int64_t> next_indices() {
+    const auto idx = batches_.next(global_batch(), static_cast<int64_t>(data_.train.pairs.size()));
+    return dp_ ? dp_->slice(idx) : idx;
+  }
+
+  // Summed reference log-probs of every pair of a split. Under data parallelism each rank
+  // computes its share and the sum over the ranks (of zeros elsewhere) completes the tensors.
   RefSums reference_sums(const Split& split) {
+    const int64_t eval_batch = cfg_.options().eval_batch;
+    const auto& device = cfg_.device();
     std::vector<torch::Tensor> c, r;
     const auto n = static_cast<int64_t>(split.pairs.size());
     const auto [first, last] = share(n);
-    for (int64_t s = first; s < last; s += cfg.eval_batch) {
+    for (int64_t s = first; s < last; s += eval_batch) {
       std::vector<int64_t> idx;
-      for (int64_t i = s; i < std::min(last, s + cfg.eval_batch); ++i) idx.push_back(i);
+      for (int64_t i = s; i < std::min(last, s + eval_batch); ++i) idx.push_back(i);
       auto [rc, rr] = hafrm::reference_logprobs(
-          reference, make_batch(split, idx, tokenizer->pad_id(), device), forward_options);
+          reference_, make_batch(split, idx, data_.tokenizer->pad_id(), device), forward_options_);
       c.push_back(rc), r.push_back(rr);
     }
-    if (!dp) return {torch::cat(c), torch::cat(r)};
+    if (!dp_) return {torch::cat(c), torch::cat(r)};
     const auto dtype = c.empty() ? torch::kFloat : c[0].scalar_type();
     auto both = torch::zeros({2, n}, torch::TensorOptions(torch::kDouble).device(device));
     if (!c.empty()) {
       both[0].narrow(0, first, last - first).copy_(torch::cat(c));
       both[1].narrow(0, first, last - first).copy_(torch::cat(r));
     }
-    dp->sum_(both);
+    dp_->sum_(both);
     both = both.to(dtype);  // exact: each entry is one rank's value plus zeros
     return {both[0].clone(), both[1].clone()};
   }
 
-  // Eval and OOD reference sums are computed on first use and kept (the reference never moves).
-  const RefSums& split_refs(const Split& split) {
-    if (&split == &train && train_refs.first.defined()) return train_refs;
-    auto it = split_refs_cache.find(&split);
-    if (it == split_refs_cache.end())
-      it = split_refs_cache.emplace(&split, reference_sums(split)).first;
-    return it->second;
-  }
-
-  TrainConfig cfg;
-  std::shared_ptr<DataParallel> dp;
-  torch::Device device{torch::kCPU};
-  ObjectiveSpec spec;
-  HybridObjective objective;
-  hafrm::PairForwardOptions forward_options;
-  std::unique_ptr<Tokenizer> tokenizer;
-  Split train;
-  std::optional<Split> eval, ood;
-  HafTransformer model{nullptr}, reference{nullptr};
-  std::unique_ptr<torch::optim::AdamW> optimizer;
-  RefSums train_refs;  // with --reference precompute; undefined tensors otherwise
-  std::map<const Split*, RefSums> split_refs_cache;
-  BatchOrder batches;
-  int64_t step = 0;           // optimizer steps done
-  int64_t resumed_from = -1;  // the checkpoint's step, -1 for a fresh run
-  double train_seconds = 0.0;
-  std::vector<std::string> notes;  // printed by the run loop after the run's description
+  const RunConfig& cfg_;
+  const TrainingData& data_;
+  DataParallel* dp_;
+  const HybridObjective objective_;
+  hafrm::PairForwardOptions forward_options_;  // set up by the constructor only
+  HafTransformer model_{nullptr}, reference_{nullptr};
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  BatchOrder batches_;
+  int64_t step_ = 0;
+  double train_seconds_ = 0.0;
+  RefSums train_refs_;
+  std::map<const Split*, RefSums> split_refs_cache_;
 };
 
 }  // namespace hafrm::examples::rm

@@ -1,13 +1,18 @@
 // trainer.hpp: the HaF-RM example trainer (shared by main.cpp and the tests).
 //
-// One Trainer owns one run's state (train_state.hpp: the tokenizer, the three splits, the model
-// and its frozen reference, AdamW and the hybrid objective) and is the interface main.cpp and the
-// tests use. The work is in the headers it includes, one concern each:
-//   config.hpp              TrainConfig, its checks, the learning-rate schedule
-//   step.hpp                one optimizer step (accumulation, clipping, data-parallel mean)
-//   evaluation.hpp          preference accuracy of the reward head and the implicit reward
-//   trainer_checkpoint.hpp  checkpoint contents and resume (file format: checkpoint.hpp)
-//   run_loop.hpp            the command-line job: logging, periodic eval/checkpoints, signals
+// One Trainer is one run, and owns each of its parts in one place:
+//   RunConfig     run_config.hpp     the resolved settings: validated once, read-only
+//   DataParallel  distributed.hpp    the process group under torchrun (null for one process)
+//   TrainingData  training_data.hpp  the tokenizer and the three splits: loaded once, read-only
+//   TrainState    train_state.hpp    the mutable state: model, frozen reference, AdamW, data
+//                                    order, counters; written only by the step and the restore
+//   RunControl    run_control.hpp    "stop requested": fed by request_stop() and SIGINT/SIGTERM
+// The work is in functions that return what they compute:
+//   step.hpp                train_step: one optimizer step -> StepStats
+//   evaluation.hpp          evaluate_split: preference accuracy -> SplitEval
+//   trainer_checkpoint.hpp  save, and load -> RestoredCheckpoint (file format: checkpoint.hpp)
+//   run_report.hpp          the run's description, metrics records, summary.json
+//   run_loop.hpp            run_training: the command-line job -> exit code
 // A checkpoint captures everything that decides the next step, so a resumed run takes exactly
 // the step an uninterrupted one would.
 //
@@ -19,7 +24,6 @@
 #pragma once
 
 #include <filesystem>
-#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -30,62 +34,89 @@
 #include "config.hpp"
 #include "distributed.hpp"
 #include "evaluation.hpp"
+#include "run_config.hpp"
+#include "run_control.hpp"
 #include "run_loop.hpp"
+#include "run_report.hpp"
 #include "step.hpp"
 #include "train_state.hpp"
 #include "trainer_checkpoint.hpp"
+#include "training_data.hpp"
 
 namespace hafrm::examples::rm {
 
 class Trainer {
  public:
-  // dp: null for one process (exactly the single-process trainer); see distributed.hpp.
-  // With cfg.resume set, continues from that checkpoint (CheckpointError if it does not fit).
-  explicit Trainer(TrainConfig config, std::shared_ptr<DataParallel> dp = nullptr)
-      // On the heap: the state caches reference sums keyed by its own splits' addresses, so it
-      // must not move when a Trainer does.
-      : st_(std::make_unique<TrainState>(std::move(config), std::move(dp))) {
-    if (!st_->cfg.resume.empty())
-      load_trainer_checkpoint(*st_, st_->cfg.resume);
+  // dp: null for one process; see distributed.hpp. With cfg.options().resume set, continues from
+  // that checkpoint (CheckpointError if it does not fit).
+  Trainer(RunConfig cfg, std::shared_ptr<DataParallel> dp)
+      : cfg_(std::move(cfg)),
+        dp_(std::move(dp)),
+        data_(load_training_data(cfg_, dp_ ? dp_->data_world_size() : 1)),
+        state_(cfg_, data_, dp_.get()) {
+    if (!cfg_.options().resume.empty())
+      resumed_ = load_trainer_checkpoint(state_, cfg_.options().resume);
     else
-      st_->start_fresh();
+      state_.start_fresh();
   }
+  // Resolves `options` for its own device (RunConfig::resolve).
+  explicit Trainer(TrainConfig options, std::shared_ptr<DataParallel> dp = nullptr)
+      : Trainer(RunConfig::resolve(std::move(options)), std::move(dp)) {}
+  // The state refers to the config and the splits held here, so a Trainer stays where it is.
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
 
   // ---- accessors -----------------------------------------------------------------------------
-  const TrainConfig& config() const { return st_->cfg; }
-  const ObjectiveSpec& objective() const { return st_->spec; }
-  HafTransformer& model() { return st_->model; }
-  const Split& train_split() const { return st_->train; }
-  const std::optional<Split>& eval_split() const { return st_->eval; }
-  const std::optional<Split>& ood_split() const { return st_->ood; }
-  int64_t global_step() const { return st_->step; }
-  const Tokenizer& tokenizer() const { return *st_->tokenizer; }
-  TrainState& state() { return *st_; }
-  // Asks run() to checkpoint and stop after the current step (what SIGINT/SIGTERM do).
-  void request_stop() { stop_requested_ = true; }
-  // Called by run() after every optimizer step (tests use it to interrupt at a given step).
-  std::function<void(const StepStats&)> after_step;
+  const RunConfig& config() const { return cfg_; }
+  const ObjectiveSpec& objective() const { return cfg_.objective(); }
+  const HafTransformer& model() const { return state_.model(); }
+  const Split& train_split() const { return data_.train; }
+  const std::optional<Split>& eval_split() const { return data_.eval; }
+  const std::optional<Split>& ood_split() const { return data_.ood; }
+  const Tokenizer& tokenizer() const { return *data_.tokenizer; }
+  int64_t global_step() const { return state_.step(); }
+  const TrainState& state() const { return state_; }
+  // What the state was restored from: the constructor's --resume or load_checkpoint().
+  const std::optional<RestoredCheckpoint>& resumed() const { return resumed_; }
 
+  // ---- run control ---------------------------------------------------------------------------
+  // Asks run() to checkpoint and stop after the current step, as SIGINT/SIGTERM do (from any
+  // thread, or from run()'s after_step).
+  void request_stop() { control_.request_stop(); }
+  const RunControl& control() const { return control_; }
+
+  // ---- work ----------------------------------------------------------------------------------
   // One optimizer step (step.hpp).
-  StepStats step() { return train_step(*st_); }
+  StepStats step() { return train_step(state_); }
 
   // Preference accuracy on a split (evaluation.hpp).
-  SplitEval evaluate(const Split& split) { return evaluate_split(*st_, split); }
+  SplitEval evaluate(const Split& split) { return evaluate_split(state_, split); }
 
   // Checkpoints (trainer_checkpoint.hpp).
-  nlohmann::ordered_json identity() const { return checkpoint_identity(*st_); }
-  void save_checkpoint(const std::filesystem::path& path) { save_trainer_checkpoint(*st_, path); }
-  void load_checkpoint(const std::filesystem::path& path) { load_trainer_checkpoint(*st_, path); }
+  nlohmann::ordered_json identity() const { return checkpoint_identity(state_); }
+  void save_checkpoint(const std::filesystem::path& path) const {
+    save_trainer_checkpoint(state_, path);
+  }
+  const RestoredCheckpoint& load_checkpoint(const std::filesystem::path& path) {
+    return resumed_.emplace(load_trainer_checkpoint(state_, path));
+  }
 
-  // The whole job (run_loop.hpp): trains to cfg.steps; 0 when done, 128 + signal when stopped.
-  int run() { return run_training(*st_, after_step, stop_requested_); }
+  // The whole job (run_loop.hpp): trains to --steps; 0 when done, 128 + signal when stopped
+  // (130 for request_stop()). after_step runs after every optimizer step.
+  int run(const StepObserver& after_step = {}) {
+    return run_training(state_, control_, resumed_, after_step);
+  }
 
-  std::string describe() const { return describe_run(*st_); }
+  std::string describe() const { return describe_run(state_, resumed_); }
   static std::string describe(const SplitEval& e, const Split& s) { return describe_eval(e, s); }
 
  private:
-  std::unique_ptr<TrainState> st_;
-  bool stop_requested_ = false;
+  const RunConfig cfg_;
+  const std::shared_ptr<DataParallel> dp_;
+  const TrainingData data_;
+  TrainState state_;
+  RunControl control_;
+  std::optional<RestoredCheckpoint> resumed_;
 };
 
 }  // namespace hafrm::examples::rm

@@ -9,7 +9,8 @@
 // checkpoint.hpp's, kept apart because the checkpoint fuzzer builds it without the trainer.
 //
 //   hafrm::examples::rm::save_trainer_checkpoint(state, "run/checkpoint.pt");
-//   hafrm::examples::rm::load_trainer_checkpoint(state, "run/checkpoint.pt");  // CheckpointError
+//   auto restored = hafrm::examples::rm::load_trainer_checkpoint(state, "run/checkpoint.pt");
+//   // restored.step: where the run continues; throws CheckpointError for a file that does not fit
 #pragma once
 
 #include <torch/torch.h>
@@ -23,6 +24,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "checkpoint.hpp"
@@ -32,6 +34,23 @@ namespace hafrm::examples::rm {
 
 // The value of meta["format"]: tells a trainer checkpoint from any other torch archive.
 inline constexpr const char* kTrainerCheckpointFormat = "hafrm-examples-haf_rm";
+
+// What load_trainer_checkpoint() restored, beyond the state itself.
+struct RestoredCheckpoint {
+  std::filesystem::path path;
+  int64_t step = 0;               // optimizer steps done: where the run continues
+  int64_t written_for_steps = 0;  // the --steps of the run that wrote it
+};
+
+// The note a resumed run prints after the run's description ("" when there is none): a --steps
+// that differs from the writer's changes the learning-rate schedule from here on.
+inline std::string resume_note(const RestoredCheckpoint& r, int64_t steps) {
+  if (r.written_for_steps == steps) return {};
+  return "note: --steps " + std::to_string(steps) + " differs from the " +
+         std::to_string(r.written_for_steps) +
+         " the checkpoint was written for; the learning-rate schedule follows the new value from "
+         "here on";
+}
 
 namespace detail {
 
@@ -71,25 +90,25 @@ inline void set_generator_state(const torch::Device& d, const torch::Tensor& sta
 
 // Everything a checkpoint must agree on with the run that loads it, by section.
 inline nlohmann::ordered_json checkpoint_identity(const TrainState& st) {
-  const auto& cfg = st.cfg;
+  const RunConfig& rc = st.config();
+  const TrainConfig& cfg = rc.options();
+  const ObjectiveSpec& spec = rc.objective();
+  const Tokenizer& tokenizer = *st.data().tokenizer;
   nlohmann::ordered_json id;
-  id["model"] = st.model->config.to_json();
+  id["model"] = st.model()->config.to_json();
   nlohmann::ordered_json tok = {{"kind", cfg.tokenizer == "byte" ? "byte" : "sentencepiece"},
-                                {"vocab_size", st.tokenizer->vocab_size()},
-                                {"eos_id", st.tokenizer->eos_id()}};
+                                {"vocab_size", tokenizer.vocab_size()},
+                                {"eos_id", tokenizer.eos_id()}};
   if (cfg.tokenizer != "byte") tok["model_file_fnv1a"] = detail::file_fingerprint(cfg.tokenizer);
   id["tokenizer"] = tok;
-  id["objective"] = {{"objective", st.spec.objective},
-                     {"reward_loss", st.spec.reward_loss},
-                     {"policy_loss", st.spec.policy_loss},
-                     {"weighting", st.spec.weighting},
-                     {"readout", cfg.readout},
-                     {"reference", cfg.reference}};
+  id["objective"] = {{"objective", spec.objective},     {"reward_loss", spec.reward_loss},
+                     {"policy_loss", spec.policy_loss}, {"weighting", spec.weighting},
+                     {"readout", cfg.readout},          {"reference", cfg.reference}};
   id["data"] = {{"template", cfg.prompt_template},
                 {"max_length", cfg.max_length},
                 {"max_prompt_length", cfg.max_prompt_length},
-                {"train_pairs", st.train.pairs.size()},
-                {"train_fingerprint", detail::hex64(fingerprint(st.train))}};
+                {"train_pairs", st.data().train.pairs.size()},
+                {"train_fingerprint", detail::hex64(fingerprint(st.data().train))}};
   // The global batch: a checkpoint resumes with any number of processes that keeps it.
   id["optimisation"] = {{"batch_size", st.global_batch()},
                         {"grad_accum", cfg.grad_accum},
@@ -105,40 +124,48 @@ inline nlohmann::ordered_json checkpoint_identity(const TrainState& st) {
 }
 
 // Rank 0 writes; every rank waits for the file (so none exits while it is being written).
-inline void save_trainer_checkpoint(TrainState& st, const std::filesystem::path& path) {
-  if (st.dp && st.dp->rank() != 0) return st.dp->barrier();
+inline void save_trainer_checkpoint(const TrainState& st, const std::filesystem::path& path) {
+  DataParallel* dp = st.data_parallel();
+  if (dp && dp->rank() != 0) return dp->barrier();
+  const BatchOrder& order = st.batch_order();
   nlohmann::ordered_json meta;
   meta["format"] = kTrainerCheckpointFormat;
   meta["identity"] = checkpoint_identity(st);
   std::ostringstream rng;
-  rng << st.batches.rng;
-  meta["state"] = {{"step", st.step},           {"steps", st.cfg.steps},
-                   {"epoch", st.batches.epoch}, {"cursor", st.batches.cursor},
-                   {"shuffle_rng", rng.str()},  {"train_seconds", st.train_seconds}};
+  rng << order.rng;
+  meta["state"] = {{"step", st.step()},        {"steps", st.config().options().steps},
+                   {"epoch", order.epoch},     {"cursor", order.cursor},
+                   {"shuffle_rng", rng.str()}, {"train_seconds", st.train_seconds()}};
   torch::serialize::OutputArchive a;
   a.write("meta", c10::IValue(meta.dump()));
   torch::serialize::OutputArchive m, r, o;
-  st.model->save(m);
-  st.reference->save(r);
-  st.optimizer->save(o);
+  st.model()->save(m);
+  st.reference()->save(r);
+  st.optimizer().save(o);
   a.write("model", m);
   a.write("reference", r);
   a.write("optimizer", o);
-  a.write("order", torch::tensor(st.batches.order, torch::kLong));
+  a.write("order", torch::tensor(order.order, torch::kLong));
   a.write("rng_cpu", detail::generator_state(torch::kCPU));
-  if (st.device.is_cuda()) a.write("rng_cuda", detail::generator_state(st.device));
-  if (st.train_refs.first.defined()) {
-    a.write("ref_chosen", st.train_refs.first.cpu());
-    a.write("ref_rejected", st.train_refs.second.cpu());
+  const torch::Device& device = st.config().device();
+  if (device.is_cuda()) a.write("rng_cuda", detail::generator_state(device));
+  if (st.train_refs().first.defined()) {
+    a.write("ref_chosen", st.train_refs().first.cpu());
+    a.write("ref_rejected", st.train_refs().second.cpu());
   }
   write_checkpoint(path, a);
-  if (st.dp) st.dp->barrier();
+  if (dp) dp->barrier();
 }
 
-// Restores `st` (built from the same settings) to the checkpoint's state. Throws CheckpointError
-// for a damaged file, another run's checkpoint (listing the differences) or a state out of range.
-inline void load_trainer_checkpoint(TrainState& st, const std::filesystem::path& path) {
-  auto a = read_checkpoint(path, st.device);
+// Restores `st` (built from the same settings) to the checkpoint's state and returns where it
+// continues. Throws CheckpointError for a damaged file, another run's checkpoint (listing the
+// differences) or a state out of range; every check comes before the state is touched, except
+// LibTorch's own while it loads the weights and AdamW's state.
+inline RestoredCheckpoint load_trainer_checkpoint(TrainState& st,
+                                                  const std::filesystem::path& path) {
+  const torch::Device& device = st.config().device();
+  const bool precompute = st.config().precompute_reference();
+  auto a = read_checkpoint(path, device);
   nlohmann::ordered_json meta;
   try {
     c10::IValue v;
@@ -162,78 +189,84 @@ inline void load_trainer_checkpoint(TrainState& st, const std::filesystem::path&
         "--out directory";
     throw CheckpointError(msg);
   }
-  auto& order = st.batches.order;
+  const auto damaged = [&](const c10::Error& e) {
+    return CheckpointError("checkpoint " + path.string() +
+                           " is incomplete or damaged: " + e.what_without_backtrace());
+  };
+  torch::serialize::InputArchive model_archive, reference_archive, optimizer_archive;
+  torch::Tensor rng_cpu, rng_cuda, ref_chosen, ref_rejected;
+  BatchOrder order;
   try {
-    torch::serialize::InputArchive m, r, o;
-    a.read("model", m);
-    a.read("reference", r);
-    a.read("optimizer", o);
-    st.model->load(m);
-    st.reference->load(r);
-    st.optimizer->load(o);
-    torch::Tensor stored_order, rng_cpu;
+    a.read("model", model_archive);
+    a.read("reference", reference_archive);
+    a.read("optimizer", optimizer_archive);
+    torch::Tensor stored_order;
     a.read("order", stored_order);
     a.read("rng_cpu", rng_cpu);
-    detail::set_generator_state(torch::kCPU, rng_cpu);
-    if (st.device.is_cuda()) {
-      torch::Tensor rng_cuda;
-      a.read("rng_cuda", rng_cuda);
-      detail::set_generator_state(st.device, rng_cuda);
+    if (device.is_cuda()) a.read("rng_cuda", rng_cuda);
+    if (precompute) {
+      a.read("ref_chosen", ref_chosen);
+      a.read("ref_rejected", ref_rejected);
     }
-    stored_order = stored_order.cpu();
-    order.assign(stored_order.data_ptr<int64_t>(),
-                 stored_order.data_ptr<int64_t>() + stored_order.numel());
-    if (st.cfg.reference == "precompute") {
-      torch::Tensor rc, rr;
-      a.read("ref_chosen", rc);
-      a.read("ref_rejected", rr);
-      st.train_refs = {rc.to(st.device), rr.to(st.device)};
-    }
+    const auto o = stored_order.cpu().contiguous();
+    order.order.assign(o.data_ptr<int64_t>(), o.data_ptr<int64_t>() + o.numel());
   } catch (const c10::Error& e) {
-    throw CheckpointError("checkpoint " + path.string() +
-                          " is incomplete or damaged: " + e.what_without_backtrace());
+    throw damaged(e);
   }
+
   // The archive's checksum only proves the bytes are the ones written; a crafted file can still
   // carry any state, so every field is range-checked before it can index or size anything.
   const auto corrupt = [&](const std::string& why) {
     return CheckpointError("checkpoint " + path.string() + " is corrupt: " + why);
   };
-  int64_t stored_steps = st.cfg.steps;
-  auto& b = st.batches;
+  RestoredCheckpoint restored{path, 0, st.config().options().steps};
+  double train_seconds = 0.0;
   try {
     const auto& state = meta.at("state");
-    st.step = state.at("step").get<int64_t>();
-    b.epoch = state.at("epoch").get<int64_t>();
-    b.cursor = state.at("cursor").get<int64_t>();
-    st.train_seconds = state.value("train_seconds", 0.0);
+    restored.step = state.at("step").get<int64_t>();
+    order.epoch = state.at("epoch").get<int64_t>();
+    order.cursor = state.at("cursor").get<int64_t>();
+    train_seconds = state.value("train_seconds", 0.0);
     std::istringstream rng(state.at("shuffle_rng").get<std::string>());
-    rng >> b.rng;
+    rng >> order.rng;
     if (rng.fail()) throw corrupt("state 'shuffle_rng' is not a generator state");
-    stored_steps = state.value("steps", st.cfg.steps);
+    restored.written_for_steps = state.value("steps", restored.written_for_steps);
   } catch (const nlohmann::json::exception& e) {
     throw corrupt(std::string("state: ") + e.what());
   }
-  const auto n = static_cast<int64_t>(order.size());
-  if (st.step < 0) throw corrupt("state 'step' is negative (" + std::to_string(st.step) + ")");
-  if (b.epoch < 0) throw corrupt("state 'epoch' is negative (" + std::to_string(b.epoch) + ")");
-  if (b.cursor < 0 || b.cursor > n)
-    throw corrupt("state 'cursor' " + std::to_string(b.cursor) + " is outside [0, " +
+  const auto n = static_cast<int64_t>(order.order.size());
+  const auto pairs = st.data().train.pairs.size();
+  if (restored.step < 0)
+    throw corrupt("state 'step' is negative (" + std::to_string(restored.step) + ")");
+  if (order.epoch < 0)
+    throw corrupt("state 'epoch' is negative (" + std::to_string(order.epoch) + ")");
+  if (order.cursor < 0 || order.cursor > n)
+    throw corrupt("state 'cursor' " + std::to_string(order.cursor) + " is outside [0, " +
                   std::to_string(n) + "]");
-  if (n != 0 && n != static_cast<int64_t>(st.train.pairs.size()))
+  if (n != 0 && n != static_cast<int64_t>(pairs))
     throw corrupt("the stored data order has " + std::to_string(n) + " entries for " +
-                  std::to_string(st.train.pairs.size()) + " training pairs");
-  std::vector<char> seen(order.size(), 0);
-  for (const auto i : order) {
+                  std::to_string(pairs) + " training pairs");
+  std::vector<char> seen(order.order.size(), 0);
+  for (const auto i : order.order) {
     if (i < 0 || i >= n || seen[static_cast<std::size_t>(i)])
       throw corrupt("the stored data order is not a permutation of the training pairs");
     seen[static_cast<std::size_t>(i)] = 1;
   }
-  st.resumed_from = st.step;
-  if (stored_steps != st.cfg.steps)
-    st.notes.push_back("note: --steps " + std::to_string(st.cfg.steps) + " differs from the " +
-                       std::to_string(stored_steps) +
-                       " the checkpoint was written for; the learning-rate schedule follows the "
-                       "new value from here on");
+
+  try {
+    st.model_->load(model_archive);
+    st.reference_->load(reference_archive);
+    st.optimizer_->load(optimizer_archive);
+    detail::set_generator_state(torch::kCPU, rng_cpu);
+    if (device.is_cuda()) detail::set_generator_state(device, rng_cuda);
+  } catch (const c10::Error& e) {
+    throw damaged(e);
+  }
+  if (precompute) st.train_refs_ = {ref_chosen.to(device), ref_rejected.to(device)};
+  st.batches_ = std::move(order);
+  st.step_ = restored.step;
+  st.train_seconds_ = train_seconds;
+  return restored;
 }
 
 }  // namespace hafrm::examples::rm

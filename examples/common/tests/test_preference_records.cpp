@@ -150,7 +150,7 @@ TEST_CASE("a bad text record names file, line and field", "[records]") {
        "chosen", "empty response"},
       {R"({"prompt_ids":[1],"chosen_ids":[2],"rejected_ids":[3]})", "prompt_ids",
        "pre-tokenized record in a file of text records"},
-      // Beyond double's range: nlohmann's out_of_range.406, which used to escape without a line.
+      // Beyond double's range: nlohmann's out_of_range.406, reported with its line like the rest.
       {R"({"prompt":"p","chosen":"c","rejected":"r","score":1e999})", "record", "number overflow"},
       {R"({"prompt":"p","chosen":"c","rejected":"r","x":[[[[[[[[[[1]]]]]]]]]]})", "x",
        "nested deeper than"},  // with max_depth 8 below
@@ -193,8 +193,8 @@ TEST_CASE("a bad pre-tokenized record names file, line and field", "[records]") 
 }
 
 TEST_CASE("deep nesting is refused with file and line before anything recurses", "[records]") {
-  // The hostile lines of the bad-input sweep: each overflowed the stack (SIGSEGV) before the
-  // depth check, in the replacement-character pass and in e.dump() respectively.
+  // Hostile lines deep enough to overflow the stack (SIGSEGV) of any pass that recursed once per
+  // level (the replacement-character pass, e.dump(), the parser): the depth check comes first.
   const auto nested = [](std::size_t n, const std::string& inner) {
     return std::string(n, '[') + inner + std::string(n, ']');
   };

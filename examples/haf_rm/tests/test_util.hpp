@@ -1,12 +1,16 @@
-// Helpers of the example trainers' tests: a self-deleting temp directory, tiny synthetic splits
-// and a tiny, fast trainer configuration.
+// Helpers of the example trainers' tests: a self-deleting temp directory, tiny synthetic splits,
+// a tiny, fast trainer configuration, and readers of what a run writes.
 #pragma once
+
+#include <catch2/catch.hpp>
 
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <unordered_set>
+#include <vector>
 
 #include <hafrm_examples/synthetic_task.hpp>
 
@@ -62,6 +66,41 @@ inline TrainConfig tiny_config(const TempDir& dir) {
   c.checkpoint_every = 0;
   c.out_dir = (dir / "run").string();
   return c;
+}
+
+inline std::vector<nlohmann::json> read_jsonl(const std::filesystem::path& p) {
+  std::vector<nlohmann::json> v;
+  std::ifstream in(p);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) v.push_back(nlohmann::json::parse(line));
+  return v;
+}
+
+// The "loss" of every training record of a metrics file, in order.
+inline std::vector<double> train_losses(const std::filesystem::path& metrics) {
+  std::vector<double> v;
+  for (const auto& r : read_jsonl(metrics))
+    if (r["split"] == "train") v.push_back(r["loss"].get<double>());
+  return v;
+}
+
+inline bool same_parameters(const HafTransformer& a, const HafTransformer& b) {
+  const auto pb = b->named_parameters();
+  for (const auto& p : a->named_parameters())
+    if (!torch::equal(p.value(), pb[p.key()])) return false;
+  return true;
+}
+
+// Runs `f` and returns the message of the CheckpointError it must throw.
+template <class F>
+std::string checkpoint_error(F&& f) {
+  try {
+    f();
+  } catch (const CheckpointError& e) {
+    return e.what();
+  }
+  FAIL("expected a CheckpointError");
+  return {};
 }
 
 }  // namespace hafrm::examples::rm::test

@@ -1,0 +1,47 @@
+// training_data.hpp: the read-only inputs of one haf_rm run (TrainingData): the tokenizer and the
+// train / eval / OOD splits, loaded and assembled once from the resolved config. Nothing writes
+// them afterwards. The training state caches reference log-probs by the splits' addresses, so the
+// owner (trainer.hpp's Trainer) keeps a TrainingData in place for the run's lifetime.
+//
+//   const auto data = hafrm::examples::rm::load_training_data(cfg, /*data_world=*/1);
+//   std::size_t n = data.train.pairs.size();
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include <hafrm_examples/tokenizer.hpp>
+
+#include "data.hpp"
+#include "run_config.hpp"
+
+namespace hafrm::examples::rm {
+
+struct TrainingData {
+  std::unique_ptr<const Tokenizer> tokenizer;
+  Split train;
+  std::optional<Split> eval, ood;  // absent when their path is ""
+};
+
+// Loads the splits of `cfg` with its tokenizer. `data_world`: the processes that split each batch
+// (1 for one process); the training split must hold at least one global batch.
+inline TrainingData load_training_data(const RunConfig& cfg, int data_world) {
+  const TrainConfig& o = cfg.options();
+  TrainingData d;
+  d.tokenizer = make_tokenizer(o.tokenizer);
+  const auto& ao = cfg.assembly();
+  d.train = load_split("train", o.train_path, *d.tokenizer, ao, o.skip_bad);
+  if (static_cast<int64_t>(d.train.pairs.size()) < o.batch_size * data_world)
+    throw std::invalid_argument(
+        o.train_path + " has " + std::to_string(d.train.pairs.size()) +
+        " pairs, fewer than --batch-size " + std::to_string(o.batch_size) +
+        (data_world > 1 ? " x " + std::to_string(data_world) + " processes" : std::string()));
+  if (!o.eval_path.empty()) d.eval = load_split("eval", o.eval_path, *d.tokenizer, ao, o.skip_bad);
+  if (!o.ood_path.empty()) d.ood = load_split("ood", o.ood_path, *d.tokenizer, ao, o.skip_bad);
+  return d;
+}
+
+}  // namespace hafrm::examples::rm
