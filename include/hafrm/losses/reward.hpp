@@ -12,6 +12,8 @@
 
 #include <torch/torch.h>
 
+#include <limits>
+
 #include "hafrm/losses/loss_output.hpp"
 
 namespace hafrm {
@@ -136,12 +138,18 @@ struct PlackettLuce {
     HAFRM_CHECK_ARG(scores.size(1) >= 2, kName, "scores",
                     "expected K >= 2 responses per prompt, got ", scores.size(1));
     auto s = detail::compute_dtype(scores);
-    // Suffix log-sum-exp: logcumsumexp over the reversed ranking, reversed back. The last rank's
-    // term is log 1 = 0 whatever its score, so it is left out: a last-ranked score of -inf (a
-    // response the model rules out) keeps the list's likelihood finite instead of -inf - -inf.
+    // Suffix log-sum-exp lse_k = logsumexp_{j>=k} r_j, row k of a [B, K, K] matrix with j < k
+    // masked to -inf (K is the handful of ranked responses per prompt). The last rank's term is
+    // log 1 = 0 whatever its score, so it is left out: a last-ranked score of -inf (a response
+    // the model rules out) keeps the list's likelihood finite, and its gradient 0, where
+    // logcumsumexp's backward would form -inf - -inf.
     const int64_t K = s.size(1);
-    auto suffix = torch::logcumsumexp(s.flip({1}), 1).flip({1});
-    auto per = -(s - suffix).narrow(1, 0, K - 1).sum(1);
+    auto below = torch::ones({K, K}, s.options().dtype(torch::kBool)).tril(-1);  // j < k
+    auto suffix = s.unsqueeze(1)
+                      .expand({s.size(0), K, K})
+                      .masked_fill(below, -std::numeric_limits<double>::infinity());
+    auto lse = torch::logsumexp(suffix.narrow(1, 0, K - 1), 2);
+    auto per = -(s.narrow(1, 0, K - 1) - lse).sum(1);
     LossOutput out{detail::reduce(per, reduction), {}};
     torch::NoGradGuard ng;
     using torch::indexing::Slice;
