@@ -564,10 +564,11 @@ __global__ void __launch_bounds__(KernelPolicy::kBlockThreads)
     // into the exp2 argument: t2 = (z - lse) log2 e in one FFMA.
     const float G = kGeneral ? g : g * a, GH = kGeneral ? gh : gh * a;
     const float c2 = kGeneral ? kLog2e : a * kLog2e, lse2 = lse * kLog2e;
-    // The label's index within this chunk, unsigned: a label outside the chunk (any int64,
-    // INT64_MIN included) wraps to a value >= n without overflow and matches no element.
-    const uint64_t yl = static_cast<uint64_t>(y) - static_cast<uint64_t>(lo);
-    auto at_label = [yl](int64_t i) { return static_cast<uint64_t>(i) == yl; };
+    // The label's index within this chunk, or -1 when the label lies outside it. Offset and
+    // compare are unsigned, so no label (INT64_MIN included) overflows: one below the chunk
+    // wraps past n.
+    const uint64_t yu = static_cast<uint64_t>(y) - static_cast<uint64_t>(lo);
+    const int64_t yl = yu < static_cast<uint64_t>(n) ? static_cast<int64_t>(yu) : -1;
     auto grad_of = [&](float x) -> float {
       const float t2 = fmaf(c2, kGeneral ? tf.apply(x) : x, -lse2);
       const float pz = exp2_fast(t2);
@@ -579,22 +580,24 @@ __global__ void __launch_bounds__(KernelPolicy::kBlockThreads)
     if (head_elems(src, n) != head) {  // logits and grad rows misaligned differently: scalar
       for (int64_t i = lane; i < n; i += kTpr) {
         const float x = to_float(src[i]);
-        dst[i] = from_float<T>(finish(grad_of(x) + (at_label(i) ? G : 0.f), x));
+        dst[i] = from_float<T>(finish(grad_of(x) + (i == yl ? G : 0.f), x));
       }
       continue;
     }
     auto scalar = [&](int64_t i, float x) {
-      dst[i] = from_float<T>(finish(grad_of(x) + (at_label(i) ? G : 0.f), x));
+      dst[i] = from_float<T>(finish(grad_of(x) + (i == yl ? G : 0.f), x));
     };
     auto vec = [&](int64_t i, const uint4& raw) {
       float x[kN], d[kN];
       unpack<T>(raw, x);
 #pragma unroll
       for (int k = 0; k < kN; ++k) d[k] = grad_of(x[k]);
-      if (yl - static_cast<uint64_t>(i) < static_cast<uint64_t>(kN)) {  // rare: the label's vector
+      // Unsigned, as intended: a label before i (or none, -1) wraps past kN.
+      if (static_cast<uint64_t>(yl) - static_cast<uint64_t>(i) < static_cast<uint64_t>(kN)) {
+        // Rare: the label's vector.
 #pragma unroll
         for (int k = 0; k < kN; ++k)
-          if (at_label(i + k)) d[k] += G;
+          if (i + k == yl) d[k] += G;
       }
       if constexpr (kGeneral) {
 #pragma unroll
