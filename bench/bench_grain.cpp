@@ -1,5 +1,5 @@
 // Grain-size sweep of the CPU log-prob kernels: per-call time of forward+backward for small to
-// large [N, V], split over threads with grain 1 row (the old rule), with the library's rule
+// large [N, V], split over threads with grain 1 row (the naive rule), with the library's rule
 // (KernelPolicy::kGrainElements: serial below it, chunks of at least that much above), and
 // serially; beside LibTorch's log_softmax + gather with autograd (unfused). Run it quiet and
 // under load (bench/run_grain.sh starts two busy loops) to see what a parallel region costs when

@@ -99,7 +99,7 @@ TEST_CASE("every CPU level matches float64: outputs and gradients, every dtype",
     if (!transform) CHECK(torch::equal(f.is_argmax, r.is_argmax));
     CHECK(gf.scalar_type() == dt);
     // float32: 1e-5 of the largest gradient, the same bound as between levels below (the entropy
-    // term multiplies the LSE's last bits by |z - lse + H|; 6e-6 was seen at V 5003, scale 4).
+    // term multiplies the LSE's last bits by |z - lse + H|: about 6e-6 at V 5003, scale 4).
     CHECK(close(gf, gr, f32 ? 1e-5 : 2e-2, (f32 ? 1e-5 : 1e-3) * gmax));
     // The levels differ only in summation order: float32 gradients agree to ~1e-5 of the
     // largest (the LSE's last bits, times |z - lse + H| in the entropy term).
@@ -147,7 +147,8 @@ TEST_CASE("every CPU level: the plain forward matches float64 at any logit offse
 
 TEST_CASE("out-of-range labels with check_labels off: NaN rows, never a read out of bounds",
           "[dispatch][logprobs]") {
-  // Before the bounds test the kernel read logits[row + label]: an ASan SEGV for these labels.
+  // A read of logits[row + label] for these labels would fault (an ASan SEGV): the kernel tests
+  // the bounds first.
   const int64_t N = 6, V = 4099;
   auto x = randn({N, V}, torch::kFloat, 2.0);
   auto y = torch::tensor({int64_t{3}, std::numeric_limits<int64_t>::max(), int64_t{-5}, int64_t{V},
@@ -178,7 +179,8 @@ TEST_CASE("out-of-range labels with check_labels off: NaN rows, never a read out
 
 TEST_CASE("bad rows: NaN, +inf or all -inf logits give NaN out on every path, never 0",
           "[dispatch][logprobs]") {
-  // Before: the backward with an entropy gradient turned a NaN probability into a 0 gradient.
+  // A NaN probability stays NaN through the backward, with an entropy gradient too (its
+  // p == 0 guard must not catch NaN).
   const int64_t N = 5, V = 3000;
   const float inf = std::numeric_limits<float>::infinity();
   auto x = randn({N, V}, torch::kFloat, 2.0);

@@ -1,5 +1,8 @@
 // CUDA path: the same checks as the CPU tests, run where a GPU exists. Without one, the test
 // prints HAFRM_SKIP and ctest reports it as skipped (SKIP_REGULAR_EXPRESSION).
+#include <cstdint>
+#include <limits>
+
 #include "hafrm/torch/linear_logprobs.hpp"
 #include "hafrm/torch/token_logprobs.hpp"
 #include "test_util.hpp"
@@ -46,11 +49,15 @@ TEST_CASE("CUDA fused log-probs match the float64 reference", "[cuda]") {
 
 TEST_CASE("CUDA fused linear log-probs match the reference", "[cuda]") {
   if (skip_without_gpu()) return;
+  // 0: one vocabulary tile; 1000: four, whose backward sees labels of other tiles (no one-hot).
+  const int64_t vchunk = GENERATE(0, 1000);
+  INFO("vocabulary tile " << vchunk);
   auto h = randn({64, 128}, torch::kFloat).cuda().requires_grad_();
   auto w = randn({3001, 128}, torch::kFloat, 0.1).cuda().requires_grad_();
   auto y = torch::randint(0, 3001, {64}, torch::kLong).cuda();
   hafrm::TokenLogProbOptions o;
   o.linear_chunk_tokens = 16;
+  o.linear_chunk_vocab = vchunk;
   auto f = hafrm::linear_token_logprobs(h, w, y, o);
   f.sum().backward();
   auto hr = h.detach().cpu().to(torch::kDouble).requires_grad_();
@@ -67,12 +74,15 @@ TEST_CASE("CUDA bad rows: NaN in, NaN out, gradients included", "[cuda]") {
   // The contract documented in include/hafrm/kernels/cuda/token_logprobs.cuh; the emulator
   // tests (tests/cuda_emu) check it on every machine, this on a real GPU.
   if (skip_without_gpu()) return;
-  const int64_t N = 5, V = 5000;
+  const int64_t N = 6, V = 5000;
   auto x = randn({N, V}, torch::kFloat, 2.0);
   x[1][7] = std::numeric_limits<float>::quiet_NaN();
   x[2][100] = std::numeric_limits<float>::infinity();
   x[3].fill_(-std::numeric_limits<float>::infinity());
-  auto y = torch::tensor({1, 2, 3, 4, V + 7}, torch::kLong);  // row 4: out of range, unchecked
+  // Rows 4 and 5: out of range, unchecked.
+  auto y = torch::tensor(
+      {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{4}, V + 7, std::numeric_limits<int64_t>::min()},
+      torch::kLong);
   hafrm::TokenLogProbOptions o;
   o.return_entropy = true;
   o.check_labels = false;
@@ -117,6 +127,38 @@ TEST_CASE("CUDA label checks: recorded by the kernel, reported without a sync", 
   auto lp = hafrm::token_logprobs(x, y.cuda(), o);
   CHECK(std::isnan(lp[17].item<float>()));
   CHECK_NOTHROW(hafrm::check_cuda_label_errors());
+}
+
+TEST_CASE("CUDA label checks before the kernel: no host read, or one with check_labels_sync",
+          "[cuda]") {
+  // The linear and reference paths check labels through detail::values_hold: a device-side
+  // assert, no sync. A bad label is not tried here: its assert would end the CUDA context.
+  if (skip_without_gpu()) return;
+  const int64_t N = 32, V = 700, H = 16;
+  auto x = randn({N, V}, torch::kFloat).cuda();
+  auto h = randn({N, H}, torch::kFloat).cuda(), w = randn({V, H}, torch::kFloat).cuda();
+  auto y = torch::randint(0, V, {N}, torch::kLong).cuda();
+  const auto& reads = hafrm::detail::host_value_reads();
+  hafrm::TokenLogProbOptions o;
+  int64_t before = reads.load();
+  hafrm::linear_token_logprobs(h, w, y, o);
+  o.backend = hafrm::LogProbBackend::kReference;
+  hafrm::token_logprobs(x, y, o);
+  hafrm::linear_token_logprobs(h, w, y, o);
+  CHECK(reads.load() == before);
+  // check_labels_sync: the host reads the labels (one read per call) and the error comes from
+  // the very call, naming the label.
+  o = {};
+  o.check_labels_sync = true;
+  before = reads.load();
+  hafrm::linear_token_logprobs(h, w, y, o);
+  CHECK(reads.load() == before + 1);
+  auto bad = y.clone();
+  bad[9] = -3;
+  require_error([&] { hafrm::linear_token_logprobs(h, w, bad, o); },
+                {"linear_token_logprobs", "'labels'", "[0, 700)", "found -3"});
+  o.backend = hafrm::LogProbBackend::kReference;
+  require_error([&] { hafrm::token_logprobs(x, bad, o); }, {"'labels'", "found -3"});
 }
 
 #if !(defined(HAFRM_WITH_CUDA) && HAFRM_WITH_CUDA)

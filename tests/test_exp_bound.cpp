@@ -1,6 +1,7 @@
-// The error bounds of the CPU kernels' two exps (kernels/cpu/row_kernels.inc): vexp_np (the
-// backward's) and the forward's (vexp_table from AVX2 up), measured over EVERY float32 input in
-// [-87, 0] at every instruction-set level this CPU has, against exp in float64 rounded to float32.
+// The error bounds of the CPU kernels' two exps (kernels/cpu/row_kernels.inc, reached through
+// tests/kernel_test_hooks.hpp): vexp_np (the backward's) and the forward's (vexp_table from AVX2
+// up), measured over EVERY float32 input in [-87, 0] at every instruction-set level this CPU
+// has, against exp in float64 rounded to float32.
 // The kernel comments and bench/README.md state the maxima measured here; this is the measurement
 // behind the claims (about 1.1e9 inputs; ~20 s, its own ctest entry hafrm.exp_bound, not run under
 // the sanitizers). Also: -0 -> 1, -inf and below -87 -> 0 (vexp_np) or ~e^-87 (vexp_table),
@@ -13,10 +14,11 @@
 #include <string_view>
 #include <vector>
 
-#include "hafrm/kernels/cpu/token_logprobs.hpp"
+#include "kernel_test_hooks.hpp"
 #include "test_util.hpp"
 
 namespace kc = hafrm::kernels::cpu;
+namespace hooks = hafrm_test::kernel_hooks;
 
 namespace {
 using ExpArray = void (*)(const float*, int64_t, float*);
@@ -27,19 +29,17 @@ struct Level {
   ExpArray fwd;  // the forward's exp (vexp_table from AVX2 up)
 };
 
-#define HAFRM_EXP_LEVEL(cap, ns)                                    \
-  Level {                                                           \
-    cap, &kc::HAFRM_CPU_CAT(ns, HAFRM_CPU_TU_ISA)::exp_np_array,    \
-        &kc::HAFRM_CPU_CAT(ns, HAFRM_CPU_TU_ISA)::exp_forward_array \
-  }
-
 std::vector<Level> levels() {
-  std::vector<Level> v{HAFRM_EXP_LEVEL(kc::CpuCapability::kBaseline, base)};
+  std::vector<Level> v{
+      {kc::CpuCapability::kBaseline, &hooks::base::exp_np_array, &hooks::base::exp_forward_array}};
 #if HAFRM_CPU_X86_DISPATCH
   const auto hw = kc::detect_cpu_capability();
-  if (hw >= kc::CpuCapability::kAvx2) v.push_back(HAFRM_EXP_LEVEL(kc::CpuCapability::kAvx2, avx2));
+  if (hw >= kc::CpuCapability::kAvx2)
+    v.push_back(
+        {kc::CpuCapability::kAvx2, &hooks::avx2::exp_np_array, &hooks::avx2::exp_forward_array});
   if (hw >= kc::CpuCapability::kAvx512)
-    v.push_back(HAFRM_EXP_LEVEL(kc::CpuCapability::kAvx512, avx512));
+    v.push_back({kc::CpuCapability::kAvx512, &hooks::avx512::exp_np_array,
+                 &hooks::avx512::exp_forward_array});
 #endif
   return v;
 }

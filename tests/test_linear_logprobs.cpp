@@ -1,4 +1,11 @@
-// The fused linear -> log-prob path against logits = hidden W^T on the reference path.
+// The fused linear -> log-prob path against logits = hidden W^T on the reference path, and
+// beside the token path on those logits for out-of-range labels (one NaN contract for both).
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <tuple>
+#include <vector>
+
 #include "hafrm/torch/linear_logprobs.hpp"
 #include "test_util.hpp"
 
@@ -86,4 +93,74 @@ TEST_CASE("fused linear log-probs: every label ignored, and bad input", "[linear
   o.linear_chunk_tokens = 0;
   o.linear_chunk_vocab = -1;
   require_error([&] { hafrm::linear_token_logprobs(h, w, yl, o); }, {"linear_chunk_vocab"});
+}
+
+namespace {
+// a and b NaN at the same places, and within tolerance everywhere else.
+bool same_nans_and_close(const torch::Tensor& a, const torch::Tensor& b, double rtol, double atol) {
+  auto an = torch::isnan(a), bn = torch::isnan(b);
+  if (!torch::equal(an, bn)) return false;
+  return close(a.masked_select(~an), b.masked_select(~bn), rtol, atol);
+}
+}  // namespace
+
+TEST_CASE("out-of-range labels with check_labels off: the linear path gives the token path's NaNs",
+          "[linear]") {
+  // One contract (logprob_options.hpp): a scored label outside [0, V) makes its row NaN, every
+  // output and its gradient row; the weight's gradient, fed by every row, is NaN as autograd
+  // makes it for the token path on logits = hidden W^T. Held against exactly that composition.
+  const int64_t N = 10, H = 16, V = 300;
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  auto y = torch::tensor({int64_t{3}, V, int64_t{-1}, kMin, kMax, int64_t{-100}, int64_t{1} << 40,
+                          int64_t{7}, V - 1, int64_t{-5}},
+                         torch::kLong);
+  const std::vector<int64_t> bad{1, 2, 3, 4, 6, 9}, good{0, 7, 8};
+  const int64_t ignored = 5;
+  const auto backend = GENERATE(hafrm::LogProbBackend::kFused, hafrm::LogProbBackend::kReference);
+  // 0: one vocabulary tile; 128: three, so every bad label lies outside every tile.
+  const int64_t vchunk = GENERATE(0, 128);
+  INFO("backend " << static_cast<int>(backend) << " vocabulary tile " << vchunk);
+  auto h0 = randn({N, H}, torch::kFloat), w0 = randn({V, H}, torch::kFloat, 0.5);
+  auto g = randn({N}, torch::kFloat);
+  auto o = all_outputs(backend);
+  o.check_labels = false;
+  o.linear_chunk_tokens = 4;
+  o.linear_chunk_vocab = vchunk;
+  auto backward = [&](const hafrm::TokenLogProbs& t) {
+    ((t.logprobs * g).sum() + 0.3 * t.entropy.sum()).backward();
+  };
+  auto hl = h0.clone().requires_grad_(), wl = w0.clone().requires_grad_();
+  const auto lin = hafrm::compute_linear_token_logprobs(hl, wl, y, o);
+  backward(lin);
+  auto ht = h0.clone().requires_grad_(), wt = w0.clone().requires_grad_();
+  const auto tok = hafrm::compute_token_logprobs(torch::matmul(ht, wt.t()), y, o);
+  backward(tok);
+
+  for (const auto& [name, a, b] : {std::tuple{"logprobs", lin.logprobs, tok.logprobs},
+                                   {"lse", lin.lse, tok.lse},
+                                   {"entropy", lin.entropy, tok.entropy},
+                                   {"log_sum_p2", lin.log_sum_p2, tok.log_sum_p2},
+                                   {"mean_logit", lin.mean_logit, tok.mean_logit}}) {
+    INFO(name);
+    CHECK(same_nans_and_close(a, b, 1e-4, 1e-4));
+    for (int64_t r : bad) CHECK(std::isnan(a[r].item<float>()));
+    for (int64_t r : good) CHECK(std::isfinite(a[r].item<float>()));
+    CHECK(a[ignored].item<float>() == 0.f);
+  }
+  CHECK(torch::equal(lin.is_argmax, tok.is_argmax));
+  for (int64_t r : bad) CHECK_FALSE(lin.is_argmax[r].item<bool>());
+
+  // Hidden gradients: NaN rows exactly where the token path's are, the others its values.
+  CHECK(same_nans_and_close(hl.grad(), ht.grad(), 1e-4, 1e-4));
+  for (int64_t r : bad) CHECK(hl.grad()[r].isnan().all().item<bool>());
+  for (int64_t r : good) CHECK(all_finite(hl.grad()[r]));
+  CHECK(hl.grad()[ignored].abs().sum().item<double>() == 0.0);
+  CHECK(torch::equal(torch::isnan(wl.grad()), torch::isnan(wt.grad())));
+  CHECK(wl.grad().isnan().all().item<bool>());
+
+  // With the check on (the default), the same labels are a named error naming the first one.
+  o.check_labels = true;
+  require_error([&] { hafrm::compute_linear_token_logprobs(h0, w0, y, o); },
+                {"linear_token_logprobs", "'labels'", "[0, 300)", "found 300"});
 }

@@ -1,7 +1,8 @@
-// Vocabularies smaller than, equal to and just above one 256-row vocabulary block (issue 13):
-// the default tiling of the fused linear path once called std::clamp(x, 256, V), undefined for
-// V < 256 (an abort under -D_GLIBCXX_ASSERTIONS, which this project's tests are built with).
-// Both fused paths are checked against float64 log_softmax + gather, values and gradients.
+// Vocabularies smaller than, equal to and just above one 256-row vocabulary block: the fused
+// linear path's default tiles (at least 256 vocabulary rows, at most V) must hold for V < 256
+// too, where a clamp of [256, V] would be undefined (an abort under -D_GLIBCXX_ASSERTIONS, which
+// this project's tests are built with). Both fused paths are checked against float64
+// log_softmax + gather, values and gradients.
 #include "hafrm/torch/linear_logprobs.hpp"
 #include "hafrm/torch/token_logprobs.hpp"
 #include "test_util.hpp"

@@ -322,6 +322,44 @@ TEST_CASE("token_logprobs rejects bad input with a named argument", "[logprobs]"
   require_error([&] { hafrm::token_logprobs(randn({4, 0}), y); }, {"V >= 1"});
 }
 
+TEST_CASE("the label check: one host read on the CPU per call, the message naming the label",
+          "[logprobs]") {
+  // The only check of a call's tensor contents is the label range (logprob_checks.hpp), through
+  // detail::values_hold: on the CPU one counted host read (on a GPU none: a device-side assert).
+  const int64_t V = 50;
+  auto x = randn({6, V}, torch::kFloat);
+  auto x3 = randn({2, 3, V}, torch::kFloat);
+  auto h = randn({6, 8}, torch::kFloat), w = randn({V, 8}, torch::kFloat);
+  auto y = torch::randint(0, V, {6}, torch::kLong);
+  auto y3 = torch::randint(0, V, {2, 3}, torch::kLong);
+  const auto& reads = hafrm::detail::host_value_reads();
+  for (auto backend : {hafrm::LogProbBackend::kFused, hafrm::LogProbBackend::kReference}) {
+    for (const bool check : {true, false}) {
+      hafrm::TokenLogProbOptions o;
+      o.backend = backend;
+      o.check_labels = check;
+      INFO("backend " << static_cast<int>(backend) << " check_labels " << check);
+      const int64_t per_call = check ? 1 : 0;
+      int64_t before = reads.load();
+      hafrm::token_logprobs(x, y, o);
+      CHECK(reads.load() == before + per_call);
+      before = reads.load();
+      hafrm::compute_causal_token_logprobs(x3, y3, o);
+      CHECK(reads.load() == before + per_call);
+      before = reads.load();
+      hafrm::linear_token_logprobs(h, w, y, o);
+      CHECK(reads.load() == before + per_call);
+    }
+  }
+  y[4] = V + 3;
+  require_error([&] { hafrm::token_logprobs(x, y); },
+                {"hafrm::token_logprobs: argument 'labels' expected values in [0, 50) or "
+                 "ignore_index (-100), found 53"});
+  require_error([&] { hafrm::linear_token_logprobs(h, w, y); },
+                {"hafrm::linear_token_logprobs: argument 'labels' expected values in [0, 50) or "
+                 "ignore_index (-100), found 53"});
+}
+
 TEST_CASE("a non-default ignore_index: CPU fused equals the reference, -100 becomes a label",
           "[logprobs]") {
   // 0 and 7 are valid vocabulary ids (ignoring them must not score them), -1 is not.
@@ -382,7 +420,7 @@ TEST_CASE("a non-default ignore_index: CPU fused equals the reference, -100 beco
 
 TEST_CASE("the CPU and CUDA adapters check the same kernel arguments", "[logprobs]") {
   // detail::check_kernel_labels / backward_inputs (torch/kernel_args.hpp) serve both adapters;
-  // these are the checks the CPU adapter had no copy of before (the CUDA one had them).
+  // on the CPU they are reachable without a GPU, so they are tested here for both.
   auto x = randn({4, 10}, torch::kFloat);
   auto y = torch::randint(0, 10, {4}, torch::kLong);
   hafrm::TokenLogProbOptions o;

@@ -271,6 +271,97 @@ TEST_CASE("the emulated CUDA forward keeps a label word that already holds an er
   CHECK(w.vocab == 7);
 }
 
+// ---- extreme labels: INT64_MIN and INT64_MAX, with the label checks off ----------------------
+
+namespace {
+
+// The labels of every row kind below, for a vocabulary of V: the extremes of int64, the values
+// next to [0, V), and one good label (row 0) that keeps each block's other rows honest.
+std::vector<int64_t> extreme_labels(int64_t V) {
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  return {V / 2, kMin, kMax, kMin + 1, kMax - 1, V, -1, int64_t{-1} << 62};
+}
+
+// Forward then backward over rows with extreme labels (the backward's label offset in a split
+// chunk and its one-hot index are unsigned, so no label overflows: the UBSan build runs this).
+// misalign 0 takes the backward's vector path (logits and gradient rows aligned alike), 1 its
+// scalar one.
+template <class T>
+void extreme_label_rows(int64_t V, int64_t misalign) {
+  const auto labels = extreme_labels(V);
+  const int64_t N = static_cast<int64_t>(labels.size());
+  Logits<T> X(core::RowLayout{1, N, 0, V, V}, misalign);
+  (void)fill(X, -100, 0.0, static_cast<uint32_t>(V) + 21);
+  core::LogProbParams p;
+  Outputs out(N);
+  cu::LabelError word{};
+  REQUIRE(cu::launch_token_logprobs_forward(X.base, X.layout, labels.data(), p, out.ptrs(true),
+                                            cudaStream_t{}, &word) == cudaSuccess);
+  const bool split = hafrm_cuda_emu::last_grid.y > 1u;
+  INFO(type_name<T>() << " V " << V << " misalign " << misalign << " split " << split);
+  CHECK(word.state == cu::LabelError::kReady);
+  CHECK(word.position >= 1);
+  CHECK(word.value == labels[static_cast<size_t>(word.position)]);
+  CHECK(std::isfinite(out.lp[0]));
+  for (int64_t r = 1; r < N; ++r) {
+    INFO("label " << labels[r]);
+    CHECK(std::isnan(out.lp[r]));
+    CHECK(std::isnan(out.lse[r]));
+    CHECK(std::isnan(out.H[r]));
+    CHECK(out.argmax[r] == 0);
+  }
+  // The public path: backward from the forward's own statistics; bad rows NaN, as on the CPU.
+  std::vector<float> g(N, 0.9f), gh(N, -0.4f);
+  core::BackwardInputs in{g.data(), gh.data(), out.lse.data(), out.H.data()};
+  std::vector<T> grad(static_cast<size_t>(N * V), from_f<T>(12345.f));
+  const core::RowLayout GL{1, N, 0, V, V};
+  REQUIRE(cu::launch_token_logprobs_backward(X.base, grad.data(), X.layout, GL, labels.data(), p,
+                                             in, cudaStream_t{}) == cudaSuccess);
+  compare_with_cpu(X, labels, p, out, in, grad);
+  for (int64_t r = 1; r < N; ++r)
+    for (int64_t v = 0; v < V; ++v)
+      if (!std::isnan(to_f(grad[r * V + v]))) {
+        FAIL_CHECK("row " << r << " label " << labels[r] << " v " << v << ": "
+                          << to_f(grad[r * V + v]) << ", expected NaN");
+        break;
+      }
+
+  // A vocabulary tile of the linear path: the row's label lies in another tile (outside [0, V)
+  // here) and its LSE is finite (the whole row's). The backward adds no one-hot term, reads
+  // nothing outside the row, and gives -g p - gh p (z - lse + H), as the CPU kernel does.
+  std::vector<float> lse(N, out.lse[0]), H(N, out.H[0]);
+  for (int64_t r = 1; r < N; ++r)
+    for (int64_t v = 0; v < V; ++v) X.row(r)[v] = X.row(0)[v];
+  core::BackwardInputs tile{g.data(), gh.data(), lse.data(), H.data()};
+  std::fill(grad.begin(), grad.end(), from_f<T>(12345.f));
+  REQUIRE(cu::launch_token_logprobs_backward(X.base, grad.data(), X.layout, GL, labels.data(), p,
+                                             tile, cudaStream_t{}) == cudaSuccess);
+  compare_with_cpu(X, labels, p, out, tile, grad);
+  const RefRow R = reference_row(X.row(0), V, labels[0], p, g[0], gh[0]);
+  const double grt = std::is_same_v<T, float> ? 1e-4 : std::is_same_v<T, __half> ? 2e-3 : 8e-3;
+  for (int64_t r = 1; r < N; ++r) {
+    int64_t diff = 0;
+    for (int64_t v = 0; v < V; ++v) {
+      const double want = R.grad[v] - (v == labels[0] ? g[0] : 0.0);  // no one-hot term
+      if (!near(to_f(grad[r * V + v]), want, grt, 1e-5) && diff++ < 2)
+        FAIL_CHECK("tile row " << r << " label " << labels[r] << " v " << v << ": "
+                               << to_f(grad[r * V + v]) << " vs " << want);
+    }
+    CHECK(diff == 0);
+  }
+  CHECK(X.padding_intact());
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("emulated CUDA kernels on INT64_MIN / INT64_MAX labels: NaN rows, no overflow",
+                   "[emu][quick]", float, __nv_bfloat16) {
+  // 32 threads per row, one block per row, and the split path (its chunks' label offset).
+  for (int64_t V : {37, 4097, 16411})
+    for (int64_t misalign : {0, 1}) extreme_label_rows<TestType>(V, misalign);
+}
+
 // ---- is-argmax at ties under a transform: decided on raw logits, the same on both devices -----
 
 TEMPLATE_TEST_CASE("emulated CUDA and CPU agree on is-argmax at ties under soft-cap and scale",

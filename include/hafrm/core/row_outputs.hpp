@@ -29,8 +29,7 @@ HAFRM_HOST_DEVICE HAFRM_INLINE void fill_row_outputs(const ForwardOutputs& out, 
 // (a = 1 and u = z on the CPU; see LseState for the sums), zsum = sum u over the V logits.
 // label_u() gives u at the label, is_top(u_label) whether the label's logit is the row's max,
 // asked only for a row with a finite LSE (on the CPU it can be a pass over the row). label_u is
-// a callable so that each kernel reads the label's logit where it did before this epilogue was
-// shared, after the LSE.
+// a callable so that each kernel reads the label's logit from its own storage, after the LSE.
 // s = 0 only for a row of only -inf (no mass): LSE -inf and the rest NaN. A NaN or +inf logit
 // reaches s as NaN: every output NaN (mean_logit is the plain sum, NaN or +inf). Such rows are
 // never the argmax.

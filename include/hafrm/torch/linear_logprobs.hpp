@@ -52,9 +52,10 @@ inline LinearTiles linear_tiles(const TokenLogProbOptions& o, int64_t M, int64_t
 }
 
 // Labels of one vocabulary block: the label's column inside the block, or -1 (never a column).
+// The offset is taken after the selection, so no label (INT64_MIN included) overflows.
 inline torch::Tensor block_labels(const torch::Tensor& y, int64_t v0, int64_t v1) {
   auto inside = (y >= v0) & (y < v1);
-  return torch::where(inside, y - v0, torch::full({}, -1, y.options()));
+  return torch::where(inside, y, torch::full({}, v0 - 1, y.options())) - v0;
 }
 
 // The tile sizes a linear Function's backward recomputes with (those of its forward).
@@ -157,6 +158,20 @@ inline LinearRowStats linear_row_stats(const torch::Tensor& hidden, const torch:
   return r;
 }
 
+// The one contract of every log-prob path for a scored label outside [0, V) (reachable only
+// with check_labels = false): every statistic of its row NaN (lse included) and is_argmax false.
+// The backward then recomputes p = exp(z - NaN) for that row: its dL/dz row is NaN, so its
+// hidden gradient is NaN and, through dz^T h, the weight's gradient too (as autograd gives for
+// the token path on logits = hidden W^T); the other rows' hidden gradients are untouched. `st`
+// as linear_row_stats returned it for `labels` (flat [N], global vocabulary ids).
+inline void nan_for_bad_labels(LinearRowStats& st, const torch::Tensor& labels, int64_t V) {
+  auto y = labels.index_select(0, st.idx);
+  auto bad = (y < 0) | (y >= V);
+  auto nan = torch::full({}, std::numeric_limits<float>::quiet_NaN(), st.lse.options());
+  for (torch::Tensor* t : {&st.lse, &st.target, &st.entropy, &st.log_sum_p2, &st.mean_logit})
+    if (t->defined()) *t = torch::where(bad, nan.to(t->scalar_type()), *t);
+}
+
 // dL/dhidden and dL/dweight of the fused linear path (each undefined unless asked for), from the
 // gradients of the per-row log-prob (and entropy) and the saved per-row statistics. Rows whose
 // label equals `ignore_index` get no gradient; a label outside [0, V) adds no one-hot term (the
@@ -215,8 +230,6 @@ inline std::pair<torch::Tensor, torch::Tensor> linear_backward_tiles(
 
 // Flat in: hidden [N, H], weight [V, H], labels [N] int64. Outputs as FusedTokenLogProbsFunction.
 struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogProbsFunction> {
-  static constexpr int64_t kNoIgnore = std::numeric_limits<int64_t>::min();
-
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
                                                 const torch::Tensor& hidden,
                                                 const torch::Tensor& weight,
@@ -228,6 +241,7 @@ struct FusedLinearLogProbsFunction : torch::autograd::Function<FusedLinearLogPro
     const bool want_h = o.return_entropy, want_p2 = o.return_log_sum_p2;
     const bool want_mean = o.return_mean_logit, want_max = o.return_is_argmax;
     auto st = linear_row_stats(hidden, weight, labels, o);
+    nan_for_bad_labels(st, labels, weight.size(0));  // the NaN lse is saved for the backward
     const int64_t M = st.idx.size(0);
     auto scatter = [&](const torch::Tensor& v, torch::ScalarType t) {
       auto full = torch::zeros({N}, f32.dtype(t));
@@ -295,9 +309,7 @@ inline TokenLogProbs compute_linear_token_logprobs(const torch::Tensor& hidden,
   const auto ct = torch::promote_types(hidden.scalar_type(), weight.scalar_type());
   if (!detail::use_fused(torch::empty({0}, hidden.options().dtype(ct)), o)) {
     auto logits = torch::matmul(hidden.to(ct), weight.to(ct).t());
-    auto ro = o;
-    ro.check_labels = false;
-    return detail::reference_token_logprobs(logits, labels, ro);
+    return detail::reference_token_logprobs(logits, labels, o);
   }
   auto shape = labels.sizes().vec();
   auto h2 = hidden.reshape({-1, hidden.size(-1)});

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <string>
 #include <string_view>
 
 #include "hafrm/torch/checks.hpp"
@@ -28,22 +29,9 @@ inline void check_options(const TokenLogProbOptions& o, std::string_view fn) {
                   "expected >= 0 (0 = automatic), got ", o.linear_chunk_vocab);
 }
 
-// Labels in [0, V) or ignore_index, checked on the host: for CUDA labels a device-to-host sync.
-// The one host-side range check of every path (token, causal, linear, vocabulary-parallel; the
-// CUDA kernel's own check reports through src/hafrm_cuda_ops.cu with the same wording).
-inline void check_label_range(const torch::Tensor& labels, int64_t V, const TokenLogProbOptions& o,
-                              std::string_view fn) {
-  if (labels.numel() == 0) return;
-  auto bad = (labels != o.ignore_index) & ((labels < 0) | (labels >= V));
-  if (bad.any().item<bool>()) {
-    auto first = labels.masked_select(bad).flatten()[0].item<int64_t>();
-    HAFRM_CHECK_ARG(false, fn, "labels", "expected values in [0, ", V, ") or ignore_index (",
-                    o.ignore_index, "), found ", first);
-  }
-}
-
-// Whether CUDA labels are checked on the host before the kernel (one sync per call) rather than
-// by the kernel itself; see TokenLogProbOptions::check_labels_sync.
+// Whether CUDA labels are checked on the host before the kernel, with one device-to-host sync
+// per call, so that a bad label's error comes from the very call; see
+// TokenLogProbOptions::check_labels_sync.
 inline bool sync_label_check(const TokenLogProbOptions& o) {
   static const bool env = [] {
     const char* v = std::getenv("HAFRM_CUDA_SYNC_LABEL_CHECK");
@@ -52,8 +40,33 @@ inline bool sync_label_check(const TokenLogProbOptions& o) {
   return o.check_labels_sync || env;
 }
 
+// Labels in [0, V) or ignore_index: the one range check of every path that checks before its
+// kernel (token and causal on the CPU and the reference path, linear, vocabulary-parallel; the
+// fused CUDA token kernel's own check reports through src/hafrm_cuda_ops.cu with the same
+// wording). Through values_hold (checks.hpp): on the CPU it throws at once, naming the first bad
+// label; on a GPU it queues a device-side assert with no sync, unless sync_label_check(o) asks
+// for the host read (one sync) so that the error, naming the label, comes from this call.
+inline void check_label_range(const torch::Tensor& labels, int64_t V, const TokenLogProbOptions& o,
+                              std::string_view fn) {
+  if (labels.numel() == 0) return;
+  auto ok = (labels == o.ignore_index) | ((labels >= 0) & (labels < V));
+  const std::string expected =
+      c10::str("expected values in [0, ", V, ") or ignore_index (", o.ignore_index, ")");
+  bool held;
+  if (!labels.is_cpu() && sync_label_check(o)) {
+    host_value_reads().fetch_add(1, std::memory_order_relaxed);
+    held = ok.all().item<bool>();
+  } else {
+    held = values_hold(ok, fn, "labels", expected);
+  }
+  if (!held) {
+    auto first = labels.masked_select(~ok).flatten()[0].item<int64_t>();
+    HAFRM_CHECK_ARG(false, fn, "labels", expected, ", found ", first);
+  }
+}
+
 // Shared validation of (logits [..., V], labels [...]) for every log-prob entry point.
-// range_on_host = false leaves the label range to the CUDA kernel (no sync; see check_labels).
+// range_on_host = false leaves the label range to the fused CUDA kernel (see check_labels).
 inline void check_logits_labels(const torch::Tensor& logits, const torch::Tensor& labels,
                                 const TokenLogProbOptions& o, std::string_view fn,
                                 bool range_on_host = true) {

@@ -26,13 +26,20 @@ struct TokenLogProbOptions {
   double softcap = 0.0;         // > 0: z = softcap * tanh(z / softcap) (Gemma-style)
   double temperature = 1.0;     // z = z / temperature, applied last
   LogProbBackend backend = LogProbBackend::kAuto;
-  // Verify labels lie in [0, V) or equal ignore_index; false: no check at all (a bad label
-  // then gives NaN for its row, never an out-of-bounds read). On the CPU the check runs before
-  // the kernel. On CUDA (fused path) the kernel records a bad label and hafrm throws at its next
-  // CUDA call or at hafrm::check_cuda_label_errors(), with no device-to-host sync (README,
-  // "Label checks on CUDA"); check_labels_sync = true (or the environment variable
-  // HAFRM_CUDA_SYNC_LABEL_CHECK=1) checks on the host before the kernel instead, at one sync
-  // per call: for debugging, when the error must come from the very call.
+  // Verify labels lie in [0, V) or equal ignore_index.
+  // false: no check at all. Then one contract holds on every path (token, causal, linear; fused
+  // and reference; CPU and CUDA): a label outside [0, V) that is not ignore_index (any int64) is
+  // never read out of bounds and makes its row NaN: every output NaN (lse included), is_argmax
+  // false, and a NaN gradient row (logits; for the linear path its hidden row, and the weight's
+  // whole gradient, which every row feeds, as autograd gives for logits = hidden W^T). Other
+  // rows' outputs, and their logits' or hidden gradients, are unaffected.
+  // true: on the CPU the check runs before any kernel and throws naming the first bad label. On
+  // CUDA nothing waits for the GPU: the fused token kernel records a bad label and hafrm throws
+  // at its next CUDA call or at hafrm::check_cuda_label_errors() (README, "Label checks on
+  // CUDA"); the other CUDA paths (linear, reference) queue a device-side assert that fails at
+  // the next sync. check_labels_sync = true (or the environment variable
+  // HAFRM_CUDA_SYNC_LABEL_CHECK=1) checks on the host before the kernel instead, at one
+  // device-to-host sync per call: for debugging, when the error must come from the very call.
   bool check_labels = true;
   bool check_labels_sync = false;
   // Optional per-token outputs, each computed only when asked.

@@ -9,6 +9,8 @@
 
 #include <torch/torch.h>
 
+#include <limits>
+
 #include "hafrm/torch/logprob_options.hpp"
 
 namespace hafrm::detail {
@@ -26,14 +28,24 @@ inline TokenLogProbs reference_token_logprobs(const torch::Tensor& logits,
                                               const TokenLogProbOptions& o) {
   // float64 stays float64 so tests can use this path as a float64 oracle.
   auto compute_type = logits.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
+  const int64_t V = logits.size(-1);
   auto mask = labels != o.ignore_index;
+  auto in_range = (labels >= 0) & (labels < V);
   auto zero = torch::zeros({}, logits.options().dtype(compute_type));
   // Ignored rows become all-zero logits before anything is computed: a -inf or NaN logit in an
   // ignored row would otherwise reach its outputs as -inf * 0 = NaN, and its gradient too. where()
   // passes no gradient to the rows it replaces, so the logits' gradient there is exactly 0.
-  auto z =
-      apply_logit_transform(torch::where(mask.unsqueeze(-1), logits.to(compute_type), zero), o);
-  auto safe = labels.to(torch::kLong).masked_fill(~mask, 0);
+  auto x = torch::where(mask.unsqueeze(-1), logits.to(compute_type), zero);
+  // A scored label outside [0, V) (only with check_labels off; the checks reject it otherwise)
+  // makes its row NaN, outputs and gradient alike, as on the fused paths. Added, not selected,
+  // so the NaN reaches the logits' gradient too.
+  if (!o.check_labels) {
+    auto nan = torch::full({}, std::numeric_limits<double>::quiet_NaN(), zero.options());
+    x = x + torch::where(mask & ~in_range, nan, zero).unsqueeze(-1);
+  }
+  auto z = apply_logit_transform(x, o);
+  // Never gathered out of range: ignored rows and bad labels read column 0.
+  auto safe = labels.to(torch::kLong).masked_fill(~(mask & in_range), 0);
   auto lsm = torch::log_softmax(z, -1);
   // Every output is selected, not multiplied, by the mask: ignored positions hold exactly +0.
   auto keep = [&](const torch::Tensor& t) { return torch::where(mask, t, zero); };

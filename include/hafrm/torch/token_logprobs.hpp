@@ -66,8 +66,9 @@ inline bool use_fused(const torch::Tensor& logits, const TokenLogProbOptions& o)
   return false;
 }
 
-// False where the CUDA kernel checks the label range itself (the fused CUDA path without
-// check_labels_sync): no device-to-host sync per call. Everywhere else the host checks.
+// False where the fused CUDA kernel checks the label range itself (without check_labels_sync).
+// Everywhere else check_label_range checks before the kernel (on a GPU with no sync either,
+// unless check_labels_sync asks for one).
 inline bool label_range_on_host(const torch::Tensor& logits, const TokenLogProbOptions& o) {
   return !(logits.is_cuda() && use_fused(logits, o) && !sync_label_check(o));
 }

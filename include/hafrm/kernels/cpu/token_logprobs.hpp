@@ -109,8 +109,10 @@ inline void apply_transform_grad(float* x, int64_t n, const core::LogitTransform
 }  // namespace hafrm::kernels::cpu
 
 // ---- the variants ----------------------------------------------------------------------------
-// The TU's own ISA goes into every variant's namespace name: two TUs built with different flags
-// then hold differently named copies, so the linker cannot pick one TU's for the other's.
+// Each level's variant lives in hafrm::kernels::cpu::{base, avx2, avx512}, inside an inline
+// namespace named for the TU's own ISA: two TUs built with different flags then hold differently
+// named copies, so the linker cannot pick one TU's for the other's. The helper macros are
+// undefined after the last level.
 #if defined(__AVX512F__)
 #define HAFRM_CPU_TU_ISA tu512
 #elif defined(__AVX2__)
@@ -120,14 +122,12 @@ inline void apply_transform_grad(float* x, int64_t n, const core::LogitTransform
 #else
 #define HAFRM_CPU_TU_ISA tu0
 #endif
-#define HAFRM_CPU_CAT_(a, b) a##_##b
-#define HAFRM_CPU_CAT(a, b) HAFRM_CPU_CAT_(a, b)
 
-#define HAFRM_CPU_VNS HAFRM_CPU_CAT(base, HAFRM_CPU_TU_ISA)
+#define HAFRM_CPU_LEVEL base
 #define HAFRM_CPU_VBYTES 16
 #define HAFRM_CPU_ISA 0
 #include "hafrm/kernels/cpu/row_kernels.inc"
-#undef HAFRM_CPU_VNS
+#undef HAFRM_CPU_LEVEL
 #undef HAFRM_CPU_VBYTES
 #undef HAFRM_CPU_ISA
 
@@ -138,11 +138,11 @@ inline void apply_transform_grad(float* x, int64_t n, const core::LogitTransform
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,bmi,bmi2")
 #endif
-#define HAFRM_CPU_VNS HAFRM_CPU_CAT(avx2, HAFRM_CPU_TU_ISA)
+#define HAFRM_CPU_LEVEL avx2
 #define HAFRM_CPU_VBYTES 32
 #define HAFRM_CPU_ISA 1
 #include "hafrm/kernels/cpu/row_kernels.inc"
-#undef HAFRM_CPU_VNS
+#undef HAFRM_CPU_LEVEL
 #undef HAFRM_CPU_VBYTES
 #undef HAFRM_CPU_ISA
 #if defined(__clang__)
@@ -155,11 +155,11 @@ inline void apply_transform_grad(float* x, int64_t n, const core::LogitTransform
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c,bmi,bmi2")
 #endif
-#define HAFRM_CPU_VNS HAFRM_CPU_CAT(avx512, HAFRM_CPU_TU_ISA)
+#define HAFRM_CPU_LEVEL avx512
 #define HAFRM_CPU_VBYTES 64
 #define HAFRM_CPU_ISA 2
 #include "hafrm/kernels/cpu/row_kernels.inc"
-#undef HAFRM_CPU_VNS
+#undef HAFRM_CPU_LEVEL
 #undef HAFRM_CPU_VBYTES
 #undef HAFRM_CPU_ISA
 #if defined(__clang__)
@@ -168,6 +168,7 @@ inline void apply_transform_grad(float* x, int64_t n, const core::LogitTransform
 #pragma GCC pop_options
 #endif
 #endif  // HAFRM_CPU_X86_DISPATCH
+#undef HAFRM_CPU_TU_ISA
 
 namespace hafrm::kernels::cpu {
 namespace detail {
@@ -182,21 +183,20 @@ using BackwardRowsFn = void (*)(const T*, T*, const RowLayout&, const RowLayout&
 template <class T>
 inline ForwardRowsFn<T> forward_variant(CpuCapability c) {
 #if HAFRM_CPU_X86_DISPATCH
-  if (c == CpuCapability::kAvx512) return &HAFRM_CPU_CAT(avx512, HAFRM_CPU_TU_ISA)::forward_rows<T>;
-  if (c == CpuCapability::kAvx2) return &HAFRM_CPU_CAT(avx2, HAFRM_CPU_TU_ISA)::forward_rows<T>;
+  if (c == CpuCapability::kAvx512) return &avx512::forward_rows<T>;
+  if (c == CpuCapability::kAvx2) return &avx2::forward_rows<T>;
 #endif
   (void)c;
-  return &HAFRM_CPU_CAT(base, HAFRM_CPU_TU_ISA)::forward_rows<T>;
+  return &base::forward_rows<T>;
 }
 template <class T>
 inline BackwardRowsFn<T> backward_variant(CpuCapability c) {
 #if HAFRM_CPU_X86_DISPATCH
-  if (c == CpuCapability::kAvx512)
-    return &HAFRM_CPU_CAT(avx512, HAFRM_CPU_TU_ISA)::backward_rows<T>;
-  if (c == CpuCapability::kAvx2) return &HAFRM_CPU_CAT(avx2, HAFRM_CPU_TU_ISA)::backward_rows<T>;
+  if (c == CpuCapability::kAvx512) return &avx512::backward_rows<T>;
+  if (c == CpuCapability::kAvx2) return &avx2::backward_rows<T>;
 #endif
   (void)c;
-  return &HAFRM_CPU_CAT(base, HAFRM_CPU_TU_ISA)::backward_rows<T>;
+  return &base::backward_rows<T>;
 }
 
 // Rows per thread chunk: at least KernelPolicy::kGrainElements logits, so small tensors run

@@ -42,9 +42,12 @@
 //     a silent 0. mean_logit is the plain float sum of z over V, so it is NaN or +inf.
 //   - every z = -inf (no probability mass): lse = -inf, logprob / entropy / log sum p^2 NaN,
 //     is_argmax false, gradients NaN. A -inf logit in an otherwise finite row is fine: its p is 0.
-//   - a label outside [0, V) that is not ignore_index: never read; every output NaN, is_argmax
-//     false, the row's gradients NaN. The forward records it in `label_error` when given one
-//     (see LabelError): the torch adapter turns that into an error naming `labels`, no sync.
+//   - a label outside [0, V) that is not ignore_index (any int64, INT64_MIN and INT64_MAX
+//     included): never read; every forward output NaN, is_argmax false. The forward records it
+//     in `label_error` when given one (see LabelError): the torch adapter turns that into an
+//     error naming `labels`, no sync. The backward adds no one-hot term for such a label (the
+//     linear path's vocabulary tiles pass the labels of other tiles so), so with the forward's
+//     NaN lse the row's gradients are NaN, as on the CPU.
 //   - is_argmax under a transform (scale, soft-cap, temperature) is decided on the raw logits
 //     (the transform is monotone): exact, and the same answer on the CPU and on CUDA at ties.
 //   - ignored rows, and in backward rows whose upstream gradients are both exactly 0, give 0
@@ -553,14 +556,19 @@ __global__ void __launch_bounds__(KernelPolicy::kBlockThreads)
       for (int64_t i = head + nvec * kN + lane; i < n; i += kTpr) dst[i] = from_float<T>(0.f);
       continue;
     }
-    // An out-of-range label poisons the row (NaN lse -> NaN p -> NaN gradient), per the contract.
-    const float lse = y >= 0 && y < V ? in.lse[r] : kNaN;
+    // A label outside [0, V) adds no one-hot term (below); the forward gave its row a NaN lse,
+    // so p and the whole gradient row are NaN, per the contract.
+    const float lse = in.lse[r];
     const float H = kEntropyGrad ? in.entropy[r] : 0.f;
     // The linear factor folds into the upstream gradients (d/dx = a d/dz) and, with log2 e,
     // into the exp2 argument: t2 = (z - lse) log2 e in one FFMA.
     const float G = kGeneral ? g : g * a, GH = kGeneral ? gh : gh * a;
     const float c2 = kGeneral ? kLog2e : a * kLog2e, lse2 = lse * kLog2e;
-    const int64_t yl = y - lo;  // the label's index within this chunk (may be outside)
+    // The label's index within this chunk, or -1 when the label lies outside it. Offset and
+    // compare are unsigned, so no label (INT64_MIN included) overflows: one below the chunk
+    // wraps past n.
+    const uint64_t yu = static_cast<uint64_t>(y) - static_cast<uint64_t>(lo);
+    const int64_t yl = yu < static_cast<uint64_t>(n) ? static_cast<int64_t>(yu) : -1;
     auto grad_of = [&](float x) -> float {
       const float t2 = fmaf(c2, kGeneral ? tf.apply(x) : x, -lse2);
       const float pz = exp2_fast(t2);
@@ -584,7 +592,9 @@ __global__ void __launch_bounds__(KernelPolicy::kBlockThreads)
       unpack<T>(raw, x);
 #pragma unroll
       for (int k = 0; k < kN; ++k) d[k] = grad_of(x[k]);
-      if (static_cast<uint64_t>(yl - i) < static_cast<uint64_t>(kN)) {  // rare: the label's vector
+      // Unsigned, as intended: a label before i (or none, -1) wraps past kN.
+      if (static_cast<uint64_t>(yl) - static_cast<uint64_t>(i) < static_cast<uint64_t>(kN)) {
+        // Rare: the label's vector.
 #pragma unroll
         for (int k = 0; k < kN; ++k)
           if (i + k == yl) d[k] += G;
