@@ -161,7 +161,8 @@ inline MergedStats merge_shards(Communicator& comm, const ShardStats& s) {
 }
 
 // Checks shared by every vocabulary-parallel entry point; labels are checked against the whole
-// vocabulary (one host sync, on CUDA too).
+// vocabulary (check_label_range: on a GPU a device-side assert, no host sync unless
+// options.check_labels_sync asks for one).
 inline void check_vocab_parallel(const VocabParallel& vp, int64_t shard_columns,
                                  const torch::Tensor& labels, const TokenLogProbOptions& o,
                                  std::string_view fn, std::string_view shard_arg) {
@@ -181,7 +182,10 @@ inline void check_vocab_parallel(const VocabParallel& vp, int64_t shard_columns,
 inline torch::Tensor shard_labels(const torch::Tensor& y, const VocabParallel& vp,
                                   int64_t ignore_index, int64_t other) {
   auto owned = (y >= vp.vocab_begin()) & (y < vp.vocab_end());
-  auto local = torch::where(owned, y - vp.vocab_begin(), torch::full({}, other, y.options()));
+  // Clamped first, so that no label (INT64_MIN included) overflows the subtraction; the clamp
+  // changes only rows that `owned` sends to `other`.
+  auto column = y.clamp(vp.vocab_begin(), vp.vocab_end() - 1) - vp.vocab_begin();
+  auto local = torch::where(owned, column, torch::full({}, other, y.options()));
   return torch::where(y == ignore_index, torch::full({}, kNoIgnore, y.options()), local);
 }
 
