@@ -1,5 +1,5 @@
 // libFuzzer target: one JSONL line through the preference-record parser of the example trainers
-// (examples/common/include/hafrm_examples/preference_records.hpp), in each record format.
+// (examples/common/include/hafrm/data/preference_records.hpp), in each record format.
 //
 // Expected outcomes: a record, or a RecordError (the documented bad-record error). Anything else
 // (another exception, a crash, a sanitizer report, a stack overflow) is a finding. Run with
@@ -11,31 +11,31 @@
 #include <exception>
 #include <string_view>
 
-#include <hafrm_examples/preference_records.hpp>
+#include <hafrm/data/preference_records.hpp>
 
-namespace hx = hafrm::examples;
+namespace hd = hafrm::data;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
   const std::string_view line(reinterpret_cast<const char*>(data), size);
-  hx::LoadOptions options;
+  hd::LoadOptions options;
   options.vocab_size = 257;  // ids are checked against a byte-level vocabulary
   for (const auto format :
-       {hx::RecordFormat::kAuto, hx::RecordFormat::kText, hx::RecordFormat::kTokenIds}) {
+       {hd::RecordFormat::kAuto, hd::RecordFormat::kText, hd::RecordFormat::kTokenIds}) {
     try {
-      const auto record = hx::parse_preference_record(line, "fuzz.jsonl", 1, format, options);
+      const auto record = hd::parse_preference_record(line, "fuzz.jsonl", 1, format, options);
       // A record is only returned with its documented invariants.
-      if (const auto* t = std::get_if<hx::TextRecord>(&record)) {
-        if (t->chosen.empty() || t->rejected.empty() || hx::first_invalid_utf8(t->prompt) ||
-            hx::first_invalid_utf8(t->chosen) || hx::first_invalid_utf8(t->rejected))
+      if (const auto* t = std::get_if<hd::TextRecord>(&record)) {
+        if (t->chosen.empty() || t->rejected.empty() || hd::first_invalid_utf8(t->prompt) ||
+            hd::first_invalid_utf8(t->chosen) || hd::first_invalid_utf8(t->rejected))
           std::abort();
       } else {
-        const auto& r = std::get<hx::TokenRecord>(record);
+        const auto& r = std::get<hd::TokenRecord>(record);
         if (r.prompt_ids.empty() || r.chosen_ids.empty() || r.rejected_ids.empty()) std::abort();
         for (const auto* ids : {&r.prompt_ids, &r.chosen_ids, &r.rejected_ids})
           for (const int64_t id : *ids)
             if (id < 0 || id >= options.vocab_size) std::abort();
       }
-    } catch (const hx::RecordError& e) {
+    } catch (const hd::RecordError& e) {
       if (e.line() != 1 || e.file() != "fuzz.jsonl") std::abort();
     } catch (const std::exception& e) {
       std::fprintf(stderr, "unexpected exception: %s\n", e.what());

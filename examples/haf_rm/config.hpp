@@ -17,7 +17,7 @@
 #include <stdexcept>
 #include <string>
 
-#include <hafrm_examples/assemble.hpp>
+#include <hafrm/data/assemble.hpp>
 
 #include "model.hpp"
 
@@ -159,10 +159,10 @@ inline void validate_config(const TrainConfig& c) {
         c.logprob_backend);
 }
 
-inline PromptTemplate template_by_name(const std::string& name) {
-  if (name == "phi") return PromptTemplate::phi();
-  if (name == "mistral") return PromptTemplate::mistral();
-  if (name == "raw") return PromptTemplate::raw();
+inline hafrm::data::PromptTemplate template_by_name(const std::string& name) {
+  if (name == "phi") return hafrm::data::PromptTemplate::phi();
+  if (name == "mistral") return hafrm::data::PromptTemplate::mistral();
+  if (name == "raw") return hafrm::data::PromptTemplate::raw();
   throw std::invalid_argument("--template must be phi, mistral or raw, got \"" + name + "\"");
 }
 

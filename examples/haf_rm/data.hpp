@@ -3,7 +3,7 @@
 //
 // example-begin haf_rm_data TrainSplit
 //   namespace rm = hafrm::examples::rm;
-//   auto tok = hafrm::examples::make_tokenizer("byte");
+//   auto tok = hafrm::data::make_tokenizer("byte");
 //   rm::Split train = rm::load_split("train", path, *tok, assembly, /*skip_bad=*/false);
 //   std::vector<int64_t> rows{0, 1, 2};
 //   hafrm::PreferenceBatch b = rm::make_batch(train, rows, tok->pad_id(), dev);
@@ -21,24 +21,24 @@
 #include <unordered_map>
 #include <vector>
 
+#include <hafrm/data/assemble.hpp>
+#include <hafrm/data/preference_records.hpp>
+#include <hafrm/data/tokenizer.hpp>
 #include <hafrm/model/pair_forward.hpp>
-#include <hafrm_examples/assemble.hpp>
-#include <hafrm_examples/preference_records.hpp>
-#include <hafrm_examples/tokenizer.hpp>
 
 namespace hafrm::examples::rm {
 
 struct Split {
   std::string name;  // "train", "eval", "ood"
   std::string path;
-  std::vector<TokenizedPair> pairs;
+  std::vector<hafrm::data::TokenizedPair> pairs;
   // Optional per-pair category from the record's "corruption" field (the synthetic task's
   // "swap" / "substitute"), for accuracy broken down by kind; empty strings when absent.
   std::vector<std::string> kinds;
   // Per pair, the record's optional "gold_agrees" (data/rules): 1 the label agrees with the
   // hidden gold ordering, 0 it does not, -1 unknown. Evaluation scores against the gold too.
   std::vector<int8_t> gold;
-  LoadReport report;
+  hafrm::data::LoadReport report;
   std::size_t skipped_in_assembly = 0;  // records the loader accepted but assembly could not use
 };
 
@@ -59,7 +59,7 @@ inline std::unordered_map<std::size_t, std::string> read_kinds(const std::string
   return kinds;
 }
 
-inline std::size_t record_line(const PreferenceRecord& r) {
+inline std::size_t record_line(const hafrm::data::PreferenceRecord& r) {
   return std::visit([](const auto& x) { return x.line; }, r);
 }
 
@@ -69,12 +69,12 @@ inline std::size_t record_line(const PreferenceRecord& r) {
 // the loader or the assembly rejects are skipped and counted (reported in `report`), never
 // dropped silently; without it the first bad record throws an error naming file, line, field.
 inline Split load_split(const std::string& name, const std::string& path,
-                        const Tokenizer& tokenizer, const AssemblyOptions& assembly,
-                        bool skip_bad) {
-  LoadOptions lo;
+                        const hafrm::data::Tokenizer& tokenizer,
+                        const hafrm::data::AssemblyOptions& assembly, bool skip_bad) {
+  hafrm::data::LoadOptions lo;
   lo.skip_bad = skip_bad;
   lo.vocab_size = tokenizer.vocab_size();
-  auto loaded = load_preference_records(path, lo);
+  auto loaded = hafrm::data::load_preference_records(path, lo);
   const auto kinds = detail::read_kinds(path);
   Split s;
   s.name = name;
@@ -83,7 +83,7 @@ inline Split load_split(const std::string& name, const std::string& path,
   s.pairs.reserve(loaded.records.size());
   for (const auto& r : loaded.records) {
     try {
-      s.pairs.push_back(assemble_pair(tokenizer, r, assembly));
+      s.pairs.push_back(hafrm::data::assemble_pair(tokenizer, r, assembly));
     } catch (const std::exception& e) {
       if (!skip_bad) throw std::runtime_error(path + ": " + e.what());
       ++s.skipped_in_assembly;
@@ -125,10 +125,10 @@ inline uint64_t fingerprint(const Split& s) {
 // length (the library concatenates them into a single [2B, T] forward pass).
 inline hafrm::PreferenceBatch make_batch(const Split& split, std::span<const int64_t> indices,
                                          int64_t pad_id, const torch::Device& device) {
-  std::vector<TokenizedPair> picked;
+  std::vector<hafrm::data::TokenizedPair> picked;
   picked.reserve(indices.size());
   for (auto i : indices) picked.push_back(split.pairs.at(static_cast<std::size_t>(i)));
-  PaddedBatch pb = pad_pairs(picked, pad_id);
+  hafrm::data::PaddedBatch pb = hafrm::data::pad_pairs(picked, pad_id);
   auto as_tensor = [&](std::vector<int64_t>& v) {
     return torch::from_blob(v.data(), {pb.rows, pb.cols}, torch::kLong).clone().to(device);
   };

@@ -16,8 +16,8 @@
 #include <string>
 #include <utility>
 
+#include <hafrm/data/assemble.hpp>
 #include <hafrm/model/pair_forward.hpp>
-#include <hafrm_examples/assemble.hpp>
 
 #include "config.hpp"
 #include "losses.hpp"
@@ -62,7 +62,7 @@ class RunConfig {
   // The objective's loss and weighting specs, its defaults filled in.
   const ObjectiveSpec& objective() const { return objective_; }
   // How records become token pairs: template and lengths.
-  const AssemblyOptions& assembly() const { return assembly_; }
+  const hafrm::data::AssemblyOptions& assembly() const { return assembly_; }
   // The forward pass's reward read-out and log-prob backend; the training state adds the
   // tokenizer's pad id and, under --vocab-parallel, the sharded log-prob path.
   const hafrm::PairForwardOptions& forward_options() const { return forward_options_; }
@@ -75,7 +75,7 @@ class RunConfig {
   TrainConfig options_;
   torch::Device device_{torch::kCPU};
   ObjectiveSpec objective_;
-  AssemblyOptions assembly_;
+  hafrm::data::AssemblyOptions assembly_;
   hafrm::PairForwardOptions forward_options_;
 };
 

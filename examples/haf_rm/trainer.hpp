@@ -73,7 +73,7 @@ class Trainer {
   const Split& train_split() const { return data_.train; }
   const std::optional<Split>& eval_split() const { return data_.eval; }
   const std::optional<Split>& ood_split() const { return data_.ood; }
-  const Tokenizer& tokenizer() const { return *data_.tokenizer; }
+  const hafrm::data::Tokenizer& tokenizer() const { return *data_.tokenizer; }
   int64_t global_step() const { return state_.step(); }
   const TrainState& state() const { return state_; }
   // What the state was restored from: the constructor's --resume or load_checkpoint().

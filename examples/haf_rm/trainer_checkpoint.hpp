@@ -93,7 +93,7 @@ inline nlohmann::ordered_json checkpoint_identity(const TrainState& st) {
   const RunConfig& rc = st.config();
   const TrainConfig& cfg = rc.options();
   const ObjectiveSpec& spec = rc.objective();
-  const Tokenizer& tokenizer = *st.data().tokenizer;
+  const hafrm::data::Tokenizer& tokenizer = *st.data().tokenizer;
   nlohmann::ordered_json id;
   id["model"] = st.model()->config.to_json();
   nlohmann::ordered_json tok = {{"kind", cfg.tokenizer == "byte" ? "byte" : "sentencepiece"},

@@ -13,7 +13,7 @@
 #include <stdexcept>
 #include <string>
 
-#include <hafrm_examples/tokenizer.hpp>
+#include <hafrm/data/tokenizer.hpp>
 
 #include "data.hpp"
 #include "run_config.hpp"
@@ -21,7 +21,7 @@
 namespace hafrm::examples::rm {
 
 struct TrainingData {
-  std::unique_ptr<const Tokenizer> tokenizer;
+  std::unique_ptr<const hafrm::data::Tokenizer> tokenizer;
   Split train;
   std::optional<Split> eval, ood;  // absent when their path is ""
 };
@@ -31,7 +31,7 @@ struct TrainingData {
 inline TrainingData load_training_data(const RunConfig& cfg, int data_world) {
   const TrainConfig& o = cfg.options();
   TrainingData d;
-  d.tokenizer = make_tokenizer(o.tokenizer);
+  d.tokenizer = hafrm::data::make_tokenizer(o.tokenizer);
   const auto& ao = cfg.assembly();
   d.train = load_split("train", o.train_path, *d.tokenizer, ao, o.skip_bad);
   if (static_cast<int64_t>(d.train.pairs.size()) < o.batch_size * data_world)

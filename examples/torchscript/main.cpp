@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <hafrm/data/tokenizer.hpp>
 #include <hafrm_examples/synthetic_task.hpp>
-#include <hafrm_examples/tokenizer.hpp>
 
 #include "data.hpp"  // examples/haf_rm: splits and batches
 #include "jit_train.hpp"
@@ -54,8 +54,8 @@ int main(int argc, char** argv) try {
   torch::manual_seed(seed);
   torch::jit::Module module = torch::jit::load(model_path);
   hafrm::examples::jit::JitTrainer trainer(module, {.objective = objective});
-  hafrm::examples::ByteTokenizer tok;
-  hafrm::examples::AssemblyOptions ao;  // Phi template
+  hafrm::data::ByteTokenizer tok;
+  hafrm::data::AssemblyOptions ao;  // Phi template
   auto train = rm::load_split("train", data + "/train.jsonl", tok, ao, false);
   auto eval = rm::load_split("eval", data + "/eval.jsonl", tok, ao, false);
   std::printf("loaded %s (%zu parameter tensors); training %s for %lld steps on %zu pairs\n",

@@ -15,7 +15,7 @@ namespace hafrm_examples {
 
 struct TrainSplit {
   std::string path = HAFRM_EXAMPLES_DATA_DIR "/synthetic/train.jsonl";
-  hafrm::examples::AssemblyOptions assembly{};
+  hafrm::data::AssemblyOptions assembly{};
   torch::Device dev{torch::kCPU};
 };
 

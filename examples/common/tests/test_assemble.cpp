@@ -6,18 +6,18 @@
 #include <tuple>
 #include <vector>
 
-#include "hafrm_examples/assemble.hpp"
+#include "hafrm/data/assemble.hpp"
 
-namespace hx = hafrm::examples;
+namespace hd = hafrm::data;
 using Catch::Matchers::Contains;
 using Ids = std::vector<int64_t>;
 
 namespace {
 
-constexpr int64_t kEos = hx::ByteTokenizer::kEosId;
-constexpr int64_t kIgnore = hx::kIgnoreIndex;
+constexpr int64_t kEos = hd::ByteTokenizer::kEosId;
+constexpr int64_t kIgnore = hd::kIgnoreIndex;
 
-Ids bytes(const std::string& s) { return hx::ByteTokenizer().encode(s); }
+Ids bytes(const std::string& s) { return hd::ByteTokenizer().encode(s); }
 
 Ids concat(Ids a, const Ids& b) {
   a.insert(a.end(), b.begin(), b.end());
@@ -31,9 +31,9 @@ Ids masked(const Ids& ids, int64_t prompt_length) {
   return labels;
 }
 
-hx::AssemblyOptions raw_options(int64_t max_length, int64_t max_prompt_length) {
-  hx::AssemblyOptions o;
-  o.prompt_template = hx::PromptTemplate::raw();
+hd::AssemblyOptions raw_options(int64_t max_length, int64_t max_prompt_length) {
+  hd::AssemblyOptions o;
+  o.prompt_template = hd::PromptTemplate::raw();
   o.max_length = max_length;
   o.max_prompt_length = max_prompt_length;
   return o;
@@ -42,8 +42,8 @@ hx::AssemblyOptions raw_options(int64_t max_length, int64_t max_prompt_length) {
 }  // namespace
 
 TEST_CASE("responses get EOS and the prompt is masked in the labels", "[assemble]") {
-  const hx::ByteTokenizer tok;
-  const auto p = hx::assemble_pair(tok, hx::TextRecord{"abc", "de", "xyz"}, raw_options(64, 16));
+  const hd::ByteTokenizer tok;
+  const auto p = hd::assemble_pair(tok, hd::TextRecord{"abc", "de", "xyz"}, raw_options(64, 16));
   CHECK(p.prompt_length == 3);
   CHECK(p.chosen_ids == Ids{'a', 'b', 'c', 'd', 'e', kEos});
   CHECK(p.chosen_labels == Ids{kIgnore, kIgnore, kIgnore, 'd', 'e', kEos});
@@ -52,31 +52,31 @@ TEST_CASE("responses get EOS and the prompt is masked in the labels", "[assemble
 }
 
 TEST_CASE("templates wrap the prompt and the response separately", "[assemble]") {
-  const hx::ByteTokenizer tok;
-  hx::AssemblyOptions o;  // Phi: "Instruct: {x}\nOutput:" + " " + y
-  const auto p = hx::assemble_pair(tok, hx::TextRecord{"2+2?", "4", "5"}, o);
+  const hd::ByteTokenizer tok;
+  hd::AssemblyOptions o;  // Phi: "Instruct: {x}\nOutput:" + " " + y
+  const auto p = hd::assemble_pair(tok, hd::TextRecord{"2+2?", "4", "5"}, o);
   const Ids prompt = bytes("Instruct: 2+2?\nOutput:");
   CHECK(p.prompt_length == int64_t(prompt.size()));
   CHECK(p.chosen_ids == concat(concat(prompt, bytes(" 4")), {kEos}));
   CHECK(p.rejected_ids == concat(concat(prompt, bytes(" 5")), {kEos}));
   CHECK(p.chosen_labels == masked(p.chosen_ids, p.prompt_length));
 
-  o.prompt_template = hx::PromptTemplate::mistral();
-  const auto m = hx::assemble_pair(tok, hx::TextRecord{"hi", "yo", "no"}, o);
+  o.prompt_template = hd::PromptTemplate::mistral();
+  const auto m = hd::assemble_pair(tok, hd::TextRecord{"hi", "yo", "no"}, o);
   CHECK(m.chosen_ids == concat(bytes("[INST] hi [/INST]yo"), {kEos}));
 
   SECTION("a template must hold its placeholder exactly once") {
     o.prompt_template = {"Q: {x}", "{response}"};
-    CHECK_THROWS_WITH(hx::assemble_pair(tok, hx::TextRecord{"a", "b", "c"}, o),
+    CHECK_THROWS_WITH(hd::assemble_pair(tok, hd::TextRecord{"a", "b", "c"}, o),
                       Contains("{prompt}"));
     o.prompt_template = {"{prompt}", "{response}{response}"};
-    CHECK_THROWS_AS(hx::assemble_pair(tok, hx::TextRecord{"a", "b", "c"}, o),
+    CHECK_THROWS_AS(hd::assemble_pair(tok, hd::TextRecord{"a", "b", "c"}, o),
                     std::invalid_argument);
   }
 }
 
 TEST_CASE("kKeepEos keeps the prompt end and always ends responses with EOS", "[assemble]") {
-  const auto p = hx::assemble_ids(bytes("0123456789"), bytes("abcdefgh"), bytes("xy"), kEos,
+  const auto p = hd::assemble_ids(bytes("0123456789"), bytes("abcdefgh"), bytes("xy"), kEos,
                                   raw_options(8, 4));
   CHECK(p.prompt_length == 4);
   CHECK(p.chosen_ids == concat(bytes("6789abc"), {kEos}));  // 8 - 4 - 1 = 3 response tokens
@@ -86,20 +86,20 @@ TEST_CASE("kKeepEos keeps the prompt end and always ends responses with EOS", "[
 
   // A prompt shorter than max_prompt_length is left whole.
   const auto q =
-      hx::assemble_ids(bytes("01"), bytes("abcdefgh"), bytes("x"), kEos, raw_options(8, 4));
+      hd::assemble_ids(bytes("01"), bytes("abcdefgh"), bytes("x"), kEos, raw_options(8, 4));
   CHECK(q.chosen_ids == concat(bytes("01abcde"), {kEos}));
 }
 
 TEST_CASE("kReference truncates as TRL 0.7 does", "[assemble]") {
   auto o = raw_options(8, 4);
-  o.truncation = hx::TruncationMode::kReference;
+  o.truncation = hd::TruncationMode::kReference;
   // Too long: prompt cut to its end, then responses (with EOS) cut to 8 - 4 = 4, losing EOS.
-  const auto p = hx::assemble_ids(bytes("0123456789"), bytes("abcdefgh"), bytes("xy"), kEos, o);
+  const auto p = hd::assemble_ids(bytes("0123456789"), bytes("abcdefgh"), bytes("xy"), kEos, o);
   CHECK(p.chosen_ids == bytes("6789abcd"));
   CHECK(p.rejected_ids == concat(bytes("6789xy"), {kEos}));
   // Fits: the prompt is NOT cut even though it is longer than max_prompt_length.
   o.max_prompt_length = 1;
-  const auto q = hx::assemble_ids(bytes("01"), bytes("ab"), bytes("c"), kEos, o);
+  const auto q = hd::assemble_ids(bytes("01"), bytes("ab"), bytes("c"), kEos, o);
   CHECK(q.prompt_length == 2);
   CHECK(q.chosen_ids == concat(bytes("01ab"), {kEos}));
 }
@@ -118,7 +118,7 @@ TEST_CASE("assembly invariants hold on random pairs", "[assemble]") {
     };
     const Ids prompt = random_ids(1 + draw(30));
     const Ids chosen = random_ids(1 + draw(30)), rejected = random_ids(1 + draw(30));
-    const auto p = hx::assemble_ids(prompt, chosen, rejected, kEos, o);
+    const auto p = hd::assemble_ids(prompt, chosen, rejected, kEos, o);
     INFO("seed " << seed << " trial " << trial);
     REQUIRE(p.prompt_length == std::min<int64_t>(int64_t(prompt.size()), max_prompt));
     for (const auto& [ids, labels, response] :
@@ -139,35 +139,35 @@ TEST_CASE("assembly invariants hold on random pairs", "[assemble]") {
 }
 
 TEST_CASE("assembly rejects bad inputs", "[assemble]") {
-  const hx::ByteTokenizer tok;
-  CHECK_THROWS_AS(hx::assemble_ids(bytes("p"), bytes("c"), bytes("r"), kEos, raw_options(4, 4)),
+  const hd::ByteTokenizer tok;
+  CHECK_THROWS_AS(hd::assemble_ids(bytes("p"), bytes("c"), bytes("r"), kEos, raw_options(4, 4)),
                   std::invalid_argument);
-  CHECK_THROWS_AS(hx::assemble_ids(bytes("p"), bytes("c"), bytes("r"), kEos, raw_options(4, 0)),
+  CHECK_THROWS_AS(hd::assemble_ids(bytes("p"), bytes("c"), bytes("r"), kEos, raw_options(4, 0)),
                   std::invalid_argument);
-  hx::TextRecord empty_prompt{"", "c", "r", 17};
-  CHECK_THROWS_WITH(hx::assemble_pair(tok, empty_prompt, raw_options(8, 4)),
+  hd::TextRecord empty_prompt{"", "c", "r", 17};
+  CHECK_THROWS_WITH(hd::assemble_pair(tok, empty_prompt, raw_options(8, 4)),
                     Contains("line 17") && Contains("prompt has no tokens"));
-  const hx::TokenRecord out_of_vocab{{1}, {2}, {300}, 9};
-  CHECK_THROWS_WITH(hx::assemble_pair(tok, out_of_vocab, raw_options(8, 4)),
+  const hd::TokenRecord out_of_vocab{{1}, {2}, {300}, 9};
+  CHECK_THROWS_WITH(hd::assemble_pair(tok, out_of_vocab, raw_options(8, 4)),
                     Contains("line 9") && Contains("300"));
 }
 
 TEST_CASE("pre-tokenized records skip the template and get EOS", "[assemble]") {
-  const hx::ByteTokenizer tok;
-  const hx::PreferenceRecord r = hx::TokenRecord{{7, 8}, {9}, {10, 11}, 1};
-  const auto p = hx::assemble_pair(tok, r, hx::AssemblyOptions{});
+  const hd::ByteTokenizer tok;
+  const hd::PreferenceRecord r = hd::TokenRecord{{7, 8}, {9}, {10, 11}, 1};
+  const auto p = hd::assemble_pair(tok, r, hd::AssemblyOptions{});
   CHECK(p.chosen_ids == Ids{7, 8, 9, kEos});
   CHECK(p.rejected_labels == Ids{kIgnore, kIgnore, 10, 11, kEos});
 }
 
 TEST_CASE("pad_pairs builds the [chosen; rejected] right-padded batch", "[assemble][pad]") {
-  const hx::ByteTokenizer tok;
+  const hd::ByteTokenizer tok;
   const auto o = raw_options(64, 16);
-  const std::vector<hx::TokenizedPair> pairs = {
-      hx::assemble_pair(tok, hx::TextRecord{"ab", "c", "defg"}, o),
-      hx::assemble_pair(tok, hx::TextRecord{"hij", "klmno", "p"}, o)};
+  const std::vector<hd::TokenizedPair> pairs = {
+      hd::assemble_pair(tok, hd::TextRecord{"ab", "c", "defg"}, o),
+      hd::assemble_pair(tok, hd::TextRecord{"hij", "klmno", "p"}, o)};
   const int64_t pad = 999;  // distinct from every real id, so pads are recognisable
-  const auto b = hx::pad_pairs(pairs, pad);
+  const auto b = hd::pad_pairs(pairs, pad);
   REQUIRE(b.rows == 4);
   REQUIRE(b.cols == 9);  // "hij" + "klmno" + EOS
   const std::vector<const Ids*> rows = {&pairs[0].chosen_ids, &pairs[1].chosen_ids,
@@ -189,21 +189,21 @@ TEST_CASE("pad_pairs builds the [chosen; rejected] right-padded batch", "[assemb
   }
 
   SECTION("pad_to_multiple_of rounds the width up") {
-    CHECK(hx::pad_pairs(pairs, pad, 8).cols == 16);
-    CHECK(hx::pad_pairs(pairs, pad, 9).cols == 9);
+    CHECK(hd::pad_pairs(pairs, pad, 8).cols == 16);
+    CHECK(hd::pad_pairs(pairs, pad, 9).cols == 9);
   }
 }
 
 TEST_CASE("pad_batch rejects inconsistent input", "[assemble][pad]") {
-  CHECK_THROWS_AS(hx::pad_batch(std::vector<Ids>{}, std::vector<Ids>{}, 0), std::invalid_argument);
-  CHECK_THROWS_AS(hx::pad_batch(std::vector<Ids>{{1}}, std::vector<Ids>{}, 0),
+  CHECK_THROWS_AS(hd::pad_batch(std::vector<Ids>{}, std::vector<Ids>{}, 0), std::invalid_argument);
+  CHECK_THROWS_AS(hd::pad_batch(std::vector<Ids>{{1}}, std::vector<Ids>{}, 0),
                   std::invalid_argument);
-  CHECK_THROWS_AS(hx::pad_batch(std::vector<Ids>{{1, 2}}, std::vector<Ids>{{1}}, 0),
+  CHECK_THROWS_AS(hd::pad_batch(std::vector<Ids>{{1, 2}}, std::vector<Ids>{{1}}, 0),
                   std::invalid_argument);
-  CHECK_THROWS_AS(hx::pad_batch(std::vector<Ids>{{}}, std::vector<Ids>{{}}, 0),
+  CHECK_THROWS_AS(hd::pad_batch(std::vector<Ids>{{}}, std::vector<Ids>{{}}, 0),
                   std::invalid_argument);
   const auto b =
-      hx::pad_batch(std::vector<Ids>{{5}, {6, 7}}, std::vector<Ids>{{kIgnore}, {6, 7}}, 0);
+      hd::pad_batch(std::vector<Ids>{{5}, {6, 7}}, std::vector<Ids>{{kIgnore}, {6, 7}}, 0);
   CHECK(b.input_ids == Ids{5, 0, 6, 7});
   CHECK(b.attention_mask == Ids{1, 0, 1, 1});
   CHECK(b.labels == Ids{kIgnore, kIgnore, 6, 7});

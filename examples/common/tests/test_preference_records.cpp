@@ -4,26 +4,27 @@
 #include <string>
 #include <variant>
 
-#include "hafrm_examples/preference_records.hpp"
+#include "hafrm/data/preference_records.hpp"
 #include "test_util.hpp"
 
 namespace hx = hafrm::examples;
+namespace hd = hafrm::data;
 using Catch::Matchers::Contains;
 using hx::test::TempDir;
 
 namespace {
 
-const hx::TextRecord& text_at(const hx::LoadedRecords& d, std::size_t i) {
-  return std::get<hx::TextRecord>(d.records.at(i));
+const hd::TextRecord& text_at(const hd::LoadedRecords& d, std::size_t i) {
+  return std::get<hd::TextRecord>(d.records.at(i));
 }
 
 /// Loads `content` expecting a RecordError; returns it for inspection.
-hx::RecordError expect_record_error(const TempDir& dir, const std::string& content,
-                                    const hx::LoadOptions& options = {}) {
+hd::RecordError expect_record_error(const TempDir& dir, const std::string& content,
+                                    const hd::LoadOptions& options = {}) {
   const auto file = dir.write("bad.jsonl", content);
   try {
-    hx::load_preference_records(file, options);
-  } catch (const hx::RecordError& e) {
+    hd::load_preference_records(file, options);
+  } catch (const hd::RecordError& e) {
     CHECK(e.file() == file.string());
     CHECK_THAT(e.what(), Contains(file.string()));
     return e;
@@ -34,9 +35,9 @@ hx::RecordError expect_record_error(const TempDir& dir, const std::string& conte
 
 /// A good record and a blank line first, so that `bad` sits on line 3: the error must name that
 /// line and `field` and give `reason`; returned for the checks particular to the caller.
-hx::RecordError expect_error_on_line_3(const std::string& good, const std::string& bad,
+hd::RecordError expect_error_on_line_3(const std::string& good, const std::string& bad,
                                        const std::string& field, const std::string& reason,
-                                       const hx::LoadOptions& options) {
+                                       const hd::LoadOptions& options) {
   TempDir dir;
   auto e = expect_record_error(dir, good + "\n\n" + bad + "\n", options);
   INFO(e.what());
@@ -58,8 +59,8 @@ TEST_CASE("text records load with line numbers; blank lines, CRLF and BOM are to
                 "   \n"
                 "{\"prompt\":\"\",\"chosen\":\"caf\xC3\xA9\",\"rejected\":\"r2\","
                 "\"extra\":[1,2]}\n");
-  const auto d = hx::load_preference_records(file);
-  CHECK(d.format == hx::RecordFormat::kText);
+  const auto d = hd::load_preference_records(file);
+  CHECK(d.format == hd::RecordFormat::kText);
   REQUIRE(d.records.size() == 2);
   CHECK(text_at(d, 0).prompt == "p1");
   CHECK(text_at(d, 0).chosen == "c1");
@@ -80,16 +81,16 @@ TEST_CASE("HH-RLHF records split the prompt at the last Assistant tag", "[record
       "\\n\\nHuman: hi\\n\\nAssistant: hello\\n\\nHuman: 2+2?\\n\\nAssistant:";
   const auto file = dir.write(
       "hh.jsonl", "{\"chosen\":\"" + prompt + " 4\",\"rejected\":\"" + prompt + " 5\"}\n");
-  const auto d = hx::load_preference_records(file);
+  const auto d = hd::load_preference_records(file);
   const auto& r = text_at(d, 0);
   CHECK(r.prompt == "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: 2+2?\n\nAssistant:");
   CHECK(r.chosen == " 4");
   CHECK(r.rejected == " 5");
 
   SECTION("turned off, the missing prompt is an error") {
-    hx::LoadOptions o;
+    hd::LoadOptions o;
     o.accept_hh_rlhf = false;
-    CHECK_THROWS_WITH(hx::load_preference_records(file, o), Contains("field 'prompt'"));
+    CHECK_THROWS_WITH(hd::load_preference_records(file, o), Contains("field 'prompt'"));
   }
 }
 
@@ -100,7 +101,7 @@ TEST_CASE("UltraFeedback-binarized message lists give the last assistant message
       R"({"prompt":"q","chosen":[{"role":"user","content":"q"},{"role":"assistant","content":"good"}],)"
       R"("rejected":[{"role":"user","content":"q"},{"role":"assistant","content":"bad"}]})"
       "\n");
-  const auto loaded = hx::load_preference_records(file);
+  const auto loaded = hd::load_preference_records(file);
   const auto& r = text_at(loaded, 0);
   CHECK(r.prompt == "q");
   CHECK(r.chosen == "good");
@@ -111,17 +112,17 @@ TEST_CASE("pre-tokenized records load and are checked against the vocabulary", "
   TempDir dir;
   const auto file =
       dir.write("ids.jsonl", "{\"prompt_ids\":[1,2],\"chosen_ids\":[3],\"rejected_ids\":[0,9]}\n");
-  hx::LoadOptions o;
+  hd::LoadOptions o;
   o.vocab_size = 10;
-  const auto d = hx::load_preference_records(file, o);
-  CHECK(d.format == hx::RecordFormat::kTokenIds);
-  const auto& r = std::get<hx::TokenRecord>(d.records.at(0));
+  const auto d = hd::load_preference_records(file, o);
+  CHECK(d.format == hd::RecordFormat::kTokenIds);
+  const auto& r = std::get<hd::TokenRecord>(d.records.at(0));
   CHECK(r.prompt_ids == std::vector<int64_t>{1, 2});
   CHECK(r.chosen_ids == std::vector<int64_t>{3});
   CHECK(r.rejected_ids == std::vector<int64_t>{0, 9});
 
   SECTION("without a vocabulary size the ids cannot be checked, so loading refuses") {
-    CHECK_THROWS_AS(hx::load_preference_records(file), std::invalid_argument);
+    CHECK_THROWS_AS(hd::load_preference_records(file), std::invalid_argument);
   }
 }
 
@@ -155,7 +156,7 @@ TEST_CASE("a bad text record names file, line and field", "[records]") {
       {R"({"prompt":"p","chosen":"c","rejected":"r","x":[[[[[[[[[[1]]]]]]]]]]})", "x",
        "nested deeper than"},  // with max_depth 8 below
   }));
-  hx::LoadOptions o;
+  hd::LoadOptions o;
   o.max_depth = 8;
   const auto e = expect_error_on_line_3(R"({"prompt":"p","chosen":"c","rejected":"r"})", c.line,
                                         c.field, c.reason, o);
@@ -184,7 +185,7 @@ TEST_CASE("a bad pre-tokenized record names file, line and field", "[records]") 
       {R"({"prompt_ids":[1],"chosen_ids":[2]})", "rejected_ids", "missing field"},
       {R"({"prompt":"p","chosen":"c","rejected":"r"})", "chosen_ids", "missing field"},
   }));
-  hx::LoadOptions o;
+  hd::LoadOptions o;
   o.vocab_size = 257;
   const auto e = expect_error_on_line_3(R"({"prompt_ids":[1],"chosen_ids":[2],"rejected_ids":[3]})",
                                         c.line, c.field, c.reason, o);
@@ -218,7 +219,7 @@ TEST_CASE("deep nesting is refused with file and line before anything recurses",
   TempDir dir;
   const std::string good = c.vocab > 0 ? R"({"prompt_ids":[1],"chosen_ids":[2],"rejected_ids":[3]})"
                                        : R"({"prompt":"p","chosen":"c","rejected":"r"})";
-  hx::LoadOptions o;
+  hd::LoadOptions o;
   o.vocab_size = c.vocab;
   SECTION("without skip_bad: an error naming file, line and field") {
     const auto e = expect_record_error(dir, good + "\n" + c.line + "\n", o);
@@ -228,7 +229,7 @@ TEST_CASE("deep nesting is refused with file and line before anything recurses",
   }
   SECTION("with skip_bad: skipped and counted") {
     o.skip_bad = true;
-    const auto d = hx::load_preference_records(dir.write("deep.jsonl", good + "\n" + c.line), o);
+    const auto d = hd::load_preference_records(dir.write("deep.jsonl", good + "\n" + c.line), o);
     CHECK(d.report.loaded == 1);
     CHECK(d.report.skipped == 1);
     REQUIRE(d.report.first_errors.size() == 1);
@@ -238,7 +239,7 @@ TEST_CASE("deep nesting is refused with file and line before anything recurses",
 
 TEST_CASE("nesting up to the limit loads; brackets inside strings do not count", "[records]") {
   TempDir dir;
-  hx::LoadOptions o;
+  hd::LoadOptions o;
   o.max_depth = 4;
   // Depth 4 exactly (record, extra, two arrays), and 100 brackets inside a string with an
   // escaped quote before them.
@@ -247,20 +248,20 @@ TEST_CASE("nesting up to the limit loads; brackets inside strings do not count",
                             "\n" +
                                 std::string(R"({"prompt":")") + std::string(100, '[') +
                                 R"(","chosen":"c","rejected":"r"})" + "\n");
-  const auto d = hx::load_preference_records(file, o);
+  const auto d = hd::load_preference_records(file, o);
   CHECK(d.records.size() == 2);
   CHECK(text_at(d, 0).prompt == "\"[[[[");
   o.max_depth = 3;
-  CHECK_THROWS_WITH(hx::load_preference_records(file, o),
+  CHECK_THROWS_WITH(hd::load_preference_records(file, o),
                     Contains(":1: field 'extra'") && Contains("deeper than 3"));
   o.max_depth = 0;
-  CHECK_THROWS_AS(hx::load_preference_records(file, o), std::invalid_argument);
+  CHECK_THROWS_AS(hd::load_preference_records(file, o), std::invalid_argument);
 }
 
 TEST_CASE("an explicit format rejects records of the other form", "[records]") {
   TempDir dir;
-  hx::LoadOptions o;
-  o.format = hx::RecordFormat::kTokenIds;
+  hd::LoadOptions o;
+  o.format = hd::RecordFormat::kTokenIds;
   o.vocab_size = 5;
   const auto e = expect_record_error(dir, R"({"prompt":"p","chosen":"c","rejected":"r"})", o);
   CHECK(e.line() == 1);
@@ -277,10 +278,10 @@ TEST_CASE("skip_bad skips and counts bad records and keeps the first reasons", "
                                    "not json\n" +                                           // 4 bad
                                    R"({"prompt":"p","chosen":"","rejected":"r"})" + "\n" +  // 5 bad
                                    good + "\n");                                            // 6
-  hx::LoadOptions o;
+  hd::LoadOptions o;
   o.skip_bad = true;
   o.max_reported_errors = 2;
-  const auto d = hx::load_preference_records(file, o);
+  const auto d = hd::load_preference_records(file, o);
   CHECK(d.records.size() == 3);
   CHECK(d.report.loaded == 3);
   CHECK(d.report.skipped == 3);
@@ -292,42 +293,42 @@ TEST_CASE("skip_bad skips and counts bad records and keeps the first reasons", "
   CHECK(text_at(d, 2).line == 6);
 
   SECTION("without skip_bad the first bad record throws") {
-    CHECK_THROWS_WITH(hx::load_preference_records(file), Contains(":2: field 'chosen'"));
+    CHECK_THROWS_WITH(hd::load_preference_records(file), Contains(":2: field 'chosen'"));
   }
 }
 
 TEST_CASE("files without records are errors", "[records]") {
   TempDir dir;
   SECTION("empty") {
-    CHECK_THROWS_WITH(hx::load_preference_records(dir.write("e.jsonl", "")),
+    CHECK_THROWS_WITH(hd::load_preference_records(dir.write("e.jsonl", "")),
                       Contains("no preference records"));
   }
   SECTION("blank lines only") {
-    CHECK_THROWS_WITH(hx::load_preference_records(dir.write("b.jsonl", "\n  \n\r\n")),
+    CHECK_THROWS_WITH(hd::load_preference_records(dir.write("b.jsonl", "\n  \n\r\n")),
                       Contains("no preference records"));
   }
   SECTION("every record bad, even when skipping") {
-    hx::LoadOptions o;
+    hd::LoadOptions o;
     o.skip_bad = true;
-    CHECK_THROWS_WITH(hx::load_preference_records(dir.write("x.jsonl", "{}\n[]\n"), o),
+    CHECK_THROWS_WITH(hd::load_preference_records(dir.write("x.jsonl", "{}\n[]\n"), o),
                       Contains("no valid preference records") && Contains("2 bad records skipped"));
   }
   SECTION("missing file") {
     const auto missing = dir.path() / "missing.jsonl";
-    CHECK_THROWS_WITH(hx::load_preference_records(missing),
+    CHECK_THROWS_WITH(hd::load_preference_records(missing),
                       Contains("cannot open") && Contains(missing.string()));
   }
 }
 
 TEST_CASE("UTF-8 validation is strict", "[records][utf8]") {
-  CHECK_FALSE(hx::first_invalid_utf8("plain ascii").has_value());
-  CHECK_FALSE(hx::first_invalid_utf8("caf\xC3\xA9 \xE6\x97\xA5 \xF0\x9F\x99\x82").has_value());
-  CHECK(hx::first_invalid_utf8("ab\x80") == 2u);            // stray continuation byte
-  CHECK(hx::first_invalid_utf8("\xC3") == 0u);              // truncated sequence
-  CHECK(hx::first_invalid_utf8("x\xE0\x80\xAF") == 1u);     // overlong
-  CHECK(hx::first_invalid_utf8("\xED\xB0\x80") == 0u);      // surrogate
-  CHECK(hx::first_invalid_utf8("\xF4\x90\x80\x80") == 0u);  // above U+10FFFF
-  CHECK(hx::replace_invalid_utf8("a\xFF"
+  CHECK_FALSE(hd::first_invalid_utf8("plain ascii").has_value());
+  CHECK_FALSE(hd::first_invalid_utf8("caf\xC3\xA9 \xE6\x97\xA5 \xF0\x9F\x99\x82").has_value());
+  CHECK(hd::first_invalid_utf8("ab\x80") == 2u);            // stray continuation byte
+  CHECK(hd::first_invalid_utf8("\xC3") == 0u);              // truncated sequence
+  CHECK(hd::first_invalid_utf8("x\xE0\x80\xAF") == 1u);     // overlong
+  CHECK(hd::first_invalid_utf8("\xED\xB0\x80") == 0u);      // surrogate
+  CHECK(hd::first_invalid_utf8("\xF4\x90\x80\x80") == 0u);  // above U+10FFFF
+  CHECK(hd::replace_invalid_utf8("a\xFF"
                                  "b") ==
         "a\xEF\xBF\xBD"
         "b");

@@ -9,11 +9,12 @@
 #include <string>
 #include <unordered_set>
 
-#include "hafrm_examples/preference_records.hpp"
+#include "hafrm/data/preference_records.hpp"
 #include "hafrm_examples/rules_task.hpp"
 #include "test_util.hpp"
 
 namespace hx = hafrm::examples;
+namespace hd = hafrm::data;
 namespace rt = hafrm::examples::rules;
 
 namespace {
@@ -93,13 +94,13 @@ TEST_CASE("every shipped rules record carries its gold reward and a Bradley-Terr
   for (const auto& spec : rt::default_split_specs()) {
     const auto file = hx::test::data_dir() / "rules" / (spec.name + ".jsonl");
     INFO(file.string());
-    const auto loaded = hx::load_preference_records(file);  // the trainers' own loader
+    const auto loaded = hd::load_preference_records(file);  // the trainers' own loader
     REQUIRE(loaded.records.size() == spec.count);
     std::ifstream raw(file);
     std::size_t disagree = 0;
     double expected_disagree = 0, variance = 0;
     for (const auto& rec : loaded.records) {
-      const auto& r = std::get<hx::TextRecord>(rec);
+      const auto& r = std::get<hd::TextRecord>(rec);
       std::string line;
       std::getline(raw, line);
       INFO("line " << r.line << ": " << line);
@@ -146,25 +147,25 @@ TEST_CASE("the loader keeps an optional gold_agrees and checks its type", "[rule
                               "\n"
                               R"({"prompt":"p","chosen":"a","rejected":"b"})"
                               "\n");
-  const auto loaded = hx::load_preference_records(file);
+  const auto loaded = hd::load_preference_records(file);
   REQUIRE(loaded.records.size() == 3);
-  CHECK(std::get<hx::TextRecord>(loaded.records[0]).gold_agrees == std::optional<bool>(true));
-  CHECK(std::get<hx::TextRecord>(loaded.records[1]).gold_agrees == std::optional<bool>(false));
-  CHECK_FALSE(std::get<hx::TextRecord>(loaded.records[2]).gold_agrees.has_value());
+  CHECK(std::get<hd::TextRecord>(loaded.records[0]).gold_agrees == std::optional<bool>(true));
+  CHECK(std::get<hd::TextRecord>(loaded.records[1]).gold_agrees == std::optional<bool>(false));
+  CHECK_FALSE(std::get<hd::TextRecord>(loaded.records[2]).gold_agrees.has_value());
 
   const auto ids = dir.write(
       "ids.jsonl", R"({"prompt_ids":[1],"chosen_ids":[2],"rejected_ids":[3],"gold_agrees":false})"
                    "\n");
-  const auto loaded_ids = hx::load_preference_records(ids, {.vocab_size = 10});
-  CHECK(std::get<hx::TokenRecord>(loaded_ids.records[0]).gold_agrees == std::optional<bool>(false));
+  const auto loaded_ids = hd::load_preference_records(ids, {.vocab_size = 10});
+  CHECK(std::get<hd::TokenRecord>(loaded_ids.records[0]).gold_agrees == std::optional<bool>(false));
 
   const auto bad =
       dir.write("bad.jsonl", R"({"prompt":"p","chosen":"a","rejected":"b","gold_agrees":1})"
                              "\n");
   try {
-    hx::load_preference_records(bad);
+    hd::load_preference_records(bad);
     FAIL("a non-boolean gold_agrees was accepted");
-  } catch (const hx::RecordError& e) {
+  } catch (const hd::RecordError& e) {
     CHECK(e.field() == "gold_agrees");
     CHECK(e.line() == 1);
     CHECK(std::string(e.what()).find("expected a boolean, got number") != std::string::npos);

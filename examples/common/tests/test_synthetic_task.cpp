@@ -9,11 +9,12 @@
 #include <string>
 #include <unordered_set>
 
-#include "hafrm_examples/preference_records.hpp"
+#include "hafrm/data/preference_records.hpp"
 #include "hafrm_examples/synthetic_task.hpp"
 #include "test_util.hpp"
 
 namespace hx = hafrm::examples;
+namespace hd = hafrm::data;
 namespace syn = hafrm::examples::synthetic;
 
 namespace {
@@ -96,12 +97,12 @@ TEST_CASE("every shipped record follows the rule", "[synthetic][data]") {
   for (const auto& spec : syn::default_split_specs()) {
     const auto file = hx::test::data_dir() / "synthetic" / (spec.name + ".jsonl");
     INFO(file.string());
-    const auto loaded = hx::load_preference_records(file);  // the trainers' own loader
+    const auto loaded = hd::load_preference_records(file);  // the trainers' own loader
     REQUIRE(loaded.records.size() == spec.count);
     std::ifstream raw(file);
     std::size_t swaps = 0, min_len = SIZE_MAX, max_len = 0;
     for (const auto& rec : loaded.records) {
-      const auto& r = std::get<hx::TextRecord>(rec);
+      const auto& r = std::get<hd::TextRecord>(rec);
       std::string line;
       std::getline(raw, line);
       const auto kind = nlohmann::json::parse(line).at("corruption").get<std::string>();

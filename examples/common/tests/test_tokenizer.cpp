@@ -5,10 +5,11 @@
 #include <string>
 #include <vector>
 
-#include "hafrm_examples/tokenizer.hpp"
+#include "hafrm/data/tokenizer.hpp"
 #include "test_util.hpp"
 
 namespace hx = hafrm::examples;
+namespace hd = hafrm::data;
 using Catch::Matchers::Contains;
 using hx::test::TempDir;
 
@@ -26,7 +27,7 @@ std::vector<std::string> corpus_lines() {
 }  // namespace
 
 TEST_CASE("byte tokenizer maps bytes to ids and round-trips any byte string", "[tokenizer]") {
-  const hx::ByteTokenizer tok;
+  const hd::ByteTokenizer tok;
   CHECK(tok.vocab_size() == 257);
   CHECK(tok.eos_id() == 256);
   CHECK(tok.pad_id() == tok.eos_id());
@@ -45,7 +46,7 @@ TEST_CASE("byte tokenizer maps bytes to ids and round-trips any byte string", "[
 }
 
 TEST_CASE("byte tokenizer decode drops EOS and rejects unknown ids", "[tokenizer]") {
-  const hx::ByteTokenizer tok;
+  const hd::ByteTokenizer tok;
   std::vector<int64_t> ids = tok.encode("ok");
   ids.push_back(tok.eos_id());
   CHECK(tok.decode(ids) == "ok");
@@ -58,10 +59,10 @@ TEST_CASE("SentencePiece trained from the shipped corpus round-trips it", "[toke
   const auto corpus = hx::test::data_dir() / "text" / "corpus.txt";
   const auto lines = corpus_lines();
   REQUIRE(lines.size() > 20);
-  const auto model = hx::train_sentencepiece(corpus, dir.path() / "tiny", 200);
+  const auto model = hd::train_sentencepiece(corpus, dir.path() / "tiny", 200);
   REQUIRE(std::filesystem::is_regular_file(model));
 
-  const hx::SentencePieceTokenizer tok(model);
+  const hd::SentencePieceTokenizer tok(model);
   CHECK(tok.vocab_size() > 100);
   CHECK(tok.vocab_size() <= 200);
   CHECK(tok.eos_id() >= 0);
@@ -87,8 +88,8 @@ TEST_CASE("SentencePiece trained from the shipped corpus round-trips it", "[toke
   CHECK_THROWS_AS(tok.decode(std::vector<int64_t>{tok.vocab_size()}), std::out_of_range);
 
   SECTION("make_tokenizer picks SentencePiece for a path and byte for \"byte\"") {
-    CHECK(hx::make_tokenizer(model.string())->vocab_size() == tok.vocab_size());
-    CHECK(hx::make_tokenizer("byte")->vocab_size() == 257);
+    CHECK(hd::make_tokenizer(model.string())->vocab_size() == tok.vocab_size());
+    CHECK(hd::make_tokenizer("byte")->vocab_size() == 257);
   }
 }
 
@@ -96,26 +97,26 @@ TEST_CASE("SentencePiece errors name the file", "[tokenizer][spm]") {
   TempDir dir;
   SECTION("missing model file") {
     const auto missing = dir.path() / "nope.model";
-    CHECK_THROWS_WITH(hx::SentencePieceTokenizer(missing),
+    CHECK_THROWS_WITH(hd::SentencePieceTokenizer(missing),
                       Contains("not found") && Contains(missing.string()));
-    CHECK_THROWS_WITH(hx::make_tokenizer(missing.string()), Contains(missing.string()));
+    CHECK_THROWS_WITH(hd::make_tokenizer(missing.string()), Contains(missing.string()));
   }
   SECTION("a file that is not a model") {
     const auto junk = dir.write("junk.model", "this is not a protobuf");
-    CHECK_THROWS_WITH(hx::SentencePieceTokenizer(junk),
+    CHECK_THROWS_WITH(hd::SentencePieceTokenizer(junk),
                       Contains("cannot load SentencePiece model") && Contains(junk.string()));
   }
   SECTION("missing training text") {
     const auto missing = dir.path() / "no_corpus.txt";
-    CHECK_THROWS_WITH(hx::train_sentencepiece(missing, dir.path() / "m", 100),
+    CHECK_THROWS_WITH(hd::train_sentencepiece(missing, dir.path() / "m", 100),
                       Contains(missing.string()));
   }
   SECTION("a model without EOS is refused") {
-    hx::TrainSentencePieceOptions o;
+    hd::TrainSentencePieceOptions o;
     o.extra["eos_id"] = "-1";
-    const auto model = hx::train_sentencepiece(hx::test::data_dir() / "text" / "corpus.txt",
+    const auto model = hd::train_sentencepiece(hx::test::data_dir() / "text" / "corpus.txt",
                                                dir.path() / "m", 100, o);
-    CHECK_THROWS_WITH(hx::SentencePieceTokenizer(model),
+    CHECK_THROWS_WITH(hd::SentencePieceTokenizer(model),
                       Contains("no EOS") && Contains(model.string()));
   }
 }

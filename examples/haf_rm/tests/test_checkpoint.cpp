@@ -161,7 +161,7 @@ TEST_CASE("a checkpoint of another model, tokenizer, objective or data is refuse
     CHECK_THAT(refused(c), Contains("objective.policy_loss"));
   }
   SECTION("tokenizer") {
-    const auto model = hafrm::examples::train_sentencepiece(
+    const auto model = hafrm::data::train_sentencepiece(
         std::filesystem::path(HAFRM_EXAMPLES_DATA_DIR) / "text" / "corpus.txt", dir / "sp", 120);
     auto c = cfg;
     c.tokenizer = model.string();

@@ -11,14 +11,15 @@
 #include <unordered_set>
 #include <vector>
 
+#include <hafrm/data/tokenizer.hpp>
 #include <hafrm_examples/synthetic_task.hpp>
-#include <hafrm_examples/tokenizer.hpp>
 
 #include "data.hpp"
 #include "jit_train.hpp"
 
 namespace rm = hafrm::examples::rm;
 namespace hx = hafrm::examples;
+namespace hd = hafrm::data;
 
 namespace {
 
@@ -26,11 +27,11 @@ namespace {
 hafrm::PreferenceBatch tiny_batch() {
   std::unordered_set<std::string> used;
   auto split = hx::synthetic::generate_split({"t", 16, 3, 5, 7}, used);
-  hx::ByteTokenizer tok;
+  hd::ByteTokenizer tok;
   rm::Split s;
   for (const auto& p : split.pairs)
-    s.pairs.push_back(hx::assemble_pair(tok, hx::TextRecord{p.prompt, p.chosen, p.rejected, 0},
-                                        hx::AssemblyOptions{}));
+    s.pairs.push_back(hd::assemble_pair(tok, hd::TextRecord{p.prompt, p.chosen, p.rejected, 0},
+                                        hd::AssemblyOptions{}));
   std::vector<int64_t> idx(s.pairs.size());
   std::iota(idx.begin(), idx.end(), 0);
   return rm::make_batch(s, idx, tok.pad_id(), torch::kCPU);

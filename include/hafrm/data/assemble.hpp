@@ -7,8 +7,8 @@
 // attention_mask 1 on real tokens / 0 on pads and labels -100 on pads. Labels are NOT shifted:
 // the loss compares logits[:, :-1] with labels[:, 1:].
 //
-//   #include <hafrm_examples/assemble.hpp>
-//   namespace hx = hafrm::examples;
+//   #include <hafrm/data/assemble.hpp>
+//   namespace hx = hafrm::data;
 //   hx::ByteTokenizer tok;
 //   hx::AssemblyOptions opt;                       // Phi template, max_length 512, max prompt 128
 //   hx::TokenizedPair p = hx::assemble_pair(tok, hx::TextRecord{"2+2?", "4", "5"}, opt);
@@ -27,10 +27,10 @@
 #include <variant>
 #include <vector>
 
-#include "hafrm_examples/preference_records.hpp"
-#include "hafrm_examples/tokenizer.hpp"
+#include "hafrm/data/preference_records.hpp"
+#include "hafrm/data/tokenizer.hpp"
 
-namespace hafrm::examples {
+namespace hafrm::data {
 
 /// Label value ignored by the log-prob sum (prompt and padding), as in PyTorch and TRL.
 inline constexpr int64_t kIgnoreIndex = -100;
@@ -268,4 +268,4 @@ inline PaddedBatch pad_pairs(std::span<const TokenizedPair> pairs, int64_t pad_i
   return pad_batch(ids, labels, pad_id, pad_to_multiple_of);
 }
 
-}  // namespace hafrm::examples
+}  // namespace hafrm::data

@@ -19,8 +19,8 @@
 // field. With LoadOptions::skip_bad it is skipped instead and counted in the LoadReport, together
 // with the first few messages; nothing is dropped silently. Blank lines are not records.
 //
-//   #include <hafrm_examples/preference_records.hpp>
-//   namespace hx = hafrm::examples;
+//   #include <hafrm/data/preference_records.hpp>
+//   namespace hx = hafrm::data;
 //   hx::LoadedRecords data = hx::load_preference_records("data/synthetic/train.jsonl");
 //   for (const hx::PreferenceRecord& r : data.records) { /* std::get<hx::TextRecord>(r) ... */ }
 //   // Tolerant load: skip bad lines, then say how many went.
@@ -40,10 +40,10 @@
 #include <variant>
 #include <vector>
 
-#include "hafrm_examples/json_depth.hpp"
-#include "hafrm_examples/utf8.hpp"
+#include "hafrm/data/json_depth.hpp"
+#include "hafrm/data/utf8.hpp"
 
-namespace hafrm::examples {
+namespace hafrm::data {
 
 /// Prompt and responses as text; `line` is the 1-based source line, kept for later diagnostics.
 struct TextRecord {
@@ -392,4 +392,4 @@ inline LoadedRecords load_preference_records(const std::filesystem::path& path,
   return out;
 }
 
-}  // namespace hafrm::examples
+}  // namespace hafrm::data

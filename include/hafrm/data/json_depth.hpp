@@ -9,9 +9,9 @@
 #include <string>
 #include <string_view>
 
-#include "hafrm_examples/utf8.hpp"
+#include "hafrm/data/utf8.hpp"
 
-namespace hafrm::examples::detail {
+namespace hafrm::data::detail {
 
 /// The deepest point of a line, when it exceeds the limit: its byte offset and the top-level key
 /// it is under ("record" when it is not under a key of the top-level object).
@@ -75,4 +75,4 @@ inline std::optional<TooDeep> find_too_deep(std::string_view text, std::size_t m
   return std::nullopt;
 }
 
-}  // namespace hafrm::examples::detail
+}  // namespace hafrm::data::detail

@@ -4,15 +4,15 @@
 // takes `--tokenizer byte` or `--tokenizer path/to/m.model` and never cares which it got.
 // Following the HaF-RM reference code, no BOS is ever added and the pad id is the EOS id.
 //
-//   #include <hafrm_examples/tokenizer.hpp>
-//   auto tok = hafrm::examples::make_tokenizer("byte");          // or a .model path
+//   #include <hafrm/data/tokenizer.hpp>
+//   auto tok = hafrm::data::make_tokenizer("byte");          // or a .model path
 //   std::vector<int64_t> ids = tok->encode("héllo");              // 6 byte ids, no EOS
 //   ids.push_back(tok->eos_id());
 //   std::string text = tok->decode(ids);                          // "héllo" (EOS dropped)
 //
 //   // Tests and small experiments train their own SentencePiece model from shipped text:
-//   hafrm::examples::train_sentencepiece("data/text/corpus.txt", "/tmp/m", 200);
-//   hafrm::examples::SentencePieceTokenizer sp("/tmp/m.model");
+//   hafrm::data::train_sentencepiece("data/text/corpus.txt", "/tmp/m", 200);
+//   hafrm::data::SentencePieceTokenizer sp("/tmp/m.model");
 #pragma once
 
 #include <sentencepiece_processor.h>
@@ -28,7 +28,7 @@
 #include <unordered_map>
 #include <vector>
 
-namespace hafrm::examples {
+namespace hafrm::data {
 
 /// Text <-> id mapping used to build preference batches.
 class Tokenizer {
@@ -197,4 +197,4 @@ inline std::unique_ptr<Tokenizer> make_tokenizer(std::string_view spec) {
   return std::make_unique<SentencePieceTokenizer>(std::filesystem::path(spec));
 }
 
-}  // namespace hafrm::examples
+}  // namespace hafrm::data

@@ -1,9 +1,9 @@
 // Strict UTF-8 validation, used by the record loader to say WHICH field holds a bad byte
 // (the JSON parser only says that the line is bad).
 //
-//   #include <hafrm_examples/utf8.hpp>
-//   if (auto at = hafrm::examples::first_invalid_utf8(text)) { /* byte *at is bad */ }
-//   std::string shown = hafrm::examples::replace_invalid_utf8(text);  // bad bytes -> U+FFFD
+//   #include <hafrm/data/utf8.hpp>
+//   if (auto at = hafrm::data::first_invalid_utf8(text)) { /* byte *at is bad */ }
+//   std::string shown = hafrm::data::replace_invalid_utf8(text);  // bad bytes -> U+FFFD
 #pragma once
 
 #include <cstddef>
@@ -11,7 +11,7 @@
 #include <string>
 #include <string_view>
 
-namespace hafrm::examples {
+namespace hafrm::data {
 
 namespace detail {
 
@@ -73,4 +73,4 @@ inline std::string replace_invalid_utf8(std::string_view text) {
   return out;
 }
 
-}  // namespace hafrm::examples
+}  // namespace hafrm::data
