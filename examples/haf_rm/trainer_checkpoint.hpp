@@ -131,6 +131,10 @@ inline void save_trainer_checkpoint(const TrainState& st, const std::filesystem:
   nlohmann::ordered_json meta;
   meta["format"] = kTrainerCheckpointFormat;
   meta["identity"] = checkpoint_identity(st);
+  // Where the SentencePiece model was read (not part of the identity: a run may move it), so
+  // haf_rm eval / score / export find it without being told.
+  if (const auto& tok = st.config().options().tokenizer; tok != "byte")
+    meta["tokenizer_file"] = std::filesystem::absolute(tok).string();
   std::ostringstream rng;
   rng << order.rng;
   meta["state"] = {{"step", st.step()},        {"steps", st.config().options().steps},

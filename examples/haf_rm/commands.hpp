@@ -1,0 +1,185 @@
+// commands.hpp: the haf_rm commands besides train -- eval and export -- each a CLI11 parser bound
+// to its options struct and a run function returning the process exit code (0 done, 1 error,
+// 2 usage error). cli.hpp dispatches on the first argument; train stays the default.
+//
+//   int rc = hafrm::examples::rm::run_eval_cli({"--model", "runs/haf_rm/model", "--data",
+//   "e.jsonl"});
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "checkpoint.hpp"
+#include "cli_common.hpp"
+#include "model_eval.hpp"
+#include "reward_model.hpp"
+#include "safetensors.hpp"
+
+namespace hafrm::examples::rm {
+
+// The commands, in --help order.
+struct CommandInfo {
+  const char* name;
+  const char* summary;
+};
+inline const std::vector<CommandInfo>& command_list() {
+  static const std::vector<CommandInfo> c = {
+      {"train", "train a reward model (the default: `haf_rm [train] [OPTIONS]`)"},
+      {"eval", "the trainer's accuracies of a trained model on preference files, no training"},
+      {"export", "a checkpoint's weights as safetensors + config.json, for scoring anywhere"},
+  };
+  return c;
+}
+
+namespace cli_detail {
+
+inline std::unique_ptr<CLI::App> command_app(const std::string& name, const std::string& what) {
+  auto app = std::make_unique<CLI::App>(what + "\nEvery option also accepts --name=value.",
+                                        "haf_rm " + name);
+  app->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app->get_formatter()->column_width(34);
+  return app;
+}
+
+// Runs `body` and turns its exceptions into the exit code 1 with "haf_rm NAME: error: ...".
+template <class F>
+int run_reporting(const char* name, F&& body) {
+  try {
+    return body();
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "haf_rm %s: error: %s\n", name, e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "haf_rm %s: error: %s\n", name, e.what());
+  }
+  return 1;
+}
+
+// Parses `args` into `app`; returns -1 to go on, or the exit code (0 after --help, 2 on a usage
+// error, printed).
+inline int parse_command(const char* name, CLI::App& app, const std::vector<std::string>& args) {
+  try {
+    if (parse_app(app, args)) {
+      std::fputs(app.help().c_str(), stdout);
+      return 0;
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "haf_rm %s: %s\n", name, e.what());
+    return 2;
+  }
+  return -1;
+}
+
+}  // namespace cli_detail
+
+// ---- eval
+// ----------------------------------------------------------------------------------------
+
+inline std::unique_ptr<CLI::App> make_eval_app(EvalOptions& o) {
+  using cli_detail::integer_in;
+  auto app = cli_detail::command_app(
+      "eval",
+      "haf_rm eval: the trainer's preference accuracies (reward head; implicit reward where the "
+      "model has a reference, i.e. a checkpoint of a run with a policy term; by kind; against the "
+      "gold ordering where the records carry one) of a trained model, without training. The pairs "
+      "are assembled with the model's own tokenizer, template and lengths.");
+  app->add_option("--model", o.model, "export directory (haf_rm export) or checkpoint file")
+      ->required();
+  app->add_option("--data", o.data,
+                  "preference files (JSONL, as --eval takes them), each FILE or NAME=FILE; a "
+                  "split is named by NAME or the file's stem (eval.jsonl -> \"eval\")")
+      ->required()
+      ->expected(1, -1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  app->add_option("--out", o.out, "write DIR/summary.json (the training run's format)");
+  app->add_option("--eval-batch", o.eval_batch, "pairs per forward")
+      ->transform(integer_in<int64_t>(1, 1 << 24))
+      ->capture_default_str();
+  app->add_flag("--skip-bad", o.skip_bad, "skip (and count) bad records instead of stopping");
+  app->add_option(
+      "--tokenizer", o.tokenizer,
+      "a checkpoint of a SentencePiece run: its .model file, if it moved since training");
+  app->add_option("--device", o.device, "cpu or cuda[:N]")->capture_default_str();
+  app->add_option("--threads", o.threads, "LibTorch CPU threads (default: LibTorch's choice)")
+      ->transform(integer_in<int>(1, 4096));
+  return app;
+}
+
+inline int run_eval_cli(const std::vector<std::string>& args) {
+  EvalOptions o;
+  auto app = make_eval_app(o);
+  if (const int rc = cli_detail::parse_command("eval", *app, args); rc >= 0) return rc;
+  for (std::string* s : {&o.model, &o.out, &o.tokenizer, &o.device})
+    cli_detail::restore_empty_value(*s);
+  return cli_detail::run_reporting("eval", [&] {
+    evaluate_files(o, [](const std::string& line) { std::printf("%s\n", line.c_str()); });
+    return 0;
+  });
+}
+
+// ---- export
+// --------------------------------------------------------------------------------------
+
+struct ExportCli {
+  std::string checkpoint, out, normalize, tokenizer;
+  int64_t batch = ExportOptions{}.batch;
+  int threads = 0;
+};
+
+inline std::unique_ptr<CLI::App> make_export_app(ExportCli& o) {
+  using cli_detail::integer_in;
+  auto app = cli_detail::command_app(
+      "export",
+      "haf_rm export: a checkpoint's weights (no optimizer state) as DIR/model.safetensors, with "
+      "DIR/config.json holding what scoring needs (model shape, tokenizer, template, lengths, "
+      "readout, normalisation) and the SentencePiece model copied to DIR/tokenizer.model. DIR is "
+      "written under a temporary name and renamed into place.");
+  app->add_option("--checkpoint", o.checkpoint, "checkpoint file of a haf_rm run")->required();
+  app->add_option("--out", o.out,
+                  "export directory (created; an existing export there is replaced, anything "
+                  "else is refused)")
+      ->required();
+  app->add_option("--normalize", o.normalize,
+                  "preference FILE: store the mean and std of the reward over every response in "
+                  "it (chosen and rejected); scores are then (r - mean) / std (score --raw skips "
+                  "it)");
+  app->add_option("--tokenizer", o.tokenizer,
+                  "a SentencePiece run: its .model file, if it moved since training");
+  app->add_option("--batch", o.batch, "sequences per forward while fitting --normalize")
+      ->transform(integer_in<int64_t>(1, 1 << 20))
+      ->capture_default_str();
+  app->add_option("--threads", o.threads, "LibTorch CPU threads (default: LibTorch's choice)")
+      ->transform(integer_in<int>(1, 4096));
+  return app;
+}
+
+inline int run_export_cli(const std::vector<std::string>& args) {
+  ExportCli c;
+  auto app = make_export_app(c);
+  if (const int rc = cli_detail::parse_command("export", *app, args); rc >= 0) return rc;
+  for (std::string* s : {&c.checkpoint, &c.out, &c.normalize, &c.tokenizer})
+    cli_detail::restore_empty_value(*s);
+  return cli_detail::run_reporting("export", [&] {
+    if (c.threads > 0) torch::set_num_threads(c.threads);
+    ExportOptions o;
+    o.checkpoint = c.checkpoint, o.out = c.out, o.normalize = c.normalize;
+    o.tokenizer = c.tokenizer, o.batch = c.batch;
+    const ModelSpec s = export_reward_model(o);
+    const std::string step = s.training.contains("step") ? s.training.at("step").dump() : "?";
+    std::printf("exported %s (objective %s, step %s) to %s", c.checkpoint.c_str(),
+                s.objective.c_str(), step.c_str(), c.out.c_str());
+    if (s.normalization)
+      std::printf("; normalisation mean %.6g std %.6g over %lld responses", s.normalization->mean,
+                  s.normalization->std, static_cast<long long>(s.normalization->count));
+    std::printf("\n");
+    return 0;
+  });
+}
+
+}  // namespace hafrm::examples::rm
