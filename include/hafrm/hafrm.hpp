@@ -38,4 +38,5 @@
 #include "hafrm/model/reference_sync.hpp"
 #include "hafrm/model/reward_readout.hpp"
 #include "hafrm/torch/linear_logprobs.hpp"
+#include "hafrm/torch/packed_logprobs.hpp"
 #include "hafrm/torch/token_logprobs.hpp"
