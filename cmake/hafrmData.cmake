@@ -35,8 +35,8 @@ function(hafrm_find_data_dependencies mode found_var)
   if(NOT TARGET nlohmann_json::nlohmann_json)
     find_package(nlohmann_json 3.10 QUIET)
     if(NOT nlohmann_json_FOUND)
-      list(APPEND _missing "nlohmann_json >= 3.10 (Debian: nlohmann-json3-dev; or set "
-                           "nlohmann_json_DIR)")
+      list(APPEND _missing
+           "nlohmann_json >= 3.10 (Debian: nlohmann-json3-dev, or set nlohmann_json_DIR)")
     endif()
   endif()
 
@@ -59,15 +59,16 @@ function(hafrm_find_data_dependencies mode found_var)
         target_link_libraries(hafrm::sentencepiece
                               INTERFACE "${SentencePiece_TRAIN_LIBRARY}" "${SentencePiece_LIBRARY}")
       else()
-        list(APPEND _missing "SentencePiece (Debian: libsentencepiece-dev; or set "
-                             "SentencePiece_INCLUDE_DIR, SentencePiece_LIBRARY and "
-                             "SentencePiece_TRAIN_LIBRARY)")
+        string(CONCAT _spm "SentencePiece (Debian: libsentencepiece-dev, or set "
+                           "SentencePiece_INCLUDE_DIR, SentencePiece_LIBRARY and "
+                           "SentencePiece_TRAIN_LIBRARY)")
+        list(APPEND _missing "${_spm}")
       endif()
     endif()
   endif()
 
   if(_missing)
-    list(JOIN _missing "; " _why)
+    list(JOIN _missing " and " _why)
     if(_mode STREQUAL "ON")
       message(FATAL_ERROR "hafrm: the data layer was required but hafrm cannot find ${_why}")
     endif()
