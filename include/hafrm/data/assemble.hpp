@@ -9,7 +9,8 @@
 // prompt + one response by the same rule: a scored sequence has exactly the ids its response had
 // as the chosen side of a training pair.
 //
-//   #include <hafrm/data/assemble.hpp>
+// #include <hafrm/data/assemble.hpp>
+// example-begin assemble
 //   namespace hx = hafrm::data;
 //   hx::ByteTokenizer tok;
 //   hx::AssemblyOptions opt;                       // Phi template, max_length 512, max prompt 128
@@ -18,6 +19,7 @@
 //   hx::PaddedBatch b = hx::pad_pairs(pairs, tok.pad_id());   // b.rows == 2
 //   hx::TokenizedSequence s = hx::assemble_single(tok, "2+2?", "4", opt);  // s.ids == p.chosen_ids
 //   // torch::from_blob(b.input_ids.data(), {b.rows, b.cols}, torch::kLong).clone()
+// example-end
 #pragma once
 
 #include <algorithm>

@@ -8,12 +8,14 @@
 //   response  the LAST message, whose role must be "assistant"; its content is the response
 //             (earlier messages in the list are checked, then not used).
 //
-//   #include <hafrm/data/messages.hpp>
+// #include <hafrm/data/messages.hpp>
+// example-begin render_messages
 //   namespace hd = hafrm::data;
 //   const std::vector<hd::Message> chat = {{"system", "Be brief."}, {"user", "2+2?"}};
 //   std::string prompt = hd::render_messages(chat);  // "system: Be brief.\nuser: 2+2?"
-//   std::string single = hd::render_messages(std::vector<hd::Message>{{"user", "2+2?"}});  //
-//   "2+2?"
+//   const std::vector<hd::Message> one = {{"user", "2+2?"}};
+//   std::string single = hd::render_messages(one);   // "2+2?"
+// example-end
 #pragma once
 
 #include <array>

@@ -13,12 +13,17 @@
 // ("responses[2]", "response[0].role"). There is no skipping: a scorer's output row matches each
 // input row. Blank lines are not rows.
 //
-//   #include <hafrm/data/score_records.hpp>
+// #include <hafrm/data/score_records.hpp>
+// example-begin score_records ScoreFile
 //   namespace hd = hafrm::data;
-//   for (const hd::ScoreRecord& r : hd::load_score_records("to_score.jsonl")) {
-//     for (const std::string& response : r.responses) { /* assemble_single(tok, r.prompt, ...) */ }
+//   hd::ByteTokenizer tok;
+//   for (const hd::ScoreRecord& r : hd::load_score_records(path)) {  // e.g. "to_score.jsonl"
+//     for (const std::string& response : r.responses) {
+//       hd::TokenizedSequence s = hd::assemble_single(tok, r.prompt, response, {});
+//     }
 //     // output: r.row plus "score" (or "scores", "ranking", "best" when r.group)
 //   }
+// example-end
 #pragma once
 
 #include <cstddef>
