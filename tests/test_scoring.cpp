@@ -1,6 +1,7 @@
 // The scoring API and the reward-only path: score_sequences / score_batch (no LM-head work,
 // bucketing, input order, eval and inference mode), forward_pair with Heads::kReward,
 // HybridLoss::needs_policy(), best-of-N rankings and reward normalisation.
+#include <limits>
 #include <stdexcept>
 #include <utility>
 #include <vector>
@@ -12,6 +13,9 @@
 using namespace hafrm_test;
 
 namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 // A causal HaF model (embedding -> running mean -> MLP, LM head, reward head) that takes
 // hafrm::Heads. Its LM head throws while forbid_lm_head is set, so a test proves that a path never
@@ -105,7 +109,7 @@ hafrm::PreferenceBatch make_batch(int64_t B, int64_t V) {
 
 }  // namespace
 
-TEST_CASE("scoring never evaluates the LM head of a model that takes Heads", "[scoring]") {
+TEST_CASE("scoring never evaluates the LM head of a model that takes Heads", "[scoring][model]") {
   const int64_t V = 23;
   HeadsModel model(V, 8);
   model->forbid_lm_head = true;
@@ -135,6 +139,14 @@ TEST_CASE("scoring never evaluates the LM head of a model that takes Heads", "[s
   CHECK(!f.policy.policy_rejected.defined());
   CHECK(!f.policy.reference_chosen.defined());
   CHECK(model->lm_head_calls == 0);
+  // Labels are optional there, but a pair's two sides must agree.
+  auto half_labelled = batch;
+  half_labelled.rejected_labels = torch::Tensor();
+  require_error(
+      [&] { hafrm::forward_pair(model, half_labelled, {.heads = hafrm::Heads::kReward}); },
+      {"forward_pair", "'rejected_labels'", "exactly when chosen_labels"});
+  half_labelled.chosen_labels = torch::Tensor();
+  CHECK_NOTHROW(hafrm::forward_pair(model, half_labelled, {.heads = hafrm::Heads::kReward}));
   model->forbid_lm_head = false;
   model->eval();  // dropout off, so that the two passes compare
   auto full = hafrm::forward_pair(model, batch);
@@ -145,7 +157,7 @@ TEST_CASE("scoring never evaluates the LM head of a model that takes Heads", "[s
   CHECK(reward_only.rewards.chosen.requires_grad());  // trainable: not under inference mode
 }
 
-TEST_CASE("the TorchScript trait uses haf_forward_reward for Heads::kReward", "[scoring]") {
+TEST_CASE("the TorchScript trait uses haf_forward_reward for Heads::kReward", "[scoring][model]") {
   torch::jit::Module m("ScoringModel");
   if (!m.hasattr("training")) m.register_attribute("training", c10::BoolType::get(), true);
   m.define(R"JIT(
@@ -168,7 +180,8 @@ def haf_forward_reward(self, input_ids, attention_mask):
   CHECK(m.is_training());
 }
 
-TEST_CASE("bucketed, unbucketed and one-at-a-time scores agree, in input order", "[scoring]") {
+TEST_CASE("bucketed, unbucketed and one-at-a-time scores agree, in input order",
+          "[scoring][model]") {
   const uint64_t seed = fresh_seed();
   INFO("seed " << seed);
   torch::manual_seed(static_cast<int64_t>(seed % 100000));
@@ -239,7 +252,7 @@ TEST_CASE("bucketed, unbucketed and one-at-a-time scores agree, in input order",
               1e-6));
 }
 
-TEST_CASE("scoring runs in eval mode and puts every training flag back", "[scoring]") {
+TEST_CASE("scoring runs in eval mode and puts every training flag back", "[scoring][model]") {
   const int64_t V = 13;
   HeadsModel model(V, 6);
   model->train(true);
@@ -280,7 +293,7 @@ TEST_CASE("scoring runs in eval mode and puts every training flag back", "[scori
   CHECK(!model->drop->is_training());
 }
 
-TEST_CASE("score_sequences and score_batch: bad inputs", "[scoring]") {
+TEST_CASE("score_sequences and score_batch: bad inputs", "[scoring][model]") {
   const int64_t V = 11;
   HeadsModel model(V, 4);
   CHECK(hafrm::score_sequences(model, {}).numel() == 0);
@@ -329,7 +342,7 @@ TEST_CASE("score_sequences and score_batch: bad inputs", "[scoring]") {
 }
 
 TEST_CASE("a sequence classifier with no LM head trains Bradley-Terry on the reward-only path",
-          "[scoring]") {
+          "[scoring][model]") {
   const uint64_t seed = fresh_seed();
   INFO("seed " << seed);
   torch::manual_seed(static_cast<int64_t>(seed % 100000));
@@ -417,8 +430,8 @@ TEST_CASE("needs_policy and empty policy inputs follow the weighting", "[scoring
   z.loss.backward();
 }
 
-TEST_CASE("rank_rewards and rank_groups: best first, ties in input order", "[scoring]") {
-  auto r = torch::tensor({0.5, 2.0, 0.5, -1.0, 2.0, -INFINITY, INFINITY});
+TEST_CASE("rank_rewards and rank_groups: best first, ties in input order", "[scoring][model]") {
+  auto r = torch::tensor({0.5, 2.0, 0.5, -1.0, 2.0, -kInf, kInf});
   auto k = hafrm::rank_rewards(r);
   CHECK((k.order == std::vector<int64_t>{6, 1, 4, 0, 2, 3, 5}));
   CHECK(k.best == 6);
@@ -439,7 +452,7 @@ TEST_CASE("rank_rewards and rank_groups: best first, ties in input order", "[sco
 
   require_error(
       [&] {
-        hafrm::rank_rewards(torch::tensor({1.0, NAN, 0.0}));
+        hafrm::rank_rewards(torch::tensor({1.0, kNaN, 0.0}));
       },
       {"rank_rewards", "'rewards'", "reward 1 is NaN"});
   require_error([&] { hafrm::rank_rewards(torch::empty({0})); }, {"rank_rewards", "at least one"});
@@ -451,11 +464,11 @@ TEST_CASE("rank_rewards and rank_groups: best first, ties in input order", "[sco
   std::vector<int64_t> with_empty{3, 0, 3};
   require_error([&] { hafrm::rank_groups(g, with_empty); }, {"rank_groups", "group 1 has 0"});
   auto g_nan = g.clone();
-  g_nan[4] = NAN;
+  g_nan[4] = kNaN;
   require_error([&] { hafrm::rank_groups(g_nan, sizes); }, {"rank_groups", "reward 4 is NaN"});
 }
 
-TEST_CASE("RewardNormalization: fit, apply, validate", "[scoring]") {
+TEST_CASE("RewardNormalization: fit, apply, validate", "[scoring][model]") {
   const uint64_t seed = fresh_seed();
   INFO("seed " << seed);
   torch::manual_seed(static_cast<int64_t>(seed % 100000));
@@ -489,13 +502,13 @@ TEST_CASE("RewardNormalization: fit, apply, validate", "[scoring]") {
   require_error([] { RN::fit(torch::tensor({1.0})); }, {"RewardNormalization::fit", "at least 2"});
   require_error([] { RN::fit(torch::tensor({0.5, 0.5, 0.5})); }, {"fit", "not all equal"});
   require_error([] { RN::fit(torch::tensor({0.1f, 0.1f, 0.1f})); }, {"fit", "not all equal"});
-  require_error([] { RN::fit(torch::tensor({1.0, INFINITY})); }, {"fit", "reward 1 is inf"});
-  require_error([] { RN::fit(torch::tensor({NAN, 1.0})); }, {"fit", "reward 0 is nan"});
+  require_error([] { RN::fit(torch::tensor({1.0, kInf})); }, {"fit", "reward 1 is inf"});
+  require_error([] { RN::fit(torch::tensor({kNaN, 1.0})); }, {"fit", "reward 0 is nan"});
   require_error([] { RN::fit(torch::tensor({1, 2})); }, {"fit", "floating"});
   require_error([] { RN::fit(torch::ones({2, 2})); }, {"fit", "dimension"});
-  require_error([] { RN{.mean = NAN}.validate(); }, {"RewardNormalization", "'mean'"});
+  require_error([] { RN{.mean = kNaN}.validate(); }, {"RewardNormalization", "'mean'"});
   require_error([] { RN{.std = -1.0}.validate(); }, {"RewardNormalization", "'std'"});
-  require_error([] { RN{.std = INFINITY}.validate(); }, {"RewardNormalization", "'std'"});
+  require_error([] { RN{.std = kInf}.validate(); }, {"RewardNormalization", "'std'"});
   require_error([] { RN{.count = -1}.validate(); }, {"RewardNormalization", "'count'"});
   require_error([] { RN{.std = 0.0}.apply(torch::ones({2})); }, {"RewardNormalization", "'std'"});
   require_error([] { RN{}.apply(torch::ones({2}, torch::kLong)); }, {"apply", "floating"});

@@ -5,7 +5,7 @@
 //   hafrm::ConstantWeighting w;                         // HaF defaults: w_R 1, alpha 0.2
 //   hafrm::AlternateWeighting alt{.period = 100};       // HaF code's alternate mode
 //   auto [w_r, alpha] = alt(step);
-//   bool reward_only = hafrm::ConstantWeighting{.alpha = 0.0}.policy_always_zero();   // true
+//   if (hafrm::ConstantWeighting{.alpha = 0.0}.policy_always_zero()) { /* bt: reward only */ }
 // example-end
 //
 // policy_always_zero(): true when alpha is 0 at every step, so the policy term never counts and

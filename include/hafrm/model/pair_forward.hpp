@@ -118,8 +118,7 @@ inline Concatenated concatenate(const PreferenceBatch& b, int64_t pad_id, bool n
   check_side(b.chosen_ids, b.chosen_mask, b.chosen_labels, "chosen", need_labels);
   check_side(b.rejected_ids, b.rejected_mask, b.rejected_labels, "rejected", need_labels);
   HAFRM_CHECK_ARG(b.chosen_labels.defined() == b.rejected_labels.defined(), "forward_pair",
-                  "rejected_labels",
-                  "expected to be given when chosen_labels is (and not when not)");
+                  "rejected_labels", "must be given exactly when chosen_labels is");
   const int64_t B = b.chosen_ids.size(0);
   HAFRM_CHECK_ARG(B > 0, "forward_pair", "chosen_ids", "must not be empty (an empty batch)");
   HAFRM_CHECK_ARG(b.rejected_ids.size(0) == B, "forward_pair", "rejected_ids",
@@ -129,7 +128,7 @@ inline Concatenated concatenate(const PreferenceBatch& b, int64_t pad_id, bool n
   c.batch = B;
   c.ids = torch::cat({pad_to(b.chosen_ids, T, pad_id), pad_to(b.rejected_ids, T, pad_id)});
   c.mask = torch::cat({pad_to(b.chosen_mask, T, 0), pad_to(b.rejected_mask, T, 0)});
-  if (b.chosen_labels.defined())
+  if (need_labels)  // the reward-only pass has no use for them
     c.labels = torch::cat({pad_to(b.chosen_labels, T, -100), pad_to(b.rejected_labels, T, -100)});
   return c;
 }
