@@ -1,5 +1,6 @@
-// libFuzzer target: one JSONL line through the preference-record parser of the example trainers
-// (examples/common/include/hafrm/data/preference_records.hpp), in each record format.
+// libFuzzer target: one JSONL line through the record parsers of the data layer: the preference
+// parser (include/hafrm/data/preference_records.hpp) in each record format, and the score-row
+// parser (include/hafrm/data/score_records.hpp).
 //
 // Expected outcomes: a record, or a RecordError (the documented bad-record error). Anything else
 // (another exception, a crash, a sanitizer report, a stack overflow) is a finding. Run with
@@ -12,6 +13,7 @@
 #include <string_view>
 
 #include <hafrm/data/preference_records.hpp>
+#include <hafrm/data/score_records.hpp>
 
 namespace hd = hafrm::data;
 
@@ -41,6 +43,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
       std::fprintf(stderr, "unexpected exception: %s\n", e.what());
       std::abort();
     }
+  }
+  try {
+    const auto row = hd::parse_score_record(line, "fuzz.jsonl", 1);
+    // A row is only returned with its documented invariants: at least one response, none empty,
+    // exactly one unless it is a group, all valid UTF-8.
+    if (row.responses.empty() || (!row.group && row.responses.size() != 1) ||
+        !row.row.is_object() || hd::first_invalid_utf8(row.prompt))
+      std::abort();
+    for (const auto& r : row.responses)
+      if (r.empty() || hd::first_invalid_utf8(r)) std::abort();
+  } catch (const hd::RecordError& e) {
+    if (e.line() != 1 || e.file() != "fuzz.jsonl") std::abort();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "unexpected exception in parse_score_record: %s\n", e.what());
+    std::abort();
   }
   return 0;
 }

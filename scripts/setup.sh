@@ -28,10 +28,13 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   "$PY" -m venv "$VENV"
 fi
 # The stamp names the pip line's contents, so adding a package re-runs pip once (quick when the
-# rest is installed). matplotlib draws the example trainers' curves (scripts/plot_compare.py).
-stamp="$VENV/.hafrm-stamp-torch-$TORCH_VERSION-cmake-numpy-matplotlib"
+# rest is installed). matplotlib draws the example trainers' curves (scripts/plot_compare.py);
+# safetensors and sentencepiece let Python score an exported reward model
+# (examples/haf_rm/python/hafrm_rm.py, checked against haf_rm score by a ctest).
+stamp="$VENV/.hafrm-stamp-torch-$TORCH_VERSION-cmake-numpy-matplotlib-safetensors-sentencepiece"
 if [[ ! -f "$stamp" ]]; then
-  echo "[setup] pip install torch==$TORCH_VERSION cmake numpy matplotlib (first time: ~2 min, ~4 GB)"
-  "$VENV/bin/pip" install -q --disable-pip-version-check "torch==$TORCH_VERSION" "$CMAKE_VERSION_SPEC" numpy matplotlib
+  echo "[setup] pip install torch==$TORCH_VERSION cmake numpy matplotlib safetensors sentencepiece (first time: ~2 min, ~4 GB)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "torch==$TORCH_VERSION" "$CMAKE_VERSION_SPEC" \
+    numpy matplotlib safetensors sentencepiece
   touch "$stamp"
 fi

@@ -17,7 +17,8 @@
 //             hybrid.hpp, the registry that builds any of it from a string, and
 //             policy_base.hpp, the extension API for a loss of your own
 //   model/    the model trait, the concatenated chosen/rejected forward pass, TR-DPO's
-//             reference sync
+//             reference sync, scoring (score_sequences, score_batch), best-of-N rankings and
+//             reward normalisation
 #pragma once
 
 #include "hafrm/core/macros.hpp"
@@ -33,9 +34,13 @@
 #include "hafrm/losses/trainer_helpers.hpp"
 #include "hafrm/losses/unpaired.hpp"
 #include "hafrm/losses/weighting.hpp"
+#include "hafrm/model/best_of_n.hpp"
 #include "hafrm/model/model_traits.hpp"
 #include "hafrm/model/pair_forward.hpp"
 #include "hafrm/model/reference_sync.hpp"
+#include "hafrm/model/reward_normalization.hpp"
 #include "hafrm/model/reward_readout.hpp"
+#include "hafrm/model/scoring.hpp"
 #include "hafrm/torch/linear_logprobs.hpp"
+#include "hafrm/torch/packed_logprobs.hpp"
 #include "hafrm/torch/token_logprobs.hpp"

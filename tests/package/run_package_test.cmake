@@ -1,10 +1,12 @@
 # Packaging test, run by ctest (hafrm.package.*), as `cmake -P` with:
 #   MODE=install   install hafrm from its build tree into WORK_DIR/prefix (fixture of the rest);
 #   MODE=consumer  configure, build and run the outside project consumers/CONSUMER against it.
-# Every consumer compiles the same source, examples/gpt_integration/main.cpp (a torch::nn GPT with
-# a reward head and haf_forward, trained a few steps with the hybrid loss; it fails unless the
-# fused linear path and the logits path agree at step 0 and the loss decreases). They differ only
-# in how they bring hafrm in: see consumers/*/CMakeLists.txt and the checks below.
+# Every consumer but two compiles the same source, examples/gpt_integration/main.cpp (a torch::nn
+# GPT with a reward head and haf_forward, trained a few steps with the hybrid loss; it fails unless
+# the fused linear path and the logits path agree at step 0 and the loss decreases). They differ
+# only in how they bring hafrm in: see consumers/*/CMakeLists.txt and the checks below. The
+# components' consumers, distributed (hafrm::distributed) and data (hafrm::data), have their own
+# small main.cpp.
 # Inputs: HAFRM_SOURCE_DIR, HAFRM_BINARY_DIR, WORK_DIR, TORCH_DIR, CMAKE_CXX_COMPILER,
 # CXX_LAUNCHER (e.g. ccache, used for C++ and CUDA), EXPECT_CUDA (the main build compiled CUDA:
 # nvcc and a CUDA LibTorch exist here).
@@ -21,8 +23,8 @@ if(MODE STREQUAL "install")
   if(NOT rc EQUAL 0)
     message(FATAL_ERROR "install failed (${rc})")
   endif()
-  foreach(f hafrmConfig.cmake hafrmTorch.cmake hafrmDistributed.cmake cuda_ops/CMakeLists.txt
-            src/hafrm_cuda_ops.cu)
+  foreach(f hafrmConfig.cmake hafrmTorch.cmake hafrmDistributed.cmake hafrmData.cmake
+            cuda_ops/CMakeLists.txt src/hafrm_cuda_ops.cu)
     if(NOT EXISTS "${prefix}/share/hafrm/cmake/${f}")
       message(FATAL_ERROR "install did not produce share/hafrm/cmake/${f}")
     endif()
@@ -49,8 +51,9 @@ endif()
 set(expect_cuda OFF)
 if(CONSUMER STREQUAL "cpu_only")
   list(APPEND args -DHAFRM_WITH_CUDA=OFF)
-elseif(CONSUMER STREQUAL "cxx17" OR CONSUMER STREQUAL "distributed")
-  list(APPEND args -DHAFRM_WITH_CUDA=OFF)  # what these test is the C++ standard / the c10d layer
+elseif(CONSUMER MATCHES "^(cxx17|distributed|data)$")
+  # What these test is the C++ standard / the c10d layer / the data layer, not the kernels.
+  list(APPEND args -DHAFRM_WITH_CUDA=OFF)
 elseif(NOT CONSUMER STREQUAL "fetchcontent")  # fetchcontent sets HAFRM_WITH_CUDA OFF itself
   set(expect_cuda ${EXPECT_CUDA})
 endif()
@@ -137,6 +140,9 @@ set(expect_out "gpt_integration OK")
 if(CONSUMER STREQUAL "distributed")  # its own small main (see consumers/distributed)
   set(run_args "")
   set(expect_out "distributed OK")
+elseif(CONSUMER STREQUAL "data")  # its own small main and JSONL file (see consumers/data)
+  set(run_args "${CMAKE_CURRENT_LIST_DIR}/consumers/data/preferences.jsonl")
+  set(expect_out "data OK")
 endif()
 execute_process(COMMAND "${cbuild}/consumer" ${run_args} RESULT_VARIABLE rc OUTPUT_VARIABLE out
                 ERROR_VARIABLE err)

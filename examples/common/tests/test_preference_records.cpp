@@ -108,6 +108,127 @@ TEST_CASE("UltraFeedback-binarized message lists give the last assistant message
   CHECK(r.rejected == "bad");
 }
 
+TEST_CASE("render_messages: one user message as is, otherwise role-prefixed lines",
+          "[records][messages]") {
+  using M = std::vector<hd::Message>;
+  CHECK(hd::render_messages(M{{"user", "2+2?"}}) == "2+2?");
+  CHECK(hd::render_messages(M{{"user", ""}}).empty());
+  CHECK(hd::render_messages(M{{"system", "Be brief."}}) == "system: Be brief.");
+  CHECK(hd::render_messages(M{{"assistant", "hi"}}) == "assistant: hi");
+  CHECK(hd::render_messages(M{{"system", "Be brief."}, {"user", "2+2?"}}) ==
+        "system: Be brief.\nuser: 2+2?");
+  CHECK(hd::render_messages(M{{"user", "a"}, {"assistant", "b\nc"}, {"user", "d"}}) ==
+        "user: a\nassistant: b\nc\nuser: d");
+  CHECK_THROWS_WITH(hd::render_messages(M{}), Contains("render_messages") &&
+                                                  Contains("'messages'") &&
+                                                  Contains("at least one message"));
+  CHECK_THROWS_WITH(hd::render_messages(M{{"user", "a"}, {"tool", "b"}}),
+                    Contains("\"tool\"") && Contains("index 1"));
+  CHECK_THROWS_AS(hd::render_messages(M{{"User", "a"}}), std::invalid_argument);
+}
+
+TEST_CASE("conversational rows without a prompt take it from the shared messages",
+          "[records][messages]") {
+  TempDir dir;
+  // trl-lib/ultrafeedback_binarized: full conversations, scores beside them, no "prompt".
+  const std::string uf =
+      R"({"chosen":[{"role":"user","content":"How far is the Moon?"},)"
+      R"({"role":"assistant","content":"About 384,400 km."}],)"
+      R"("rejected":[{"role":"user","content":"How far is the Moon?"},)"
+      R"({"role":"assistant","content":"Very far."}],"score_chosen":8.5,"score_rejected":3.0})";
+  // Multi-turn with a system message: rendered role by role.
+  const std::string multi =
+      R"({"chosen":[{"role":"system","content":"Be brief."},{"role":"user","content":"hi"},)"
+      R"({"role":"assistant","content":"hello"},{"role":"user","content":"2+2?"},)"
+      R"({"role":"assistant","content":"4"}],)"
+      R"("rejected":[{"role":"system","content":"Be brief."},{"role":"user","content":"hi"},)"
+      R"({"role":"assistant","content":"hello"},{"role":"user","content":"2+2?"},)"
+      R"({"role":"assistant","content":"5","name":"extra keys are ignored"}]})";
+  // The explicit-prompt form of the first row gives the same record.
+  const std::string explicit_prompt =
+      R"({"prompt":[{"role":"user","content":"How far is the Moon?"}],)"
+      R"("chosen":[{"role":"assistant","content":"About 384,400 km."}],)"
+      R"("rejected":"Very far."})";
+  const auto file = dir.write("conv.jsonl", uf + "\n" + multi + "\n" + explicit_prompt + "\n");
+  hd::LoadOptions o;
+  const bool hh = GENERATE(true, false);  // HH-RLHF parsing does not decide this shape
+  o.accept_hh_rlhf = hh;
+  const auto d = hd::load_preference_records(file, o);
+  REQUIRE(d.records.size() == 3);
+  CHECK(text_at(d, 0).prompt == "How far is the Moon?");
+  CHECK(text_at(d, 0).chosen == "About 384,400 km.");
+  CHECK(text_at(d, 0).rejected == "Very far.");
+  CHECK(text_at(d, 1).prompt == "system: Be brief.\nuser: hi\nassistant: hello\nuser: 2+2?");
+  CHECK(text_at(d, 1).chosen == "4");
+  CHECK(text_at(d, 1).rejected == "5");
+  CHECK(text_at(d, 1).line == 2);
+  CHECK(text_at(d, 2).prompt == text_at(d, 0).prompt);
+  CHECK(text_at(d, 2).chosen == text_at(d, 0).chosen);
+  CHECK(text_at(d, 2).rejected == text_at(d, 0).rejected);
+}
+
+TEST_CASE("message-list prompts are rendered; a string prompt is used as is",
+          "[records][messages]") {
+  TempDir dir;
+  const auto file =
+      dir.write("prompts.jsonl",
+                R"({"prompt":[{"role":"system","content":"S"},{"role":"user","content":"Q"}],)"
+                R"("chosen":"a","rejected":"b"})"
+                "\n"
+                R"({"prompt":"user: Q","chosen":[{"role":"user","content":"ignored"},)"
+                R"({"role":"assistant","content":"a"}],"rejected":"b"})"
+                "\n");
+  const auto d = hd::load_preference_records(file);
+  CHECK(text_at(d, 0).prompt == "system: S\nuser: Q");
+  CHECK(text_at(d, 1).prompt == "user: Q");
+  CHECK(text_at(d, 1).chosen == "a");
+}
+
+TEST_CASE("a malformed conversational row names file, line and the field in the list",
+          "[records][messages]") {
+  struct Case {
+    std::string line, field, reason;
+  };
+  const std::string u = R"({"role":"user","content":"q"})";
+  const auto a = [](const std::string& text) {
+    return R"({"role":"assistant","content":")" + text + R"("})";
+  };
+  const auto row = [](const std::string& chosen, const std::string& rejected) {
+    return R"({"chosen":[)" + chosen + R"(],"rejected":[)" + rejected + "]}";
+  };
+  const auto c = GENERATE_COPY(values<Case>({
+      {row(R"({"content":"q"},)" + a("x"), u + "," + a("y")), "chosen[0].role", "missing field"},
+      {row(u + R"(,{"role":"assistant"})", u + "," + a("y")), "chosen[1].content", "missing field"},
+      {row(u + R"(,{"role":"assistant","content":null})", u + "," + a("y")), "chosen[1].content",
+       "expected a string, got null"},
+      {row(u + R"(,{"role":7,"content":"x"})", u + "," + a("y")), "chosen[1].role",
+       "expected a string, got number"},
+      {row(R"("q",)" + a("x"), u + "," + a("y")), "chosen[0]", "expected a message object"},
+      {row(u + "," + a("x"), R"({"role":"tool","content":"q"},)" + a("y")), "rejected[0].role",
+       "role \"tool\" is not one of"},
+      {row(u + "," + a("x"), u + "," + u), "rejected[1].role", "expected role \"assistant\""},
+      {row(u + "," + a(""), u + "," + a("y")), "chosen[1].content", "empty response"},
+      {row(a("x"), a("y")), "prompt", "no message before its last"},
+      {row(u + "," + a("x"), R"({"role":"user","content":"other"},)" + a("y")),
+       "rejected[0].content", "differs from chosen[0].content"},
+      {row(u + "," + a("x"), R"({"role":"system","content":"q"},)" + a("y")), "rejected[0].role",
+       "differs from chosen[0].role"},
+      {row(u + "," + a("x"), u + "," + u + "," + a("y")), "rejected",
+       "has 2 messages before its last, \"chosen\" has 1"},
+      {R"({"chosen":[)" + u + "," + a("x") + R"(],"rejected":"y"})", "rejected",
+       "expected a message list like \"chosen\""},
+      {R"({"chosen":[],"rejected":[]})", "chosen", "empty message list"},
+      {R"({"prompt":[{"role":"human","content":"q"}],"chosen":"x","rejected":"y"})",
+       "prompt[0].role", "is not one of"},
+      {R"({"prompt":[],"chosen":"x","rejected":"y"})", "prompt", "empty message list"},
+      {R"({"prompt":"q","chosen":{"role":"assistant","content":"x"},"rejected":"y"})", "chosen",
+       "expected a string or a message list, got object"},
+  }));
+  const auto e = expect_error_on_line_3(row(u + "," + a("x"), u + "," + a("y")), c.line, c.field,
+                                        c.reason, {});
+  CHECK_THAT(e.what(), Contains(":3: field '" + c.field + "': "));
+}
+
 TEST_CASE("pre-tokenized records load and are checked against the vocabulary", "[records]") {
   TempDir dir;
   const auto file =
@@ -136,14 +257,16 @@ TEST_CASE("a bad text record names file, line and field", "[records]") {
       {R"({"prompt":"p","chosen":"c"})", "rejected", "missing field"},
       {R"({"chosen":"c","rejected":"r"})", "prompt", "missing field"},  // not HH-shaped
       {R"({"prompt":"p","chosen":5,"rejected":"r"})", "chosen", "expected a string"},
-      {R"({"prompt":["p"],"chosen":"c","rejected":"r"})", "prompt", "expected a string"},
+      {R"({"prompt":["p"],"chosen":"c","rejected":"r"})", "prompt[0]", "expected a message object"},
+      {R"({"prompt":5,"chosen":"c","rejected":"r"})", "prompt",
+       "expected a string or a message list"},
       {R"({"prompt":"p","chosen":"c","rejected":""})", "rejected", "empty response"},
       {"{\"prompt\":\"p\",\"chosen\":\"c\xFF\",\"rejected\":\"r\"}", "chosen", "invalid UTF-8"},
       {"{\"prompt\":\"\xC0\xAF\",\"chosen\":\"c\",\"rejected\":\"r\"}", "prompt", "invalid UTF-8"},
       {"{\"prompt\":\"p\",\"chosen\":\"c\",\"rejected\":\"\xED\xA0\x80\"}", "rejected",
        "invalid UTF-8"},  // an encoded surrogate
-      {R"({"prompt":"p","chosen":[{"role":"user","content":"x"}],"rejected":"r"})", "chosen",
-       "expected \"assistant\""},
+      {R"({"prompt":"p","chosen":[{"role":"user","content":"x"}],"rejected":"r"})",
+       "chosen[0].role", "expected role \"assistant\""},
       {R"({"prompt":"p","chosen":"c","rejected":[]})", "rejected", "empty message list"},
       {R"({"chosen":"\n\nHuman: a\n\nAssistant: b","rejected":"\n\nHuman: z\n\nAssistant: b"})",
        "rejected", "HH-RLHF prompt"},

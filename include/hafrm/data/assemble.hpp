@@ -5,19 +5,25 @@
 // labels are the ids with the prompt positions set to -100. pad_pairs() then builds the single
 // right-padded batch [chosen rows; rejected rows] that one forward pass consumes, with
 // attention_mask 1 on real tokens / 0 on pads and labels -100 on pads. Labels are NOT shifted:
-// the loss compares logits[:, :-1] with labels[:, 1:].
+// the loss compares logits[:, :-1] with labels[:, 1:]. For scoring, assemble_single() assembles
+// prompt + one response by the same rule: a scored sequence has exactly the ids its response had
+// as the chosen side of a training pair.
 //
-//   #include <hafrm/data/assemble.hpp>
+// #include <hafrm/data/assemble.hpp>
+// example-begin assemble
 //   namespace hx = hafrm::data;
 //   hx::ByteTokenizer tok;
 //   hx::AssemblyOptions opt;                       // Phi template, max_length 512, max prompt 128
 //   hx::TokenizedPair p = hx::assemble_pair(tok, hx::TextRecord{"2+2?", "4", "5"}, opt);
 //   std::vector<hx::TokenizedPair> pairs = {p};
 //   hx::PaddedBatch b = hx::pad_pairs(pairs, tok.pad_id());   // b.rows == 2
+//   hx::TokenizedSequence s = hx::assemble_single(tok, "2+2?", "4", opt);  // s.ids == p.chosen_ids
 //   // torch::from_blob(b.input_ids.data(), {b.rows, b.cols}, torch::kLong).clone()
+// example-end
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -78,6 +84,17 @@ struct TokenizedPair {
   int64_t prompt_length = 0;  // after truncation, shared by both sides
 };
 
+/// Prompt + one response + EOS, for scoring (assemble_single). labels as in TokenizedPair; the
+/// flags say whether truncation cut the prompt (its start) or the response (its end; under
+/// kReference possibly its EOS too).
+struct TokenizedSequence {
+  std::vector<int64_t> ids;
+  std::vector<int64_t> labels;
+  int64_t prompt_length = 0;
+  bool prompt_truncated = false;
+  bool response_truncated = false;
+};
+
 /// A right-padded batch; every vector is row-major [rows, cols].
 struct PaddedBatch {
   int64_t rows = 0;
@@ -124,41 +141,88 @@ inline void build_side(const std::vector<int64_t>& prompt, const std::vector<int
 
 }  // namespace detail
 
+namespace detail {
+
+/// What truncation did to one assembly.
+struct Truncation {
+  bool prompt = false;     // the prompt lost tokens from its start
+  bool responses = false;  // some response lost tokens (kReference: possibly its EOS)
+};
+
+/// Appends EOS to every response and cuts prompt and responses by the options' rule (see
+/// TruncationMode). One rule for pairs and single responses: a single response is assembled as
+/// the pair rule applied to the responses given, so its ids are those the pair's chosen side gets.
+inline Truncation fit(std::vector<int64_t>& prompt,
+                      std::span<std::vector<int64_t>* const> responses, int64_t eos_id,
+                      const AssemblyOptions& options) {
+  const int64_t max_len = options.max_length, max_prompt = options.max_prompt_length;
+  const std::size_t prompt_size = prompt.size();
+  bool cut_response = false;
+  if (options.truncation == TruncationMode::kKeepEos) {
+    prompt = tail(prompt, max_prompt);
+    const int64_t budget = max_len - int64_t(prompt.size()) - 1;  // >= 0 as prompt < max_length
+    for (auto* r : responses) {
+      if (int64_t(r->size()) > budget) r->resize(budget), cut_response = true;
+      r->push_back(eos_id);
+    }
+  } else {
+    int64_t longer = 0;
+    for (auto* r : responses) {
+      r->push_back(eos_id);
+      longer = std::max(longer, int64_t(r->size()));
+    }
+    if (int64_t(prompt.size()) + longer > max_len) prompt = tail(prompt, max_prompt);
+    if (int64_t(prompt.size()) + longer > max_len) {
+      for (auto* r : responses) {
+        if (int64_t(r->size()) > max_len - max_prompt)
+          r->resize(max_len - max_prompt), cut_response = true;
+      }
+    }
+  }
+  return {prompt.size() < prompt_size, cut_response};
+}
+
+inline void check_parts(const std::vector<int64_t>& prompt, bool empty_response) {
+  // With no BOS, an empty prompt would leave the first response token nothing to be predicted
+  // from, so it could never count in the log-prob sum.
+  if (prompt.empty()) throw std::invalid_argument("assembly: the prompt has no tokens");
+  if (empty_response) throw std::invalid_argument("assembly: a response has no tokens");
+}
+
+}  // namespace detail
+
 /// Assembles one pair from already-tokenised parts (responses WITHOUT EOS).
 inline TokenizedPair assemble_ids(std::vector<int64_t> prompt, std::vector<int64_t> chosen,
                                   std::vector<int64_t> rejected, int64_t eos_id,
                                   const AssemblyOptions& options) {
   detail::check_options(options);
-  // With no BOS, an empty prompt would leave the first response token nothing to be predicted
-  // from, so it could never count in the log-prob sum.
-  if (prompt.empty()) throw std::invalid_argument("assembly: the prompt has no tokens");
-  if (chosen.empty() || rejected.empty()) {
-    throw std::invalid_argument("assembly: a response has no tokens");
-  }
-  const int64_t max_len = options.max_length, max_prompt = options.max_prompt_length;
-  if (options.truncation == TruncationMode::kKeepEos) {
-    prompt = detail::tail(prompt, max_prompt);
-    const int64_t budget = max_len - int64_t(prompt.size()) - 1;  // >= 0 as prompt < max_length
-    for (auto* r : {&chosen, &rejected}) {
-      if (int64_t(r->size()) > budget) r->resize(budget);
-      r->push_back(eos_id);
-    }
-  } else {
-    chosen.push_back(eos_id);
-    rejected.push_back(eos_id);
-    const int64_t longer = int64_t(std::max(chosen.size(), rejected.size()));
-    if (int64_t(prompt.size()) + longer > max_len) prompt = detail::tail(prompt, max_prompt);
-    if (int64_t(prompt.size()) + longer > max_len) {
-      for (auto* r : {&chosen, &rejected}) {
-        if (int64_t(r->size()) > max_len - max_prompt) r->resize(max_len - max_prompt);
-      }
-    }
-  }
+  detail::check_parts(prompt, chosen.empty() || rejected.empty());
+  const std::array<std::vector<int64_t>*, 2> responses = {&chosen, &rejected};
+  detail::fit(prompt, responses, eos_id, options);
   TokenizedPair pair;
   pair.prompt_length = int64_t(prompt.size());
   detail::build_side(prompt, chosen, pair.chosen_ids, pair.chosen_labels);
   detail::build_side(prompt, rejected, pair.rejected_ids, pair.rejected_labels);
   return pair;
+}
+
+/// Assembles prompt + one response (WITHOUT EOS) + EOS, for scoring. Under kKeepEos the ids are
+/// exactly the chosen side of assemble_ids(prompt, response, any rejected); under kReference the
+/// pair rule applies with the response as both sides (there the pair's cut depends on its
+/// longer response).
+inline TokenizedSequence assemble_single_ids(std::vector<int64_t> prompt,
+                                             std::vector<int64_t> response, int64_t eos_id,
+                                             const AssemblyOptions& options) {
+  detail::check_options(options);
+  detail::check_parts(prompt, response.empty());
+  const std::array<std::vector<int64_t>*, 1> responses = {&response};
+  const detail::Truncation cut = detail::fit(prompt, responses, eos_id, options);
+  TokenizedSequence s;
+  s.prompt_length = int64_t(prompt.size());
+  s.prompt_truncated = cut.prompt;
+  s.response_truncated = cut.responses;
+  detail::build_side(prompt, response, s.ids, s.labels);
+  return s;
 }
 
 /// Applies the template, tokenises prompt and responses separately, then assemble_ids().
@@ -176,6 +240,31 @@ inline TokenizedPair assemble_pair(const Tokenizer& tokenizer, const TextRecord&
                         tokenizer.eos_id(), options);
   } catch (const std::invalid_argument& e) {
     throw std::invalid_argument("record at line " + std::to_string(record.line) + ": " + e.what());
+  }
+}
+
+/// Prompt + one response, for scoring: the template applied and the two parts tokenised
+/// separately exactly as assemble_pair does, then assemble_single_ids. The ids equal the chosen
+/// side of assemble_pair for the same prompt and response (kKeepEos; see assemble_single_ids for
+/// kReference). Throws std::invalid_argument for an empty response, a part that has no tokens, or
+/// bad options.
+inline TokenizedSequence assemble_single(const Tokenizer& tokenizer, std::string_view prompt,
+                                         std::string_view response,
+                                         const AssemblyOptions& options) {
+  detail::check_options(options);
+  if (response.empty()) {
+    throw std::invalid_argument(
+        "hafrm::data::assemble_single: argument 'response' expected a non-empty response");
+  }
+  const PromptTemplate& t = options.prompt_template;
+  auto prompt_ids = tokenizer.encode(detail::fill_placeholder(t.prompt_format, "{prompt}", prompt));
+  auto response_ids =
+      tokenizer.encode(detail::fill_placeholder(t.response_format, "{response}", response));
+  try {
+    return assemble_single_ids(std::move(prompt_ids), std::move(response_ids), tokenizer.eos_id(),
+                               options);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("hafrm::data::assemble_single: ") + e.what());
   }
 }
 

@@ -1,9 +1,13 @@
 // Loading JSONL preference data (one JSON object per line) in the shapes users already have.
 //
 // Accepted record shapes (extra fields such as "score_chosen" or "corruption" are ignored):
-//   text    {"prompt": str, "chosen": str, "rejected": str}                 TRL / DPO style
-//           {"prompt": str, "chosen": [msgs], "rejected": [msgs]} UltraFeedback-binarized:
-//               the response is the "content" of the LAST message, whose "role" must be "assistant"
+//   text    {"prompt": P, "chosen": R, "rejected": R}                   TRL standard / DPO style
+//               P is a string or a message list (rendered by render_messages, messages.hpp);
+//               R is a string or a message list whose LAST message, with role "assistant", holds
+//               the response (TRL conversational, UltraFeedback-binarized with a prompt)
+//           {"chosen": [msgs], "rejected": [msgs]}  (no "prompt")      TRL conversational with an
+//               implicit prompt (trl-lib/ultrafeedback_binarized): the prompt is chosen[:-1],
+//               which must equal rejected[:-1], rendered by render_messages
 //           {"chosen": str, "rejected": str}   (no "prompt")                 HH-RLHF: the prompt is
 //               `chosen` up to and including its last "\n\nAssistant:", and `rejected` must start
 //               with that same prompt (as TRL's extract_anthropic_prompt does)
@@ -14,10 +18,12 @@
 // ordering (data/rules); kept in the record so evaluation can also score against the gold.
 //
 // A bad record (malformed JSON, a number outside double's range, nesting deeper than
-// LoadOptions::max_depth, missing field, wrong type, empty response, invalid UTF-8, empty
-// prompt_ids, an id outside [0, vocab_size)) throws RecordError naming file, 1-based line and
-// field. With LoadOptions::skip_bad it is skipped instead and counted in the LoadReport, together
-// with the first few messages; nothing is dropped silently. Blank lines are not records.
+// LoadOptions::max_depth, missing field, wrong type, empty response, invalid UTF-8, a message
+// without a string role/content or with another role, a last message not from the assistant,
+// implicit prompts that differ, empty prompt_ids, an id outside [0, vocab_size)) throws
+// RecordError naming file, 1-based line and field ("chosen[1].role" inside a message list). With
+// LoadOptions::skip_bad it is skipped instead and counted in the LoadReport, together with the
+// first few messages; nothing is dropped silently. Blank lines are not records.
 //
 //   #include <hafrm/data/preference_records.hpp>
 //   namespace hx = hafrm::data;
@@ -31,9 +37,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -41,6 +47,8 @@
 #include <vector>
 
 #include "hafrm/data/json_depth.hpp"
+#include "hafrm/data/jsonl.hpp"
+#include "hafrm/data/messages.hpp"
 #include "hafrm/data/utf8.hpp"
 
 namespace hafrm::data {
@@ -67,31 +75,6 @@ using PreferenceRecord = std::variant<TextRecord, TokenRecord>;
 
 enum class RecordFormat { kAuto, kText, kTokenIds };
 
-/// A bad record. what() reads "<file>:<line>: field '<field>': <reason>"; field is "record" when
-/// the problem is the line as a whole (malformed JSON, not an object).
-class RecordError : public std::runtime_error {
- public:
-  RecordError(std::string file, std::size_t line, std::string field, std::string reason)
-      : std::runtime_error(file + ":" + std::to_string(line) + ": " +
-                           (field == "record" ? std::string("record") : "field '" + field + "'") +
-                           ": " + reason),
-        file_(std::move(file)),
-        line_(line),
-        field_(std::move(field)),
-        reason_(std::move(reason)) {}
-
-  const std::string& file() const { return file_; }
-  std::size_t line() const { return line_; }
-  const std::string& field() const { return field_; }
-  const std::string& reason() const { return reason_; }
-
- private:
-  std::string file_;
-  std::size_t line_;
-  std::string field_;
-  std::string reason_;
-};
-
 struct LoadOptions {
   /// false: the first bad record throws RecordError. true: bad records are skipped and counted.
   bool skip_bad = false;
@@ -101,7 +84,8 @@ struct LoadOptions {
   RecordFormat format = RecordFormat::kAuto;
   /// Vocabulary size that pre-tokenized ids must fit; required (> 0) for id records.
   int64_t vocab_size = 0;
-  /// Accept HH-RLHF records (no "prompt"; the prompt is split off "chosen").
+  /// Accept HH-RLHF records (no "prompt", string responses; the prompt is split off "chosen").
+  /// Conversational records without "prompt" (message lists) are accepted either way.
   bool accept_hh_rlhf = true;
   /// Deepest nesting of arrays/objects a record may have (the record object itself is level 1;
   /// an UltraFeedback message list reaches 3). Deeper lines are refused before parsing: the
@@ -141,30 +125,8 @@ using nlohmann::json;
 
 inline constexpr std::string_view kHhAssistantTag = "\n\nAssistant:";
 
-/// Throws the RecordError for one line; [[noreturn]] lets the checks below read straight-line.
-struct Fail {
-  const std::string& file;
-  std::size_t line;
-  [[noreturn]] void operator()(const std::string& field, const std::string& reason) const {
-    throw RecordError(file, line, field, reason);
-  }
-};
-
-/// A JSON value for an error message, cut to `max_chars` so a huge value cannot flood the log.
-inline std::string short_dump(const json& v, std::size_t max_chars = 40) {
-  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
-  if (s.size() > max_chars) s = s.substr(0, max_chars) + "...";
-  return s;
-}
-
 inline bool is_id_record(const json& obj) {
   return obj.contains("prompt_ids") || obj.contains("chosen_ids") || obj.contains("rejected_ids");
-}
-
-inline const json& require(const json& obj, const std::string& field, const Fail& fail) {
-  const auto it = obj.find(field);
-  if (it == obj.end()) fail(field, "missing field");
-  return *it;
 }
 
 inline std::string get_string(const json& obj, const std::string& field, const Fail& fail) {
@@ -173,29 +135,9 @@ inline std::string get_string(const json& obj, const std::string& field, const F
   return v.get<std::string>();
 }
 
-/// A response given as a string or as a chat message list (UltraFeedback-binarized).
+/// A response field: a string, or a message list whose last (assistant) message is the response.
 inline std::string get_response(const json& obj, const std::string& field, const Fail& fail) {
-  const json& v = require(obj, field, fail);
-  std::string text;
-  if (v.is_string()) {
-    text = v.get<std::string>();
-  } else if (v.is_array()) {
-    if (v.empty()) fail(field, "empty message list");
-    const json& last = v.back();
-    if (!last.is_object() || !last.contains("role") || !last.contains("content") ||
-        !last["role"].is_string() || !last["content"].is_string()) {
-      fail(field, "last message must be an object with string \"role\" and \"content\"");
-    }
-    if (last["role"].get<std::string>() != "assistant") {
-      fail(field, "last message has role \"" + last["role"].get<std::string>() +
-                      "\", expected \"assistant\"");
-    }
-    text = last["content"].get<std::string>();
-  } else {
-    fail(field, std::string("expected a string or a message list, got ") + v.type_name());
-  }
-  if (text.empty()) fail(field, "empty response");
-  return text;
+  return get_response_value(require(obj, field, fail), field, fail);
 }
 
 inline std::vector<int64_t> get_ids(const json& obj, const std::string& field, int64_t vocab_size,
@@ -223,34 +165,72 @@ inline std::vector<int64_t> get_ids(const json& obj, const std::string& field, i
   return ids;
 }
 
-/// Names the top-level field whose key or (nested) string value holds U+FFFD in a line whose
-/// invalid bytes were replaced by U+FFFD; "record" if none does.
-inline std::string field_with_replacement_char(const json& obj) {
-  constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
-  const auto holds = [&](const json& v, const auto& self) -> bool {
-    if (v.is_string())
-      return v.get_ref<const std::string&>().find(kReplacement) != std::string::npos;
-    if (v.is_structured()) {
-      for (const auto& [k, child] : v.items()) {
-        if (k.find(kReplacement) != std::string::npos || self(child, self)) return true;
-      }
-    }
-    return false;
-  };
-  if (obj.is_object()) {
-    for (const auto& [key, value] : obj.items()) {
-      if (key.find(kReplacement) != std::string::npos || holds(value, holds)) return key;
-    }
-  }
-  return "record";
-}
-
 inline std::optional<bool> get_gold_agrees(const json& obj, const Fail& fail) {
   const auto it = obj.find("gold_agrees");
   if (it == obj.end()) return std::nullopt;
   if (!it->is_boolean())
     fail("gold_agrees", std::string("expected a boolean, got ") + it->type_name());
   return it->get<bool>();
+}
+
+/// TRL conversational without "prompt": chosen and rejected are full conversations; the prompt
+/// is chosen[:-1], which must equal rejected[:-1] message for message.
+inline void split_implicit_prompt(const json& obj, TextRecord& r, const Fail& fail) {
+  const json& rejected = require(obj, "rejected", fail);
+  if (!rejected.is_array()) {
+    fail("rejected", std::string("expected a message list like \"chosen\" (without \"prompt\", "
+                                 "the prompt is the messages before the last), got ") +
+                         rejected.type_name());
+  }
+  const std::vector<Message> c = get_messages(obj.at("chosen"), "chosen", fail);
+  const std::vector<Message> x = get_messages(rejected, "rejected", fail);
+  r.chosen = response_of(c, "chosen", fail);
+  r.rejected = response_of(x, "rejected", fail);
+  if (c.size() == 1) {
+    fail("prompt",
+         "missing field (and \"chosen\" holds no message before its last to take the prompt "
+         "from)");
+  }
+  if (x.size() != c.size()) {
+    fail("rejected", "has " + std::to_string(x.size() - 1) +
+                         " messages before its last, \"chosen\" has " +
+                         std::to_string(c.size() - 1) +
+                         ": without \"prompt\", chosen[:-1] is the prompt and must equal "
+                         "rejected[:-1]");
+  }
+  for (std::size_t i = 0; i + 1 < c.size(); ++i) {
+    for (const bool role : {true, false}) {
+      const std::string& a = role ? c[i].role : c[i].content;
+      const std::string& b = role ? x[i].role : x[i].content;
+      if (a != b) {
+        const std::string key = role ? ".role" : ".content";
+        fail(element_field("rejected", i) + key,
+             "differs from " + element_field("chosen", i) + key +
+                 ": without \"prompt\", chosen[:-1] is the prompt and must equal rejected[:-1]");
+      }
+    }
+  }
+  r.prompt = render_messages(std::span<const Message>(c.data(), c.size() - 1));
+}
+
+/// HH-RLHF: split the shared conversation prefix (up to the last "\n\nAssistant:") off both texts.
+inline void split_hh_rlhf_prompt(const json& obj, TextRecord& r, const Fail& fail) {
+  const std::string chosen = get_string(obj, "chosen", fail);
+  const std::string rejected = get_string(obj, "rejected", fail);
+  const auto tag = chosen.rfind(kHhAssistantTag);
+  if (tag == std::string::npos) {
+    fail("prompt",
+         "missing field (and \"chosen\" has no \"\\n\\nAssistant:\" to split an "
+         "HH-RLHF prompt from)");
+  }
+  r.prompt = chosen.substr(0, tag + kHhAssistantTag.size());
+  if (rejected.compare(0, r.prompt.size(), r.prompt) != 0) {
+    fail("rejected", "does not start with the HH-RLHF prompt taken from \"chosen\"");
+  }
+  r.chosen = chosen.substr(r.prompt.size());
+  r.rejected = rejected.substr(r.prompt.size());
+  if (r.chosen.empty()) fail("chosen", "empty response");
+  if (r.rejected.empty()) fail("rejected", "empty response");
 }
 
 }  // namespace detail
@@ -262,35 +242,7 @@ inline PreferenceRecord parse_preference_record(std::string_view text, const std
                                                 const LoadOptions& options = {}) {
   using detail::json;
   const detail::Fail fail{file, line};
-
-  // Before anything walks the value (the UTF-8 pass below, dump(), the destructor of older
-  // nlohmann versions): every one of those recurses once per level.
-  if (options.max_depth == 0) throw std::invalid_argument("LoadOptions::max_depth must be >= 1");
-  if (const auto deep = detail::find_too_deep(text, options.max_depth)) {
-    fail(deep->field, "nested deeper than " + std::to_string(options.max_depth) +
-                          " arrays/objects (byte " + std::to_string(deep->offset + 1) +
-                          " of the line)");
-  }
-
-  // The JSON parser rejects invalid UTF-8 without saying where; find the field ourselves by
-  // parsing a copy whose bad bytes are U+FFFD.
-  if (const auto bad = first_invalid_utf8(text)) {
-    const std::string reason = "invalid UTF-8 (byte " + std::to_string(*bad + 1) + " of the line)";
-    const json repaired = json::parse(replace_invalid_utf8(text), nullptr, false);
-    if (repaired.is_discarded()) fail("record", "malformed JSON and " + reason);
-    fail(detail::field_with_replacement_char(repaired), reason);
-  }
-
-  json obj;
-  try {
-    obj = json::parse(text);
-  } catch (const json::exception& e) {
-    // parse_error, and out_of_range.406 for a number beyond double's range such as 1e999.
-    fail("record", std::string("malformed JSON: ") + e.what());
-  }
-  if (!obj.is_object()) {
-    fail("record", std::string("expected a JSON object, got ") + obj.type_name());
-  }
+  const json obj = detail::parse_record_object<json>(text, fail, options.max_depth, "LoadOptions");
 
   const bool ids = detail::is_id_record(obj);
   if (format == RecordFormat::kText && ids) {
@@ -320,29 +272,17 @@ inline PreferenceRecord parse_preference_record(std::string_view text, const std
   TextRecord r;
   r.line = line;
   r.gold_agrees = detail::get_gold_agrees(obj, fail);
-  if (obj.contains("prompt") || !options.accept_hh_rlhf) {
-    r.prompt = detail::get_string(obj, "prompt", fail);
+  if (obj.contains("prompt")) {
+    r.prompt = detail::get_prompt_value(obj.at("prompt"), "prompt", fail);
     r.chosen = detail::get_response(obj, "chosen", fail);
     r.rejected = detail::get_response(obj, "rejected", fail);
-    return r;
+  } else if (obj.contains("chosen") && obj.at("chosen").is_array()) {
+    detail::split_implicit_prompt(obj, r, fail);
+  } else if (options.accept_hh_rlhf) {
+    detail::split_hh_rlhf_prompt(obj, r, fail);
+  } else {
+    fail("prompt", "missing field");
   }
-  // HH-RLHF: split the shared conversation prefix off both full texts.
-  const std::string chosen = detail::get_string(obj, "chosen", fail);
-  const std::string rejected = detail::get_string(obj, "rejected", fail);
-  const auto tag = chosen.rfind(detail::kHhAssistantTag);
-  if (tag == std::string::npos) {
-    fail("prompt",
-         "missing field (and \"chosen\" has no \"\\n\\nAssistant:\" to split an "
-         "HH-RLHF prompt from)");
-  }
-  r.prompt = chosen.substr(0, tag + detail::kHhAssistantTag.size());
-  if (rejected.compare(0, r.prompt.size(), r.prompt) != 0) {
-    fail("rejected", "does not start with the HH-RLHF prompt taken from \"chosen\"");
-  }
-  r.chosen = chosen.substr(r.prompt.size());
-  r.rejected = rejected.substr(r.prompt.size());
-  if (r.chosen.empty()) fail("chosen", "empty response");
-  if (r.rejected.empty()) fail("rejected", "empty response");
   return r;
 }
 
@@ -351,38 +291,29 @@ inline PreferenceRecord parse_preference_record(std::string_view text, const std
 inline LoadedRecords load_preference_records(const std::filesystem::path& path,
                                              const LoadOptions& options = {}) {
   const std::string file = path.string();
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot open preference file " + file);
-
   LoadedRecords out;
   out.format = options.format;
   out.report.file = file;
-  std::string text;
-  while (std::getline(in, text)) {
-    const std::size_t line = ++out.report.lines;
-    if (!text.empty() && text.back() == '\r') text.pop_back();            // CRLF files
-    if (line == 1 && text.starts_with("\xEF\xBB\xBF")) text.erase(0, 3);  // UTF-8 BOM
-    if (text.find_first_not_of(" \t") == std::string::npos) {
-      ++out.report.blank_lines;
-      continue;
-    }
-    try {
-      PreferenceRecord r = parse_preference_record(text, file, line, out.format, options);
-      if (out.format == RecordFormat::kAuto) {
-        out.format =
-            std::holds_alternative<TokenRecord>(r) ? RecordFormat::kTokenIds : RecordFormat::kText;
-      }
-      out.records.push_back(std::move(r));
-      ++out.report.loaded;
-    } catch (const RecordError& e) {
-      if (!options.skip_bad) throw;
-      ++out.report.skipped;
-      if (out.report.first_errors.size() < options.max_reported_errors) {
-        out.report.first_errors.push_back(e.what());
-      }
-    }
-  }
-  if (in.bad()) throw std::runtime_error("read error in preference file " + file);
+  const auto counts = detail::for_each_jsonl_line(
+      path, "preference file", [&](std::string_view text, std::size_t line) {
+        try {
+          PreferenceRecord r = parse_preference_record(text, file, line, out.format, options);
+          if (out.format == RecordFormat::kAuto) {
+            out.format = std::holds_alternative<TokenRecord>(r) ? RecordFormat::kTokenIds
+                                                                : RecordFormat::kText;
+          }
+          out.records.push_back(std::move(r));
+          ++out.report.loaded;
+        } catch (const RecordError& e) {
+          if (!options.skip_bad) throw;
+          ++out.report.skipped;
+          if (out.report.first_errors.size() < options.max_reported_errors) {
+            out.report.first_errors.push_back(e.what());
+          }
+        }
+      });
+  out.report.lines = counts.lines;
+  out.report.blank_lines = counts.blank_lines;
   if (out.records.empty()) {
     if (out.report.skipped == 0) {
       throw std::runtime_error(file + ": no preference records (the file is empty or blank)");

@@ -6,6 +6,8 @@
 //   hafrm::AnyRewardLoss bt{hafrm::BradleyTerry{}, "bt"};         // or a name of your own
 //   hafrm::AnyWeighting warm = hafrm::LinearWarmupWeighting{.warmup_steps = 10};
 // example-end
+// An AnyWeighting answers policy_always_zero() as the weighting it holds does (false for one
+// that does not say, e.g. a plain lambda).
 #pragma once
 
 #include <torch/torch.h>
@@ -46,7 +48,8 @@ class AnyFunctor<R(Arg)> {
   template <class F>
   requires(!std::same_as<std::decay_t<F>, AnyFunctor> && std::is_invocable_r_v<R, const F&, Arg>)
       AnyFunctor(F f, std::string name = "")  // NOLINT: implicit by design, like std::function
-      : fn_([f = std::move(f)](Arg a) -> R { return f(std::forward<Arg>(a)); }),
+      : policy_always_zero_(detail::weighting_policy_always_zero(f)),
+        fn_([f = std::move(f)](Arg a) -> R { return f(std::forward<Arg>(a)); }),
         name_(name.empty() ? default_name<F>() : std::move(name)) {}
   R operator()(Arg a) const {
     TORCH_CHECK(fn_, "hafrm::", detail::kErasedName<R(Arg)>, ": called while empty");
@@ -54,6 +57,10 @@ class AnyFunctor<R(Arg)> {
   }
   const std::string& name() const { return name_; }
   explicit operator bool() const { return static_cast<bool>(fn_); }
+  // Weightings only: the held weighting's policy_always_zero() (weighting.hpp), read when erased.
+  bool policy_always_zero() const requires std::same_as<R, HybridWeights> {
+    return policy_always_zero_;
+  }
 
  private:
   template <class F>
@@ -61,6 +68,7 @@ class AnyFunctor<R(Arg)> {
     if constexpr (requires { F::kName; }) return F::kName;
     return detail::kErasedName<R(Arg)>;
   }
+  bool policy_always_zero_ = false;
   std::function<R(Arg)> fn_;
   std::string name_;
 };

@@ -10,11 +10,19 @@
 //   hafrm::PolicyLossList list{{1.0, hafrm::Dpo{}}, {0.5, hafrm::ChosenNll{}}};
 //   hafrm::HybridLoss<hafrm::BradleyTerry, hafrm::PolicyLossList> rpo_haf{{}, list};
 // example-end
+//
+// Reward-only objectives: when the weighting's policy weight is 0 at every step (bt: alpha 0),
+// needs_policy() is false and the policy inputs may be left empty (policy_chosen and
+// policy_rejected undefined: forward_pair with Heads::kReward), so neither the LM head nor the
+// reference has to run. The policy term is then skipped: policy_loss stays undefined and there
+// are no "policy/..." metrics. A step whose policy weight is not 0 still needs them (an error
+// says so).
 #pragma once
 
 #include <torch/torch.h>
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -84,7 +92,7 @@ class PolicyLossList {
 struct HybridOutput {
   torch::Tensor loss;         // w_R * reward_loss + alpha * policy_loss (a 0-weight term omitted)
   torch::Tensor reward_loss;  // unweighted
-  torch::Tensor policy_loss;  // unweighted
+  torch::Tensor policy_loss;  // unweighted; undefined when the policy inputs were left empty
   HybridWeights weights;
   std::map<std::string, torch::Tensor> metrics;  // "reward/..." and "policy/..." entries
 };
@@ -97,15 +105,28 @@ struct HybridLoss {
   PolicyLoss policy{};
   Weighting weighting{};
 
+  // False when the weighting's policy weight is 0 at every step (its policy_always_zero()): the
+  // policy inputs may then be left empty and nothing of the LM head or the reference is needed.
+  bool needs_policy() const { return !detail::weighting_policy_always_zero(weighting); }
+
   HybridOutput operator()(const RewardInputs& rewards, const PolicyInputs& policy_in,
                           int64_t step = 0) const {
     HybridOutput out;
     out.weights = weighting(step);
-    // Both terms are always evaluated so that logs stay comparable across alternate blocks; a
-    // term whose weight is 0 at this step is left out of the total (see add_weighted).
+    // Empty policy inputs (the reward-only path) are never read: the policy term is skipped.
+    const bool policy_given =
+        policy_in.policy_chosen.defined() || policy_in.policy_rejected.defined();
+    HAFRM_CHECK_ARG(policy_given || out.weights.policy == 0.0, "HybridLoss",
+                    "policy_inputs.policy_chosen", "must be given: the policy weight (alpha) is ",
+                    out.weights.policy, " at step ", step,
+                    " (the policy inputs may be left empty only where it is 0; run forward_pair "
+                    "with Heads::kAll)");
+    // Given policy inputs are always evaluated so that logs stay comparable across alternate
+    // blocks; a term whose weight is 0 at this step is left out of the total (see add_weighted).
     auto r = reward(rewards);
-    auto p = policy(policy_in);
-    HAFRM_CHECK_ARG(r.loss.dim() == 0 && p.loss.dim() == 0, "HybridLoss", "reduction",
+    std::optional<LossOutput> p;
+    if (policy_given) p = policy(policy_in);
+    HAFRM_CHECK_ARG(r.loss.dim() == 0 && (!p || p->loss.dim() == 0), "HybridLoss", "reduction",
                     "the hybrid needs scalar reward and policy losses (kMean or kSum)");
     // Both terms have checked their own inputs; the pairs they score must be the same pairs.
     const auto batch = [](const torch::Tensor& t) {
@@ -117,15 +138,19 @@ struct HybridLoss {
                     "expected the reward batch size (rewards.chosen: ", b_reward, " pairs), got ",
                     b_policy, " pairs");
     out.reward_loss = r.loss;
-    out.policy_loss = p.loss;
     detail::add_weighted(out.loss, out.weights.reward, r.loss);
-    detail::add_weighted(out.loss, out.weights.policy, p.loss);
+    if (p) {
+      out.policy_loss = p->loss;
+      detail::add_weighted(out.loss, out.weights.policy, p->loss);
+    }
     if (!out.loss.defined())
-      out.loss = detail::zero_total(r.loss.requires_grad() ? r.loss : p.loss);
+      out.loss = detail::zero_total(r.loss.requires_grad() || !p ? r.loss : p->loss);
     for (auto& [k, v] : r.metrics) out.metrics["reward/" + k] = v;
-    for (auto& [k, v] : p.metrics) out.metrics["policy/" + k] = v;
     out.metrics["reward/loss"] = r.loss.detach();
-    out.metrics["policy/loss"] = p.loss.detach();
+    if (p) {
+      for (auto& [k, v] : p->metrics) out.metrics["policy/" + k] = v;
+      out.metrics["policy/loss"] = p->loss.detach();
+    }
     out.metrics["loss"] = out.loss.detach();
     return out;
   }

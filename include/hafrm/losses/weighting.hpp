@@ -5,10 +5,16 @@
 //   hafrm::ConstantWeighting w;                         // HaF defaults: w_R 1, alpha 0.2
 //   hafrm::AlternateWeighting alt{.period = 100};       // HaF code's alternate mode
 //   auto [w_r, alpha] = alt(step);
+//   if (hafrm::ConstantWeighting{.alpha = 0.0}.policy_always_zero()) { /* bt: reward only */ }
 // example-end
+//
+// policy_always_zero(): true when alpha is 0 at every step, so the policy term never counts and
+// neither the LM head nor a reference has to run (HybridLoss::needs_policy()). A weighting of your
+// own may define it too; without it, a weighting is taken to need the policy term.
 #pragma once
 
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <numbers>
 
@@ -30,6 +36,16 @@ inline void check_weights(double reward, double policy, std::string_view fn,
 inline void check_step(int64_t step, std::string_view fn) {
   HAFRM_CHECK_ARG(step >= 0, fn, "step", "expected a training step >= 0, got ", step);
 }
+// Whether a weighting says its policy weight is 0 at every step (false when it cannot say).
+template <class W>
+bool weighting_policy_always_zero(const W& w) {
+  if constexpr (requires {
+                  { w.policy_always_zero() } -> std::convertible_to<bool>;
+                })
+    return static_cast<bool>(w.policy_always_zero());
+  else
+    return false;
+}
 }  // namespace detail
 
 // The paper's runs: fixed w_R = rm_ratio = 1, alpha = dpo_ratio = 0.2.
@@ -44,6 +60,7 @@ struct ConstantWeighting {
     detail::check_step(step, kName);
     return {reward_weight, alpha};
   }
+  bool policy_always_zero() const { return alpha == 0.0; }
 };
 
 // The HaF code's alternate mode: with period k, steps in even blocks (step / k even) train only
@@ -63,6 +80,7 @@ struct AlternateWeighting {
     const bool policy_block = (step / period) % 2 == 0;
     return policy_block ? HybridWeights{0.0, alpha} : HybridWeights{reward_weight, 0.0};
   }
+  bool policy_always_zero() const { return alpha == 0.0; }
 };
 
 // alpha rises linearly from 0 to `alpha` over warmup_steps, then stays (reward weight fixed).
@@ -82,6 +100,7 @@ struct LinearWarmupWeighting {
     if (warmup_steps == 0 || step >= warmup_steps) return {reward_weight, alpha};
     return {reward_weight, alpha * static_cast<double>(step) / static_cast<double>(warmup_steps)};
   }
+  bool policy_always_zero() const { return alpha == 0.0; }
 };
 
 // alpha follows a half cosine from alpha_start to alpha_end over total_steps, then stays.
@@ -104,6 +123,7 @@ struct CosineWeighting {
         alpha_end + 0.5 * (alpha_start - alpha_end) * (1.0 + std::cos(std::numbers::pi * t));
     return {reward_weight, a};
   }
+  bool policy_always_zero() const { return alpha_start == 0.0 && alpha_end == 0.0; }
 };
 
 }  // namespace hafrm

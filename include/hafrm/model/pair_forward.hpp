@@ -17,6 +17,17 @@
 // PairForwardOptions::model_logprobs replaces how the model's outputs become log-probs (for an
 // LM head split over the vocabulary across ranks: hafrm::distributed::vocab_parallel_logprobs).
 //
+// Reward-only path (objectives with no policy term: bt, hinge, Plackett-Luce): with
+// PairForwardOptions::heads = Heads::kReward the model runs with Heads::kReward (model_traits.hpp)
+// and only f.rewards is filled; no log-prob is computed, the reference model is not run, and the
+// labels may be left undefined. HybridLoss::needs_policy() says when a loss allows this.
+// example-begin forward_pair_reward PairModel
+//   hafrm::PairForwardOptions reward_only{.heads = hafrm::Heads::kReward};
+//   auto r = hafrm::forward_pair(model, batch, reward_only);            // r.policy left empty
+//   hafrm::HybridLoss<> bt{{}, {}, {.reward_weight = 1.0, .alpha = 0.0}};   // needs_policy() false
+//   bt(r.rewards, r.policy, step).loss.backward();
+// example-end
+//
 // Labels are aligned with input_ids (the token's own id where it is scored, -100 on prompt and
 // padding); the causal shift happens here, on the labels (causal_sequence_logprobs).
 #pragma once
@@ -52,6 +63,8 @@ using ModelLogProbsFn = std::function<SequenceLogProbs(
 
 struct PairForwardOptions {
   RewardReadout readout = RewardReadout::kLastNonPad;
+  // kReward: rewards only (no LM head, no log-probs, no reference pass); f.policy stays empty.
+  Heads heads = Heads::kAll;
   TokenLogProbOptions logprobs{};
   int64_t pad_id = 0;  // fills the shorter side when chosen and rejected lengths differ
   // Fill PolicyInputs::tokens (per-token log-probs and masks, for LD-DPO and WPO). Views of the
@@ -70,18 +83,25 @@ struct PairForward {
 
 namespace detail {
 
+// Labels are checked when the pass computes log-probs (need_labels) or when given.
 inline void check_side(const torch::Tensor& ids, const torch::Tensor& mask,
-                       const torch::Tensor& labels, const char* side) {
+                       const torch::Tensor& labels, const char* side, bool need_labels) {
   const std::string s(side);
   check_integral(ids, "forward_pair", s + "_ids");
   check_dim(ids, 2, "forward_pair", s + "_ids");
   check_defined(mask, "forward_pair", s + "_mask");
-  check_integral(labels, "forward_pair", s + "_labels");
   check_same_shape(ids, mask, "forward_pair", s + "_ids", s + "_mask");
+  if (!need_labels && !labels.defined()) {
+    HAFRM_CHECK_ARG(ids.size(1) >= 1, "forward_pair", s + "_ids",
+                    "expected at least 1 position, got ", ids.size(1));
+    return;
+  }
+  check_integral(labels, "forward_pair", s + "_labels");
   check_same_shape(ids, labels, "forward_pair", s + "_ids", s + "_labels");
-  HAFRM_CHECK_ARG(ids.size(1) >= 2, "forward_pair", s + "_ids",
-                  "expected at least 2 positions (one to predict from, one scored), got ",
-                  ids.size(1));
+  if (need_labels)
+    HAFRM_CHECK_ARG(ids.size(1) >= 2, "forward_pair", s + "_ids",
+                    "expected at least 2 positions (one to predict from, one scored), got ",
+                    ids.size(1));
 }
 
 inline torch::Tensor pad_to(const torch::Tensor& t, int64_t T, int64_t value) {
@@ -94,9 +114,11 @@ struct Concatenated {
   int64_t batch;
 };
 
-inline Concatenated concatenate(const PreferenceBatch& b, int64_t pad_id) {
-  check_side(b.chosen_ids, b.chosen_mask, b.chosen_labels, "chosen");
-  check_side(b.rejected_ids, b.rejected_mask, b.rejected_labels, "rejected");
+inline Concatenated concatenate(const PreferenceBatch& b, int64_t pad_id, bool need_labels = true) {
+  check_side(b.chosen_ids, b.chosen_mask, b.chosen_labels, "chosen", need_labels);
+  check_side(b.rejected_ids, b.rejected_mask, b.rejected_labels, "rejected", need_labels);
+  HAFRM_CHECK_ARG(b.chosen_labels.defined() == b.rejected_labels.defined(), "forward_pair",
+                  "rejected_labels", "must be given exactly when chosen_labels is");
   const int64_t B = b.chosen_ids.size(0);
   HAFRM_CHECK_ARG(B > 0, "forward_pair", "chosen_ids", "must not be empty (an empty batch)");
   HAFRM_CHECK_ARG(b.rejected_ids.size(0) == B, "forward_pair", "rejected_ids",
@@ -106,7 +128,8 @@ inline Concatenated concatenate(const PreferenceBatch& b, int64_t pad_id) {
   c.batch = B;
   c.ids = torch::cat({pad_to(b.chosen_ids, T, pad_id), pad_to(b.rejected_ids, T, pad_id)});
   c.mask = torch::cat({pad_to(b.chosen_mask, T, 0), pad_to(b.rejected_mask, T, 0)});
-  c.labels = torch::cat({pad_to(b.chosen_labels, T, -100), pad_to(b.rejected_labels, T, -100)});
+  if (need_labels)  // the reward-only pass has no use for them
+    c.labels = torch::cat({pad_to(b.chosen_labels, T, -100), pad_to(b.rejected_labels, T, -100)});
   return c;
 }
 
@@ -144,6 +167,22 @@ SequenceLogProbs reference_forward(RefModel& reference, const PreferenceBatch& b
   return model_sequence_logprobs(out, c.labels, lo, o.model_logprobs);
 }
 
+// Heads::kReward: the rewards of the concatenated batch, nothing else.
+template <class Model>
+PairForward reward_only_forward(Model& model, const PreferenceBatch& b,
+                                const PairForwardOptions& o) {
+  auto c = concatenate(b, o.pad_id, /*need_labels=*/false);
+  auto out = model_forward(model, c.ids, c.mask, Heads::kReward);
+  HAFRM_CHECK_ARG(out.token_rewards.defined(), "forward_pair", "model outputs",
+                  "must hold token_rewards (the reward head's output)");
+  auto rewards = read_rewards(out.token_rewards, c.mask, o.readout);
+  PairForward f;
+  f.rewards.chosen = rewards.slice(0, 0, c.batch);
+  f.rewards.rejected = rewards.slice(0, c.batch);
+  f.rewards.margin = b.margin;
+  return f;
+}
+
 }  // namespace detail
 
 // Reference log-probs (summed over response tokens) under no-grad, e.g. to precompute them once
@@ -161,6 +200,7 @@ std::pair<torch::Tensor, torch::Tensor> reference_logprobs(RefModel& reference,
 // (reference-free losses).
 template <class Model>
 PairForward forward_pair(Model& model, const PreferenceBatch& b, const PairForwardOptions& o = {}) {
+  if (o.heads == Heads::kReward) return detail::reward_only_forward(model, b, o);
   auto c = detail::concatenate(b, o.pad_id);
   auto out = model_forward(model, c.ids, c.mask);
   HAFRM_CHECK_ARG(out.token_rewards.defined(), "forward_pair", "model outputs",
@@ -204,9 +244,11 @@ PairForward forward_pair(Model& model, const PreferenceBatch& b, const PairForwa
 }
 
 // Policy forward plus a frozen reference model run under no-grad on the same batch.
+// With Heads::kReward the reference is not run (reward-only path above).
 template <class Model, class RefModel>
 PairForward forward_pair(Model& model, RefModel& reference, const PreferenceBatch& b,
                          const PairForwardOptions& o = {}) {
+  if (o.heads == Heads::kReward) return detail::reward_only_forward(model, b, o);
   auto ref = detail::reference_forward(reference, b, o);
   const int64_t B = b.chosen_ids.size(0);
   PreferenceBatch with_ref = b;

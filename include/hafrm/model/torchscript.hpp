@@ -3,6 +3,11 @@
 // (logits [B, T, V], token_rewards [B, T]) or a dict with keys "logits" and "rewards" (and,
 // optionally, "lm_hidden" and "lm_head_weight" for the fused linear path).
 //
+// Skipping the LM head (Heads::kReward: scoring, reward-only training): when the scripted module
+// has a method haf_forward_reward(input_ids, attention_mask) returning the token rewards [B, T]
+// (or [B, T, 1]) as one tensor, model_forward(m, ids, mask, hafrm::Heads::kReward) calls it;
+// without that method it runs forward as above (the LM head included).
+//
 //   #include <hafrm/model/torchscript.hpp>
 // example-begin torchscript ScriptedModel
 //   torch::jit::Module m = torch::jit::load(path);   // e.g. "model.pt", scripted in Python
@@ -18,6 +23,22 @@ namespace hafrm {
 
 template <>
 struct model_traits<torch::jit::Module> {
+  static ModelOutputs forward(torch::jit::Module& m, const torch::Tensor& input_ids,
+                              const torch::Tensor& attention_mask, Heads heads) {
+    if (heads == Heads::kReward) {
+      if (auto method = m.find_method("haf_forward_reward")) {
+        auto ret = (*method)({input_ids, attention_mask});
+        TORCH_CHECK(ret.isTensor(),
+                    "hafrm::model_traits<torch::jit::Module>: haf_forward_reward must return the "
+                    "token rewards as one tensor, got ",
+                    ret.tagKind());
+        ModelOutputs out;
+        out.token_rewards = ret.toTensor();
+        return out;
+      }
+    }
+    return forward(m, input_ids, attention_mask);
+  }
   static ModelOutputs forward(torch::jit::Module& m, const torch::Tensor& input_ids,
                               const torch::Tensor& attention_mask) {
     auto ret = m.forward({input_ids, attention_mask});
