@@ -337,6 +337,7 @@ inline int run_cli(const std::vector<std::string>& args) {
     const std::string& first = args.front();
     if (first == "train") return run_train_cli(rest);
     if (first == "eval") return run_eval_cli(rest);
+    if (first == "score") return run_score_cli(rest);
     if (first == "export") return run_export_cli(rest);
     if (!first.empty() && first[0] != '-') {
       std::string names;

@@ -1,9 +1,9 @@
-// commands.hpp: the haf_rm commands besides train -- eval and export -- each a CLI11 parser bound
-// to its options struct and a run function returning the process exit code (0 done, 1 error,
+// commands.hpp: the haf_rm commands besides train -- eval, score and export -- each a CLI11 parser
+// bound to its options struct and a run function returning the process exit code (0 done, 1 error,
 // 2 usage error). cli.hpp dispatches on the first argument; train stays the default.
 //
-//   int rc = hafrm::examples::rm::run_eval_cli({"--model", "runs/haf_rm/model", "--data",
-//   "e.jsonl"});
+//   namespace rm = hafrm::examples::rm;
+//   int rc = rm::run_eval_cli({"--model", "runs/haf_rm/model", "--data", "eval.jsonl"});
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -19,6 +19,7 @@
 #include "checkpoint.hpp"
 #include "cli_common.hpp"
 #include "model_eval.hpp"
+#include "model_score.hpp"
 #include "reward_model.hpp"
 #include "safetensors.hpp"
 
@@ -33,6 +34,7 @@ inline const std::vector<CommandInfo>& command_list() {
   static const std::vector<CommandInfo> c = {
       {"train", "train a reward model (the default: `haf_rm [train] [OPTIONS]`)"},
       {"eval", "the trainer's accuracies of a trained model on preference files, no training"},
+      {"score", "rewards for JSONL rows of a prompt and one or N responses (best-of-N ranking)"},
       {"export", "a checkpoint's weights as safetensors + config.json, for scoring anywhere"},
   };
   return c;
@@ -78,8 +80,7 @@ inline int parse_command(const char* name, CLI::App& app, const std::vector<std:
 
 }  // namespace cli_detail
 
-// ---- eval
-// ----------------------------------------------------------------------------------------
+// ---- eval --------------------------------------------------------------------------------------
 
 inline std::unique_ptr<CLI::App> make_eval_app(EvalOptions& o) {
   using cli_detail::integer_in;
@@ -123,12 +124,65 @@ inline int run_eval_cli(const std::vector<std::string>& args) {
   });
 }
 
-// ---- export
-// --------------------------------------------------------------------------------------
+// ---- score -------------------------------------------------------------------------------------
+
+inline std::unique_ptr<CLI::App> make_score_app(ScoreFileOptions& o) {
+  using cli_detail::integer_in;
+  auto app = cli_detail::command_app(
+      "score",
+      "haf_rm score: the reward of each response, for JSONL rows {\"prompt\": P, \"response\": R} "
+      "(written back with \"score\") or {\"prompt\": P, \"responses\": [R, ...]} (written back "
+      "with \"scores\", \"ranking\": indices best first, and \"best\": ranking[0]); P and R are "
+      "strings or TRL message lists (a response's last message has role assistant). Every input "
+      "field is kept. A response is assembled as training assembles a pair's chosen side: the "
+      "prompt keeps its last max_prompt_length tokens, the response is cut so that response + EOS "
+      "fits max_length (the truncated responses are counted and reported). Ties: equal scores "
+      "keep input order (the lower index ranks first and is best). Scores are (r - mean) / std "
+      "when the model stores a normalisation (export --normalize), raw rewards with --raw. The "
+      "output is written to a temporary file and renamed: a bad row (reported with file, line and "
+      "field) leaves no output.");
+  app->add_option("--model", o.model, "export directory (haf_rm export) or checkpoint file")
+      ->required();
+  app->add_option("--input", o.input, "JSONL rows to score")->required();
+  app->add_option("--output", o.output, "JSONL out: each input row plus its scores")->required();
+  app->add_flag("--raw", o.raw, "the reward head's raw output, without the stored normalisation");
+  app->add_option("--batch-tokens", o.batch_tokens,
+                  "at most this many tokens (rows x longest row) per forward")
+      ->transform(integer_in<int64_t>(1, int64_t{1} << 40))
+      ->capture_default_str();
+  app->add_option("--batch-sequences", o.batch_sequences, "at most this many rows per forward")
+      ->transform(integer_in<int64_t>(1, 1 << 24))
+      ->capture_default_str();
+  // For throughput comparisons only (bench/README.md): batches in input order, padded.
+  app->add_flag_callback("--no-bucket", [&o] { o.bucket_by_length = false; })->group("");
+  app->add_option(
+      "--tokenizer", o.tokenizer,
+      "a checkpoint of a SentencePiece run: its .model file, if it moved since training");
+  app->add_option("--device", o.device, "cpu or cuda[:N]")->capture_default_str();
+  app->add_option("--threads", o.threads, "LibTorch CPU threads (default: LibTorch's choice)")
+      ->transform(integer_in<int>(1, 4096));
+  app->add_option("--progress", o.progress, "a progress bar on a terminal (auto), always, never")
+      ->check(CLI::IsMember({"auto", "bar", "none"}))
+      ->capture_default_str();
+  return app;
+}
+
+inline int run_score_cli(const std::vector<std::string>& args) {
+  ScoreFileOptions o;
+  auto app = make_score_app(o);
+  if (const int rc = cli_detail::parse_command("score", *app, args); rc >= 0) return rc;
+  for (std::string* s : {&o.model, &o.input, &o.output, &o.tokenizer, &o.device, &o.progress})
+    cli_detail::restore_empty_value(*s);
+  return cli_detail::run_reporting("score", [&] {
+    score_file(o, [](const std::string& line) { std::printf("%s\n", line.c_str()); });
+    return 0;
+  });
+}
+
+// ---- export ------------------------------------------------------------------------------------
 
 struct ExportCli {
   std::string checkpoint, out, normalize, tokenizer;
-  int64_t batch = ExportOptions{}.batch;
   int threads = 0;
 };
 
@@ -151,9 +205,6 @@ inline std::unique_ptr<CLI::App> make_export_app(ExportCli& o) {
                   "it)");
   app->add_option("--tokenizer", o.tokenizer,
                   "a SentencePiece run: its .model file, if it moved since training");
-  app->add_option("--batch", o.batch, "sequences per forward while fitting --normalize")
-      ->transform(integer_in<int64_t>(1, 1 << 20))
-      ->capture_default_str();
   app->add_option("--threads", o.threads, "LibTorch CPU threads (default: LibTorch's choice)")
       ->transform(integer_in<int>(1, 4096));
   return app;
@@ -169,7 +220,7 @@ inline int run_export_cli(const std::vector<std::string>& args) {
     if (c.threads > 0) torch::set_num_threads(c.threads);
     ExportOptions o;
     o.checkpoint = c.checkpoint, o.out = c.out, o.normalize = c.normalize;
-    o.tokenizer = c.tokenizer, o.batch = c.batch;
+    o.tokenizer = c.tokenizer;
     const ModelSpec s = export_reward_model(o);
     const std::string step = s.training.contains("step") ? s.training.at("step").dump() : "?";
     std::printf("exported %s (objective %s, step %s) to %s", c.checkpoint.c_str(),

@@ -126,7 +126,8 @@ inline SplitEval summarize_flags(const Split& split, const torch::Tensor& flags,
 
 // Preference accuracy on a split: strict r(chosen) > r(rejected), for the reward head and for
 // the implicit reward beta * ((logp_c - ref_c) - (logp_r - ref_r)) (beta > 0 does not change
-// the ranking). A zero reward head (untrained, e.g. under dpo) scores 0 here, as in the paper.
+// the ranking; not measured in a reward-only run, which has no reference). A zero reward head
+// (untrained, e.g. under dpo) scores 0 here, as in the paper.
 // Runs the model without dropout and leaves it in training mode; changes no weight, counter or
 // data order (it fills the state's reference log-prob cache on a split's first evaluation).
 inline SplitEval evaluate_split(TrainState& st, const Split& split) {
@@ -135,12 +136,13 @@ inline SplitEval evaluate_split(TrainState& st, const Split& split) {
   st.set_training(false);
   const auto n = static_cast<int64_t>(split.pairs.size());
   // Each rank fills its share of the pairs; the sum over the ranks completes them.
+  const bool implicit = !st.reward_only();
   auto flags = preference_flags(
-      n, st.share(n), st.config().options().eval_batch, true,
+      n, st.share(n), st.config().options().eval_batch, implicit,
       [&](const std::vector<int64_t>& idx) { return st.forward(split, refs, idx); });
   if (auto* dp = st.data_parallel()) dp->sum_(flags);
   st.set_training(true);
-  return summarize_flags(split, flags, st.config().objective().score_is_implicit, true);
+  return summarize_flags(split, flags, st.config().objective().score_is_implicit, implicit);
 }
 
 // One line for the log: "eval (N pairs, path): reward head acc ... | implicit reward acc ...".

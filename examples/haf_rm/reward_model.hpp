@@ -43,7 +43,9 @@
 #include <hafrm/data/assemble.hpp>
 #include <hafrm/data/tokenizer.hpp>
 #include <hafrm/model/pair_forward.hpp>
+#include <hafrm/model/reward_normalization.hpp>
 #include <hafrm/model/reward_readout.hpp>
+#include <hafrm/model/scoring.hpp>
 
 #include "checkpoint.hpp"
 #include "config.hpp"
@@ -72,35 +74,6 @@ inline std::string hafrm_version() {
          std::to_string(HAFRM_VERSION_PATCH);
 }
 
-// Mean and standard deviation of the reward over a reference set; a score is (r - mean) / std.
-struct Normalization {
-  double mean = 0.0, std = 1.0;
-  int64_t count = 0;
-
-  // Population statistics of `rewards` (float64); an error for fewer than 2 values, a non-finite
-  // value or a zero spread (every reward equal, e.g. an untrained zero reward head).
-  static Normalization fit(const torch::Tensor& rewards) {
-    auto r = rewards.detach().to(torch::kCPU, torch::kDouble).reshape({-1});
-    if (r.numel() < 2)
-      throw std::invalid_argument(
-          "Normalization::fit: argument 'rewards' expected at least 2 "
-          "values, got " +
-          std::to_string(r.numel()));
-    if (!torch::isfinite(r).all().item<bool>())
-      throw std::invalid_argument(
-          "Normalization::fit: argument 'rewards' holds a non-finite value");
-    Normalization n;
-    n.count = r.numel();
-    n.mean = r.mean().item<double>();
-    n.std = (r - n.mean).square().mean().sqrt().item<double>();
-    if (!(n.std > 0.0))
-      throw std::invalid_argument(
-          "Normalization::fit: argument 'rewards' has zero spread (every reward equal)");
-    return n;
-  }
-  torch::Tensor apply(const torch::Tensor& rewards) const { return (rewards - mean) / std; }
-};
-
 // What scoring needs to know about a model: config.json's contents.
 struct ModelSpec {
   ModelConfig model;
@@ -111,7 +84,7 @@ struct ModelSpec {
   hafrm::data::AssemblyOptions assembly;
   hafrm::RewardReadout readout = hafrm::RewardReadout::kLastNonPad;
   std::string objective = "haf";  // bt | haf | dpo
-  std::optional<Normalization> normalization;
+  std::optional<hafrm::RewardNormalization> normalization;
   // Where the weights come from: "checkpoint", "step", "seed", "train_seconds" and the training
   // run's checkpoint identity (trainer_checkpoint.hpp).
   nlohmann::ordered_json training = nlohmann::ordered_json::object();
@@ -315,7 +288,8 @@ inline ModelSpec read_model_spec(const std::filesystem::path& dir) {
   f.choice("score", {"reward_head"});
   if (f.has("normalization")) {
     const auto n = f.object("normalization");
-    Normalization norm{n.number("mean"), n.number("std"), n.integer("count", 2)};
+    hafrm::RewardNormalization norm{
+        .mean = n.number("mean"), .std = n.number("std"), .count = n.integer("count", 2)};
     if (!std::isfinite(norm.mean)) throw n.error("mean", "must be finite");
     if (!(std::isfinite(norm.std) && norm.std > 0.0))
       throw n.error("std", "must be finite and > 0");
@@ -338,11 +312,21 @@ struct RewardModel {
   HafTransformer reference{nullptr};
   torch::Device device{torch::kCPU};
 
-  // The pair forward's options: the model's readout, the tokenizer's pad id.
+  // The pair forward's options: the model's readout, the tokenizer's pad id; rewards only
+  // (Heads::kReward) when there is no reference to compare log-probs with.
   hafrm::PairForwardOptions forward_options() const {
     hafrm::PairForwardOptions o;
     o.readout = spec.readout;
     o.pad_id = spec.pad_id;
+    if (!reference) o.heads = hafrm::Heads::kReward;
+    return o;
+  }
+  // hafrm::score_sequences' options for this model (raw scores: no normalisation).
+  hafrm::ScoreOptions score_options() const {
+    hafrm::ScoreOptions o;
+    o.readout = spec.readout;
+    o.pad_id = spec.pad_id;
+    o.device = device;
     return o;
   }
 };
@@ -455,9 +439,33 @@ inline std::unique_ptr<const hafrm::data::Tokenizer> spec_tokenizer(ModelSpec& s
 
 }  // namespace detail
 
-// Loads a model from an export directory or a checkpoint file, in eval mode on o.device.
+namespace detail {
+
+// The model's initialisation draws from torch's CPU generator; loading weights over it must not
+// move a training run's random stream, so the generator's state is put back afterwards.
+class KeepCpuGenerator {
+ public:
+  KeepCpuGenerator() : state_(generator_state(torch::kCPU)) {}
+  ~KeepCpuGenerator() {
+    try {
+      set_generator_state(torch::kCPU, state_);
+    } catch (...) {  // a destructor must not throw
+    }
+  }
+  KeepCpuGenerator(const KeepCpuGenerator&) = delete;
+  KeepCpuGenerator& operator=(const KeepCpuGenerator&) = delete;
+
+ private:
+  torch::Tensor state_;
+};
+
+}  // namespace detail
+
+// Loads a model from an export directory or a checkpoint file, in eval mode on o.device. Leaves
+// torch's CPU random state as it found it.
 inline RewardModel load_reward_model(const std::filesystem::path& path, const LoadOptions& o = {}) {
   namespace fs = std::filesystem;
+  detail::KeepCpuGenerator keep_rng;
   RewardModel m;
   m.source = path;
   m.device = o.device;
@@ -516,41 +524,19 @@ inline RewardModel load_reward_model(const std::filesystem::path& path, const Lo
   return m;
 }
 
-// The reward of each sequence (ids, every one real), float32 on the CPU, in input order: batches
-// of `batch` sequences, right-padded to each batch's longest, read at the model's readout.
-inline torch::Tensor sequence_rewards(RewardModel& m, const std::vector<std::vector<int64_t>>& seqs,
-                                      int64_t batch) {
-  torch::NoGradGuard ng;
-  std::vector<torch::Tensor> out;
-  for (std::size_t s = 0; s < seqs.size(); s += static_cast<std::size_t>(batch)) {
-    const std::size_t e = std::min(seqs.size(), s + static_cast<std::size_t>(batch));
-    std::size_t T = 0;
-    for (std::size_t i = s; i < e; ++i) T = std::max(T, seqs[i].size());
-    auto ids = torch::full({int64_t(e - s), int64_t(T)}, m.spec.pad_id, torch::kLong);
-    auto mask = torch::zeros({int64_t(e - s), int64_t(T)}, torch::kLong);
-    for (std::size_t i = s; i < e; ++i) {
-      const auto n = static_cast<int64_t>(seqs[i].size());
-      ids[int64_t(i - s)].narrow(0, 0, n).copy_(torch::tensor(seqs[i], torch::kLong));
-      mask[int64_t(i - s)].narrow(0, 0, n).fill_(1);
-    }
-    auto o = hafrm::model_forward(m.model, ids.to(m.device), mask.to(m.device));
-    out.push_back(
-        hafrm::read_rewards(o.token_rewards, mask.to(m.device), m.spec.readout).to(torch::kCPU));
-  }
-  return out.empty() ? torch::empty({0}) : torch::cat(out).to(torch::kFloat);
-}
-
-// The normalisation over every response of a preference file (chosen and rejected alike), as
-// the model scores them (the score command's rewards before normalisation).
-inline Normalization fit_normalization(RewardModel& m, const std::string& preference_file,
-                                       int64_t batch) {
+// The normalisation over every response of a preference file (chosen and rejected alike, as
+// assemble_single assembles them), fitted on the raw scores `haf_rm score` gives them.
+inline hafrm::RewardNormalization fit_normalization(RewardModel& m,
+                                                    const std::string& preference_file) {
   const Split s = load_split("normalize", preference_file, *m.tokenizer, m.spec.assembly, false);
   std::vector<std::vector<int64_t>> seqs;
   for (const auto& p : s.pairs) seqs.push_back(p.chosen_ids), seqs.push_back(p.rejected_ids);
   try {
-    return Normalization::fit(sequence_rewards(m, seqs, batch));
-  } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument("--normalize " + preference_file + ": " + e.what());
+    return hafrm::RewardNormalization::fit(
+        hafrm::score_sequences(m.model, seqs, m.score_options()));
+  } catch (const c10::Error& e) {
+    throw std::invalid_argument("--normalize " + preference_file + ": " +
+                                e.what_without_backtrace());
   }
 }
 
@@ -559,7 +545,6 @@ struct ExportOptions {
   std::filesystem::path out;
   std::string normalize;  // a preference file to fit the normalisation on ("" = none)
   std::string tokenizer;  // see LoadOptions::tokenizer
-  int64_t batch = 64;     // sequences per forward while fitting the normalisation
 };
 
 namespace detail {
@@ -613,7 +598,7 @@ inline ModelSpec export_reward_model(const ExportOptions& o) {
   fs::remove_all(tmp);
   try {
     fs::create_directory(tmp);
-    if (!o.normalize.empty()) m.spec.normalization = fit_normalization(m, o.normalize, o.batch);
+    if (!o.normalize.empty()) m.spec.normalization = fit_normalization(m, o.normalize);
     write_safetensors(tmp / kExportWeights, model_tensors(m.model), {{"format", "pt"}});
     if (m.spec.tokenizer_kind == "sentencepiece")
       fs::copy_file(m.spec.tokenizer_file, tmp / kExportTokenizer);

@@ -68,6 +68,9 @@ inline std::string describe_run(const TrainState& st,
          std::to_string(dp->num_buckets()) + " gradient buckets, " +
          std::to_string(dp->allreduce_bytes_per_step()) + " bytes all-reduced per micro-step";
   }
+  if (st.reward_only())
+    s += "\n  reward-only: the policy term never has a weight, so no reference model, no LM head "
+         "and no implicit reward";
   if (resumed)
     s += "\n  resumed from " + resumed->path.string() + " at step " + std::to_string(resumed->step);
   return s;
@@ -79,19 +82,21 @@ inline nlohmann::ordered_json train_record(const TrainState& st, const StepStats
                                            int64_t steps, const StepStats& last) {
   const double k = 1.0 / static_cast<double>(steps);
   const bool implicit = st.config().objective().score_is_implicit;
+  // A reward-only run computes no policy loss and no implicit reward: those keys are left out.
+  const bool policy = !st.reward_only();
   nlohmann::ordered_json rec = {{"step", st.step()},
                                 {"split", "train"},
                                 {"time_s", st.train_seconds()},
                                 {"loss", sum.loss * k},
-                                {"reward_loss", sum.reward_loss * k},
-                                {"policy_loss", sum.policy_loss * k},
-                                {"reward_acc", sum.reward_acc * k},
-                                {"implicit_acc", sum.implicit_acc * k},
-                                {"score_acc", (implicit ? sum.implicit_acc : sum.reward_acc) * k},
-                                {"grad_norm", sum.grad_norm * k},
-                                {"lr", last.lr},
-                                {"w_reward", last.w_reward},
-                                {"alpha", last.alpha}};
+                                {"reward_loss", sum.reward_loss * k}};
+  if (policy) rec["policy_loss"] = sum.policy_loss * k;
+  rec["reward_acc"] = sum.reward_acc * k;
+  if (policy) rec["implicit_acc"] = sum.implicit_acc * k;
+  rec["score_acc"] = (implicit ? sum.implicit_acc : sum.reward_acc) * k;
+  rec["grad_norm"] = sum.grad_norm * k;
+  rec["lr"] = last.lr;
+  rec["w_reward"] = last.w_reward;
+  rec["alpha"] = last.alpha;
   return rec;
 }
 
