@@ -1,21 +1,19 @@
 // cli.hpp: the haf_rm command line (main.cpp is one call to run_cli; tests call it too).
 //
-// Every option is declared once, in make_app(), with its type, range or choices and help text;
-// CLI11 parses (both "--name value" and "--name=value") and generates --help from the same
-// declarations. Numbers go through validators of our own before CLI11 converts them: CLI11
-// 2.1's conversion reads "-1" as 2^64-1 for unsigned options, "010" as octal and saturates on
-// overflow, so the validators accept plain decimal only, check the range and hand CLI11 the
-// canonical digits. Just over 400 lines because every option is declared here, once.
+// `haf_rm [COMMAND] [OPTIONS]`: the first argument picks the command (commands.hpp: eval,
+// export, ...); without one, or with `train`, the options below train, so every training
+// command line reads as it always has. Every training option is declared once, in make_app(),
+// with its type, range or choices and help text; CLI11 parses (both "--name value" and
+// "--name=value") and generates --help from the same declarations, numbers through the
+// validators of cli_common.hpp. Just over 400 lines because every option is declared here, once.
 //
 //   std::vector<std::string> args = {"--objective", "bt", "--steps", "100"};
-//   int rc = hafrm::examples::rm::run_cli(args);
+//   int rc = hafrm::examples::rm::run_cli(args);          // same as {"train", "--objective", ...}
 #pragma once
 
 #include <CLI/CLI.hpp>
 
-#include <charconv>
 #include <chrono>
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
@@ -23,76 +21,43 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
-#include <string_view>
-#include <system_error>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "cli_common.hpp"
+#include "commands.hpp"
 #include "trainer.hpp"
 
 namespace hafrm::examples::rm {
 
 namespace cli_detail {
 
-inline constexpr int64_t kMaxI64 = std::numeric_limits<int64_t>::max();
-
-// A decimal integer in [lo, hi]; rewrites the value to its canonical digits for CLI11.
-template <class Int>
-CLI::Validator integer_in(Int lo, Int hi) {
-  const std::string range = "[" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
-  return CLI::Validator(
-      [lo, hi, range](std::string& s) -> std::string {
-        Int v{};
-        const char* end = s.data() + s.size();
-        const auto [ptr, ec] = std::from_chars(s.data(), end, v);
-        // A negative number for an unsigned option is out of range, not malformed.
-        const bool negative = std::is_unsigned_v<Int> && s.size() > 1 && s[0] == '-' &&
-                              s.find_first_not_of("0123456789", 1) == std::string::npos;
-        if (!negative && (s.empty() || ptr != end ||
-                          (ec != std::errc() && ec != std::errc::result_out_of_range)))
-          return "expected an integer, got \"" + s + "\"";
-        if (negative || ec == std::errc::result_out_of_range || v < lo || v > hi)
-          return "must be in " + range + ", got " + s;
-        s = std::to_string(v);
-        return {};
-      },
-      range);
-}
-
-// A decimal number in `r` (config.hpp: finite bounds, so no infinity or NaN is accepted). The
-// range is the validator's description, which --help shows.
-inline CLI::Validator real_in(const RealRange& r) {
-  const std::string range = r.str();
-  return CLI::Validator(
-      [r, range](std::string& s) -> std::string {
-        double v = 0;
-        const char* end = s.data() + s.size();
-        const auto [ptr, ec] = std::from_chars(s.data(), end, v);
-        if (s.empty() || ptr != end || (ec != std::errc() && ec != std::errc::result_out_of_range))
-          return "expected a number, got \"" + s + "\"";
-        if (ec == std::errc::result_out_of_range || !std::isfinite(v))
-          return "must be a finite number in " + range + ", got " + s;
-        if (!r.contains(v)) return "must be in " + range + ", got " + s;
-        return {};
-      },
-      range);
-}
-
 // Thrown by --list-losses, so that run_cli prints the catalogue instead of training.
 struct ListLosses {};
 
+// The --help footer: every command.
+inline std::string commands_footer() {
+  std::string s = "\nCommands (the first argument; train is the default):\n";
+  for (const auto& c : command_list()) {
+    std::string name = c.name;
+    name.resize(8, ' ');
+    s += "  " + name + c.summary + "\n";
+  }
+  return s + "`haf_rm COMMAND --help` lists a command's options.";
+}
+
 }  // namespace cli_detail
 
-// The command line, bound to `c`: parsing writes straight into it.
+// The training command line, bound to `c`: parsing writes straight into it.
 inline std::unique_ptr<CLI::App> make_app(TrainConfig& c) {
   using cli_detail::integer_in;
   using cli_detail::kMaxI64;
   using cli_detail::real_in;
   auto app = std::make_unique<CLI::App>(
-      "haf_rm: train a reward model the HaF-RM way (shared backbone, reward head + LM head).\n"
-      "Every option also accepts --name=value.",
+      "haf_rm [train]: train a reward model the HaF-RM way (shared backbone, reward head + LM "
+      "head).\nEvery option also accepts --name=value.",
       "haf_rm");
+  app->footer(cli_detail::commands_footer());
   // Later occurrences win (a script may append an override).
   app->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app->get_formatter()->column_width(36);
@@ -309,61 +274,26 @@ inline std::string usage() {
   return make_app(defaults)->help();
 }
 
-namespace cli_detail {
-
-// CLI11 2.1 drops an empty argument ("--ood ''") and lets "--ood=" take the NEXT argument as its
-// value, but an empty path is meaningful here ("" = no such split). Empty values travel through
-// CLI11 as this placeholder and are turned back into "" afterwards (and in error messages).
-inline constexpr std::string_view kEmptyValue = "\x1e(empty)";
-
-inline std::string restore_empty(const std::string& s) {
-  std::string out;
-  std::size_t from = 0;
-  for (auto at = s.find(kEmptyValue); at != std::string::npos; at = s.find(kEmptyValue, from)) {
-    out.append(s, from, at - from).append("\"\"");
-    from = at + kEmptyValue.size();
-  }
-  return out.append(s, from);
-}
-
-}  // namespace cli_detail
-
-// Parses the command line into a TrainConfig; throws std::invalid_argument naming the option.
+// Parses the training command line into a TrainConfig; throws std::invalid_argument naming the
+// option.
 inline TrainConfig parse_args(const std::vector<std::string>& args, bool* help = nullptr) {
-  using cli_detail::kEmptyValue;
   TrainConfig c;
   auto app = make_app(c);
-  std::vector<std::string> prepared;
-  for (const auto& a : args) {
-    if (a.empty()) {
-      prepared.emplace_back(kEmptyValue);
-    } else if (a.starts_with("--") && a.find('=') == a.size() - 1) {  // "--name="
-      prepared.push_back(a.substr(0, a.size() - 1));
-      prepared.emplace_back(kEmptyValue);
-    } else {
-      prepared.push_back(a);
-    }
-  }
-  std::vector<std::string> reversed(prepared.rbegin(), prepared.rend());  // CLI11 pops the back
-  try {
-    app->parse(reversed);
-  } catch (const CLI::CallForHelp&) {
+  if (cli_detail::parse_app(*app, args)) {
     if (help) *help = true;
     return TrainConfig{};
-  } catch (const CLI::ParseError& e) {
-    throw std::invalid_argument(cli_detail::restore_empty(e.what()) + " (see --help)");
   }
   for (std::string* f :
        {&c.objective, &c.reward_loss, &c.policy_loss, &c.weighting, &c.readout, &c.reference,
         &c.train_path, &c.eval_path, &c.ood_path, &c.tokenizer, &c.prompt_template,
         &c.model.positions, &c.device, &c.out_dir, &c.metrics_path, &c.resume, &c.progress})
-    if (*f == kEmptyValue) f->clear();
+    cli_detail::restore_empty_value(*f);
   return c;
 }
 
-// The whole program: parse, train, evaluate. Returns the process exit code (0 done, 1 error,
+// `haf_rm train`: parse, train, evaluate. Returns the process exit code (0 done, 1 error,
 // 2 usage error, 128 + signal when interrupted after writing a checkpoint).
-inline int run_cli(const std::vector<std::string>& args) {
+inline int run_train_cli(const std::vector<std::string>& args) {
   TrainConfig cfg;
   try {
     bool help = false;
@@ -398,6 +328,27 @@ inline int run_cli(const std::vector<std::string>& args) {
     std::fprintf(stderr, "haf_rm: error: %s\n", e.what());
   }
   return 1;
+}
+
+// The whole program: the command named by the first argument, train by default.
+inline int run_cli(const std::vector<std::string>& args) {
+  if (!args.empty()) {
+    const std::vector<std::string> rest(args.begin() + 1, args.end());
+    const std::string& first = args.front();
+    if (first == "train") return run_train_cli(rest);
+    if (first == "eval") return run_eval_cli(rest);
+    if (first == "score") return run_score_cli(rest);
+    if (first == "export") return run_export_cli(rest);
+    if (!first.empty() && first[0] != '-') {
+      std::string names;
+      for (const auto& c : command_list())
+        names += (names.empty() ? "" : ", ") + std::string(c.name);
+      std::fprintf(stderr, "haf_rm: unknown command \"%s\" (commands: %s; see --help)\n",
+                   first.c_str(), names.c_str());
+      return 2;
+    }
+  }
+  return run_train_cli(args);
 }
 
 inline int run_cli(int argc, char** argv) {

@@ -36,6 +36,9 @@ struct SplitEval {
   // pairs whose records carry "gold_agrees" (data/rules); absent when none does.
   std::optional<Accuracy> gold;
   double gold_score = 0;  // the objective's score against the gold ordering
+  // False where there is no reference model (a reward-only run, an exported model): every
+  // "implicit" field is then 0 and reports leave it out.
+  bool implicit_measured = true;
 };
 
 // Accuracy against a hidden gold ordering: over the pairs whose gold is known (gold[i] 1: the
@@ -63,36 +66,41 @@ inline std::pair<int64_t, double> gold_accuracy(const std::vector<int8_t>& gold,
   return {known, known ? static_cast<double>(right) / static_cast<double>(known) : 0.0};
 }
 
-// Preference accuracy on a split: strict r(chosen) > r(rejected), for the reward head and for
-// the implicit reward beta * ((logp_c - ref_c) - (logp_r - ref_r)) (beta > 0 does not change
-// the ranking). A zero reward head (untrained, e.g. under dpo) scores 0 here, as in the paper.
-// Runs the model without dropout and leaves it in training mode; changes no weight, counter or
-// data order (it fills the state's reference log-prob cache on a split's first evaluation).
-inline SplitEval evaluate_split(TrainState& st, const Split& split) {
-  auto& refs = st.split_refs(split);
-  torch::NoGradGuard ng;
-  st.set_training(false);
-  const auto n = static_cast<int64_t>(split.pairs.size());
-  const int64_t eval_batch = st.config().options().eval_batch;
-  // Rows: reward ok, implicit ok, reward reversed, implicit reversed; each rank fills its share
-  // of the pairs and the sum over the ranks completes them.
+// Per pair of a split, whether each score ranks it: rows reward ok, implicit ok, reward
+// reversed, implicit reversed (1 or 0), one column per pair; this process fills the columns of
+// its share [first, last) in batches of `eval_batch` and leaves the others 0. `forward(idx)`
+// returns the hafrm::PairForward of pairs idx; without `implicit` its policy fields may be
+// undefined and the implicit rows stay 0.
+template <class Forward>
+torch::Tensor preference_flags(int64_t n, std::pair<int64_t, int64_t> share, int64_t eval_batch,
+                               bool implicit, Forward&& forward) {
   auto flags = torch::zeros({4, n}, torch::kDouble);
-  const auto [first, last] = st.share(n);
+  const auto [first, last] = share;
   for (int64_t s = first; s < last; s += eval_batch) {
     std::vector<int64_t> idx;
     for (int64_t i = s; i < std::min(last, s + eval_batch); ++i) idx.push_back(i);
-    auto f = st.forward(split, refs, idx);
+    const hafrm::PairForward f = forward(idx);
     const auto len = static_cast<int64_t>(idx.size());
     flags[0].narrow(0, s, len).copy_(f.rewards.chosen > f.rewards.rejected);
-    flags[1].narrow(0, s, len).copy_(implicit_margin(f) > 0);
     flags[2].narrow(0, s, len).copy_(f.rewards.rejected > f.rewards.chosen);
-    flags[3].narrow(0, s, len).copy_(implicit_margin(f) < 0);
+    if (implicit) {
+      flags[1].narrow(0, s, len).copy_(implicit_margin(f) > 0);
+      flags[3].narrow(0, s, len).copy_(implicit_margin(f) < 0);
+    }
   }
-  if (auto* dp = st.data_parallel()) dp->sum_(flags);
-  st.set_training(true);
+  return flags;
+}
+
+// The accuracies of a split from its complete preference_flags. `implicit_score`: the objective
+// ranks by the implicit reward; `implicit_measured`: the implicit rows were computed (a run or
+// model without a reference has no implicit reward).
+inline SplitEval summarize_flags(const Split& split, const torch::Tensor& flags,
+                                 bool implicit_score, bool implicit_measured) {
+  const auto n = static_cast<int64_t>(split.pairs.size());
   auto r = flags[0], m = flags[1];
   SplitEval e;
   e.split = split.name;
+  e.implicit_measured = implicit_measured;
   e.all = {n, r.mean().item<double>(), m.mean().item<double>()};
   std::map<std::string, std::vector<int64_t>> groups;
   for (int64_t i = 0; i < n; ++i)
@@ -104,17 +112,37 @@ inline SplitEval evaluate_split(TrainState& st, const Split& split) {
                        r.index_select(0, ix).mean().item<double>(),
                        m.index_select(0, ix).mean().item<double>()};
   }
-  const bool implicit = st.config().objective().score_is_implicit;
-  e.score = implicit ? e.all.implicit : e.all.reward;
+  e.score = implicit_score ? e.all.implicit : e.all.reward;
   if (split.gold.size() == split.pairs.size()) {
     const auto gr = gold_accuracy(split.gold, flags[0], flags[2]);
     const auto gm = gold_accuracy(split.gold, flags[1], flags[3]);
     if (gr.first > 0) {
       e.gold = Accuracy{gr.first, gr.second, gm.second};
-      e.gold_score = implicit ? e.gold->implicit : e.gold->reward;
+      e.gold_score = implicit_score ? e.gold->implicit : e.gold->reward;
     }
   }
   return e;
+}
+
+// Preference accuracy on a split: strict r(chosen) > r(rejected), for the reward head and for
+// the implicit reward beta * ((logp_c - ref_c) - (logp_r - ref_r)) (beta > 0 does not change
+// the ranking; not measured in a reward-only run, which has no reference). A zero reward head
+// (untrained, e.g. under dpo) scores 0 here, as in the paper.
+// Runs the model without dropout and leaves it in training mode; changes no weight, counter or
+// data order (it fills the state's reference log-prob cache on a split's first evaluation).
+inline SplitEval evaluate_split(TrainState& st, const Split& split) {
+  auto& refs = st.split_refs(split);
+  torch::NoGradGuard ng;
+  st.set_training(false);
+  const auto n = static_cast<int64_t>(split.pairs.size());
+  // Each rank fills its share of the pairs; the sum over the ranks completes them.
+  const bool implicit = !st.reward_only();
+  auto flags = preference_flags(
+      n, st.share(n), st.config().options().eval_batch, implicit,
+      [&](const std::vector<int64_t>& idx) { return st.forward(split, refs, idx); });
+  if (auto* dp = st.data_parallel()) dp->sum_(flags);
+  st.set_training(true);
+  return summarize_flags(split, flags, st.config().objective().score_is_implicit, implicit);
 }
 
 // One line for the log: "eval (N pairs, path): reward head acc ... | implicit reward acc ...".
@@ -126,11 +154,13 @@ inline std::string describe_eval(const SplitEval& e, const Split& s) {
            detail::fmt("%.3f", implicit ? a.implicit : a.reward);
     return k.empty() ? k : k + "]";
   };
+  const bool imp = e.implicit_measured;
   return e.split + " (" + std::to_string(e.all.n) + " pairs, " + s.path + "): reward head acc " +
-         detail::fmt("%.3f", e.all.reward) + kinds(false) + " | implicit reward acc " +
-         detail::fmt("%.3f", e.all.implicit) + kinds(true) +
+         detail::fmt("%.3f", e.all.reward) + kinds(false) +
+         (imp ? " | implicit reward acc " + detail::fmt("%.3f", e.all.implicit) + kinds(true)
+              : std::string(" | implicit reward: none (no reference model)")) +
          (e.gold ? " | vs gold ordering: reward head " + detail::fmt("%.3f", e.gold->reward) +
-                       ", implicit " + detail::fmt("%.3f", e.gold->implicit)
+                       (imp ? ", implicit " + detail::fmt("%.3f", e.gold->implicit) : "")
                  : std::string());
 }
 

@@ -6,7 +6,8 @@
 //   reward layer  Linear(H, 1) with bias on the PRE-norm hidden state, zero-initialised as in the
 //                 HaF reference code, so early on only the policy term moves the backbone.
 // The library sees the model only through haf_forward(): with `fused_lm_head` it returns the LM
-// head's input and weight, so hafrm's fused linear -> log-prob path never stores the logits.
+// head's input and weight, so hafrm's fused linear -> log-prob path never stores the logits; with
+// hafrm::Heads::kReward (scoring, reward-only training) it skips the LM head altogether.
 //
 //   hafrm::examples::rm::ModelConfig cfg;                 // 2 layers, d 64, 4 heads, RoPE
 //   hafrm::examples::rm::HafTransformer model(cfg);
@@ -171,8 +172,18 @@ struct HafTransformerImpl : torch::nn::Module {
     }
   }
 
+  // Every head: the reward head's token_rewards and the LM head (lm_hidden + lm_head_weight, or
+  // logits with fused_lm_head off).
   hafrm::ModelOutputs haf_forward(const torch::Tensor& input_ids,
                                   const torch::Tensor& attention_mask) {
+    return haf_forward(input_ids, attention_mask, hafrm::Heads::kAll);
+  }
+
+  // hafrm::Heads::kReward: token_rewards only; the final norm and the LM head are not run (the
+  // reward head reads the hidden state before them), so scoring and reward-only training do no
+  // [B, T, V] work.
+  hafrm::ModelOutputs haf_forward(const torch::Tensor& input_ids,
+                                  const torch::Tensor& attention_mask, hafrm::Heads heads) {
     const int64_t T = input_ids.size(1);
     auto h = drop(embed(input_ids));
     auto fopt = h.options();
@@ -198,6 +209,7 @@ struct HafTransformerImpl : torch::nn::Module {
     for (const auto& b : *blocks) h = b->as<Block>()->forward(h, bias, cos, sin);
     hafrm::ModelOutputs out;
     out.token_rewards = score(h).squeeze(-1);  // pre-norm hidden state
+    if (heads == hafrm::Heads::kReward) return out;
     auto normed = final_norm(h);
     const bool whole = head_rows.first == 0 && head_rows.second == config.vocab_size;
     auto weight =

@@ -40,7 +40,14 @@ class RunConfig {
     c.device_ = torch::Device(options.device);
     c.objective_ = resolve_objective(options.objective, options.reward_loss, options.policy_loss,
                                      options.weighting);
-    make_objective(c.objective_);  // the registry refuses a bad loss or weighting spec here
+    // The registry refuses a bad loss or weighting spec here.
+    const bool reward_only = !make_objective(c.objective_).needs_policy();
+    if (reward_only && options.vocab_parallel)
+      throw std::invalid_argument(
+          "--vocab-parallel splits the LM head over the processes, but --objective " +
+          options.objective + " (weighting " + c.objective_.weighting +
+          ") never gives the policy term a weight, so the LM head does not run; drop "
+          "--vocab-parallel (plain data parallel splits the batch)");
     c.assembly_.prompt_template = template_by_name(options.prompt_template);
     c.assembly_.max_length = options.max_length;
     c.assembly_.max_prompt_length = options.max_prompt_length;

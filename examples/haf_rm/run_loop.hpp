@@ -99,12 +99,17 @@ inline int run_training(TrainState& st, RunControl& control,
       metrics.write(train_record(st, window, in_window, s));
       if (progress.mode() == Progress::Mode::kPlain) {
         const double k = 1.0 / static_cast<double>(in_window);
+        // A reward-only run has no policy loss and no implicit reward to show.
+        const std::string policy =
+            s.policy_measured ? "  policy_loss " + detail::fmt("%.4f", window.policy_loss * k)
+                              : std::string();
+        const std::string implicit_acc =
+            s.policy_measured ? "  implicit_acc " + detail::fmt("%.3f", window.implicit_acc * k)
+                              : std::string();
         progress.line("step " + std::to_string(st.step()) + "/" + std::to_string(cfg.steps) +
                       "  loss " + detail::fmt("%.4f", window.loss * k) + "  reward_loss " +
-                      detail::fmt("%.4f", window.reward_loss * k) + "  policy_loss " +
-                      detail::fmt("%.4f", window.policy_loss * k) + "  acc " +
-                      detail::fmt("%.3f", window.reward_acc * k) + "  implicit_acc " +
-                      detail::fmt("%.3f", window.implicit_acc * k) + "  lr " +
+                      detail::fmt("%.4f", window.reward_loss * k) + policy + "  acc " +
+                      detail::fmt("%.3f", window.reward_acc * k) + implicit_acc + "  lr " +
                       detail::fmt("%.2e", s.lr) + "  " +
                       detail::fmt("%.1f", progress.rate(st.step())) + " it/s  ETA " +
                       progress.eta(st.step()));

@@ -68,6 +68,9 @@ inline std::string describe_run(const TrainState& st,
          std::to_string(dp->num_buckets()) + " gradient buckets, " +
          std::to_string(dp->allreduce_bytes_per_step()) + " bytes all-reduced per micro-step";
   }
+  if (st.reward_only())
+    s += "\n  reward-only: the policy term never has a weight, so no reference model, no LM head "
+         "and no implicit reward";
   if (resumed)
     s += "\n  resumed from " + resumed->path.string() + " at step " + std::to_string(resumed->step);
   return s;
@@ -79,41 +82,63 @@ inline nlohmann::ordered_json train_record(const TrainState& st, const StepStats
                                            int64_t steps, const StepStats& last) {
   const double k = 1.0 / static_cast<double>(steps);
   const bool implicit = st.config().objective().score_is_implicit;
+  // A reward-only run computes no policy loss and no implicit reward: those keys are left out.
+  const bool policy = !st.reward_only();
   nlohmann::ordered_json rec = {{"step", st.step()},
                                 {"split", "train"},
                                 {"time_s", st.train_seconds()},
                                 {"loss", sum.loss * k},
-                                {"reward_loss", sum.reward_loss * k},
-                                {"policy_loss", sum.policy_loss * k},
-                                {"reward_acc", sum.reward_acc * k},
-                                {"implicit_acc", sum.implicit_acc * k},
-                                {"score_acc", (implicit ? sum.implicit_acc : sum.reward_acc) * k},
-                                {"grad_norm", sum.grad_norm * k},
-                                {"lr", last.lr},
-                                {"w_reward", last.w_reward},
-                                {"alpha", last.alpha}};
+                                {"reward_loss", sum.reward_loss * k}};
+  if (policy) rec["policy_loss"] = sum.policy_loss * k;
+  rec["reward_acc"] = sum.reward_acc * k;
+  if (policy) rec["implicit_acc"] = sum.implicit_acc * k;
+  rec["score_acc"] = (implicit ? sum.implicit_acc : sum.reward_acc) * k;
+  rec["grad_norm"] = sum.grad_norm * k;
+  rec["lr"] = last.lr;
+  rec["w_reward"] = last.w_reward;
+  rec["alpha"] = last.alpha;
   return rec;
 }
 
-// The metrics record of one evaluation.
+// The metrics record of one evaluation. The implicit-reward fields are left out (absent, not 0)
+// where the split had no implicit reward (SplitEval::implicit_measured).
 inline nlohmann::ordered_json eval_record(const TrainState& st, const SplitEval& e) {
+  const bool imp = e.implicit_measured;
   nlohmann::ordered_json rec = {{"step", st.step()},
                                 {"split", e.split},
                                 {"time_s", st.train_seconds()},
-                                {"reward_acc", e.all.reward},
-                                {"implicit_acc", e.all.implicit},
-                                {"score_acc", e.score},
-                                {"pairs", e.all.n}};
+                                {"reward_acc", e.all.reward}};
+  if (imp) rec["implicit_acc"] = e.all.implicit;
+  rec["score_acc"] = e.score;
+  rec["pairs"] = e.all.n;
   for (const auto& [k, a] : e.by_kind) {
     rec["reward_acc_" + k] = a.reward;
-    rec["implicit_acc_" + k] = a.implicit;
+    if (imp) rec["implicit_acc_" + k] = a.implicit;
   }
   if (e.gold) {
     rec["gold_reward_acc"] = e.gold->reward;
-    rec["gold_implicit_acc"] = e.gold->implicit;
+    if (imp) rec["gold_implicit_acc"] = e.gold->implicit;
     rec["gold_score_acc"] = e.gold_score;
   }
   return rec;
+}
+
+// One split's block of summary.json (implicit fields absent where not measured).
+inline nlohmann::ordered_json split_summary_json(const SplitEval& e) {
+  const bool imp = e.implicit_measured;
+  nlohmann::ordered_json j = {{"pairs", e.all.n}, {"reward_acc", e.all.reward}};
+  if (imp) j["implicit_acc"] = e.all.implicit;
+  j["score_acc"] = e.score;
+  for (const auto& [k, a] : e.by_kind) {
+    j["by_kind"][k] = {{"pairs", a.n}, {"reward_acc", a.reward}};
+    if (imp) j["by_kind"][k]["implicit_acc"] = a.implicit;
+  }
+  if (e.gold) {
+    j["gold"] = {{"pairs", e.gold->n}, {"reward_acc", e.gold->reward}};
+    if (imp) j["gold"]["implicit_acc"] = e.gold->implicit;
+    j["gold"]["score_acc"] = e.gold_score;
+  }
+  return j;
 }
 
 // summary.json: the run, then per evaluated split its accuracies.
@@ -130,20 +155,7 @@ inline nlohmann::ordered_json summary_json(const TrainState& st,
                                     {"wall_seconds", wall_seconds},
                                     {"resumed_from", resumed ? resumed->step : int64_t{-1}},
                                     {"identity", checkpoint_identity(st)}};
-  for (const auto& e : results) {
-    nlohmann::ordered_json j = {{"pairs", e.all.n},
-                                {"reward_acc", e.all.reward},
-                                {"implicit_acc", e.all.implicit},
-                                {"score_acc", e.score}};
-    for (const auto& [k, a] : e.by_kind)
-      j["by_kind"][k] = {{"pairs", a.n}, {"reward_acc", a.reward}, {"implicit_acc", a.implicit}};
-    if (e.gold)
-      j["gold"] = {{"pairs", e.gold->n},
-                   {"reward_acc", e.gold->reward},
-                   {"implicit_acc", e.gold->implicit},
-                   {"score_acc", e.gold_score}};
-    summary[e.split] = j;
-  }
+  for (const auto& e : results) summary[e.split] = split_summary_json(e);
   return summary;
 }
 

@@ -22,6 +22,9 @@ struct StepStats {
   double loss = 0, reward_loss = 0, policy_loss = 0;
   double reward_acc = 0, implicit_acc = 0;
   double grad_norm = 0, lr = 0, w_reward = 0, alpha = 0;
+  // False in a reward-only run: no policy loss and no implicit reward were computed (both 0 here;
+  // reports leave them out).
+  bool policy_measured = true;
 };
 
 inline StepStats train_step(TrainState& st) {
@@ -31,6 +34,7 @@ inline StepStats train_step(TrainState& st) {
   st.model_->train();
   st.optimizer_->zero_grad();
   StepStats s;
+  s.policy_measured = !st.reward_only_;
   const double lr = learning_rate(cfg, st.step_);
   for (auto& g : st.optimizer_->param_groups())
     static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
@@ -45,10 +49,12 @@ inline StepStats train_step(TrainState& st) {
     torch::NoGradGuard ng;
     s.loss += inv * out.loss.item<double>();
     s.reward_loss += inv * out.reward_loss.item<double>();
-    s.policy_loss += inv * out.policy_loss.item<double>();
     s.reward_acc +=
         inv * (f.rewards.chosen > f.rewards.rejected).to(torch::kDouble).mean().item<double>();
-    s.implicit_acc += inv * (implicit_margin(f) > 0).to(torch::kDouble).mean().item<double>();
+    if (s.policy_measured) {
+      s.policy_loss += inv * out.policy_loss.item<double>();
+      s.implicit_acc += inv * (implicit_margin(f) > 0).to(torch::kDouble).mean().item<double>();
+    }
     s.w_reward = out.weights.reward, s.alpha = out.weights.policy;
   }
   if (dp) {  // mean gradient and mean statistics over the ranks' slices of the global batch

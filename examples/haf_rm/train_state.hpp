@@ -14,6 +14,11 @@
 // the initial weights depend on (seed, model, reference copy, optimizer). start_fresh() or a
 // checkpoint load comes after.
 //
+// Reward-only runs: when the objective's weighting never gives the policy term a weight
+// (HybridLoss::needs_policy() false: bt with any reward loss), there is no reference model and
+// no reference log-prob, the forward passes run the model with hafrm::Heads::kReward (no final
+// norm, no LM head), and the LM head and final norm are frozen (they get no gradient).
+//
 //   hafrm::examples::rm::TrainState st(cfg, data, /*dp=*/nullptr);
 //   st.start_fresh();
 //   auto f = st.forward(data.train, st.train_refs(), {0, 1, 2, 3});
@@ -62,11 +67,16 @@ class TrainState {
  public:
   // `cfg` and `data` must outlive the state. dp: null for one process; see distributed.hpp.
   TrainState(const RunConfig& cfg, const TrainingData& data, DataParallel* dp)
-      : cfg_(cfg), data_(data), dp_(dp), objective_(make_objective(cfg.objective())) {
+      : cfg_(cfg),
+        data_(data),
+        dp_(dp),
+        objective_(make_objective(cfg.objective())),
+        reward_only_(!objective_.needs_policy()) {
     const TrainConfig& o = cfg.options();
     if (o.threads > 0) torch::set_num_threads(o.threads);
     forward_options_ = cfg.forward_options();
     forward_options_.pad_id = data.tokenizer->pad_id();
+    if (reward_only_) forward_options_.heads = hafrm::Heads::kReward;
 
     // The initial weights depend on the seed only; the reference is a frozen copy of them.
     torch::manual_seed(o.seed);
@@ -74,8 +84,15 @@ class TrainState {
     mc.vocab_size = data.tokenizer->vocab_size();
     model_ = HafTransformer(mc);
     model_->to(cfg.device());
-    reference_ = frozen_copy(model_);
-    if (dp_ && dp_->vocab_parallel()) {
+    if (reward_only_) {
+      for (torch::nn::Module* head :
+           {static_cast<torch::nn::Module*>(model_->final_norm.ptr().get()),
+            static_cast<torch::nn::Module*>(model_->lm_head.ptr().get())})
+        for (auto& p : head->parameters()) p.requires_grad_(false);
+    } else {
+      reference_ = frozen_copy(model_);
+    }
+    if (dp_ && dp_->vocab_parallel() && !reward_only_) {
       // Every rank computes its rows of the LM head, for the policy and the reference alike.
       const auto [v0, v1] = dp_->vocab_range(mc.vocab_size);
       forward_options_.model_logprobs =
@@ -87,7 +104,8 @@ class TrainState {
     if (dp_) dp_->attach(model_->parameters());
 
     // Weight decay on weight matrices only; biases and LayerNorm parameters (1-d) are not
-    // decayed, as usual for transformers.
+    // decayed, as usual for transformers. AdamW skips a parameter without a gradient (the frozen
+    // heads of a reward-only run): no update, no decay.
     std::vector<torch::Tensor> decay, no_decay;
     for (auto& p : model_->parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
     auto opts = [&](double wd) {
@@ -108,7 +126,7 @@ class TrainState {
   // split's reference log-probs (a resumed run reads both from its checkpoint instead).
   void start_fresh() {
     batches_.new_epoch(static_cast<int64_t>(data_.train.pairs.size()));
-    if (cfg_.precompute_reference()) train_refs_ = reference_sums(data_.train);
+    if (cfg_.precompute_reference() && !reward_only_) train_refs_ = reference_sums(data_.train);
   }
 
   // ---- the run's read-only context --------------------------------------------------------------
@@ -130,10 +148,13 @@ class TrainState {
   int64_t step() const { return step_; }                   // optimizer steps done
   double train_seconds() const { return train_seconds_; }  // time spent in train_step
   const HafTransformer& model() const { return model_; }
+  // The frozen reference; null in a reward-only run.
   const HafTransformer& reference() const { return reference_; }
+  // No policy term at any step: no reference, no LM head, no implicit reward (see the top).
+  bool reward_only() const { return reward_only_; }
   const torch::optim::AdamW& optimizer() const { return *optimizer_; }
   const BatchOrder& batch_order() const { return batches_; }
-  // With --reference precompute; undefined tensors otherwise.
+  // With --reference precompute; undefined tensors otherwise (and in a reward-only run).
   const RefSums& train_refs() const { return train_refs_; }
 
   // ---- forward passes
@@ -142,10 +163,12 @@ class TrainState {
   void set_training(bool on) { on ? model_->train() : model_->eval(); }
 
   // The policy and reward forward of pairs `idx` of `split`, against the cached reference sums
-  // when there are any and the frozen reference model otherwise.
+  // when there are any and the frozen reference model otherwise; rewards only in a reward-only
+  // run (f.policy left empty).
   hafrm::PairForward forward(const Split& split, const RefSums& refs,
                              const std::vector<int64_t>& idx) {
     auto batch = make_batch(split, idx, data_.tokenizer->pad_id(), cfg_.device());
+    if (reward_only_) return hafrm::forward_pair(model_, batch, forward_options_);
     if (refs.first.defined()) {
       auto ix = torch::tensor(idx, torch::kLong).to(cfg_.device());
       batch.reference_chosen = refs.first.index_select(0, ix);
@@ -156,8 +179,9 @@ class TrainState {
   }
 
   // The reference sums of a split, computed on first use and kept (the reference never moves):
-  // the training split's cached ones under --reference precompute.
+  // the training split's cached ones under --reference precompute; none in a reward-only run.
   const RefSums& split_refs(const Split& split) {
+    if (reward_only_) return train_refs_;  // undefined tensors
     if (&split == &data_.train && train_refs_.first.defined()) return train_refs_;
     auto it = split_refs_cache_.find(&split);
     if (it == split_refs_cache_.end())
@@ -207,6 +231,7 @@ class TrainState {
   const TrainingData& data_;
   DataParallel* dp_;
   const HybridObjective objective_;
+  const bool reward_only_;
   hafrm::PairForwardOptions forward_options_;  // set up by the constructor only
   HafTransformer model_{nullptr}, reference_{nullptr};
   std::unique_ptr<torch::optim::AdamW> optimizer_;

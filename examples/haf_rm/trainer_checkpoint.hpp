@@ -1,11 +1,11 @@
 // trainer_checkpoint.hpp: what a haf_rm checkpoint holds and how a run is resumed from one.
 //
-// A checkpoint captures everything that decides the next step: weights, the frozen reference,
-// AdamW's state, the data order (permutation, cursor, epoch, shuffle generator), torch's CPU
-// (and CUDA) generator states and the cached reference log-probs, so a resumed run takes
-// exactly the step an uninterrupted one would. Beside that it stores the run's identity (model,
-// tokenizer, objective, data, optimisation settings); a run whose identity differs is refused
-// with every difference listed. The file format (header, checksum, atomic write) is
+// A checkpoint captures everything that decides the next step: weights, the frozen reference
+// (none in a reward-only run), AdamW's state, the data order (permutation, cursor, epoch, shuffle
+// generator), torch's CPU (and CUDA) generator states and the cached reference log-probs, so a
+// resumed run takes exactly the step an uninterrupted one would. Beside that it stores the run's
+// identity (model, tokenizer, objective, data, optimisation settings); a run whose identity differs
+// is refused with every difference listed. The file format (header, checksum, atomic write) is
 // checkpoint.hpp's, kept apart because the checkpoint fuzzer builds it without the trainer.
 //
 //   hafrm::examples::rm::save_trainer_checkpoint(state, "run/checkpoint.pt");
@@ -131,6 +131,10 @@ inline void save_trainer_checkpoint(const TrainState& st, const std::filesystem:
   nlohmann::ordered_json meta;
   meta["format"] = kTrainerCheckpointFormat;
   meta["identity"] = checkpoint_identity(st);
+  // Where the SentencePiece model was read (not part of the identity: a run may move it), so
+  // haf_rm eval / score / export find it without being told.
+  if (const auto& tok = st.config().options().tokenizer; tok != "byte")
+    meta["tokenizer_file"] = std::filesystem::absolute(tok).string();
   std::ostringstream rng;
   rng << order.rng;
   meta["state"] = {{"step", st.step()},        {"steps", st.config().options().steps},
@@ -140,10 +144,12 @@ inline void save_trainer_checkpoint(const TrainState& st, const std::filesystem:
   a.write("meta", c10::IValue(meta.dump()));
   torch::serialize::OutputArchive m, r, o;
   st.model()->save(m);
-  st.reference()->save(r);
   st.optimizer().save(o);
   a.write("model", m);
-  a.write("reference", r);
+  if (st.reference()) {  // none in a reward-only run
+    st.reference()->save(r);
+    a.write("reference", r);
+  }
   a.write("optimizer", o);
   a.write("order", torch::tensor(order.order, torch::kLong));
   a.write("rng_cpu", detail::generator_state(torch::kCPU));
@@ -164,7 +170,9 @@ inline void save_trainer_checkpoint(const TrainState& st, const std::filesystem:
 inline RestoredCheckpoint load_trainer_checkpoint(TrainState& st,
                                                   const std::filesystem::path& path) {
   const torch::Device& device = st.config().device();
-  const bool precompute = st.config().precompute_reference();
+  // A reward-only run has no reference and no reference log-probs to restore.
+  const bool has_reference = static_cast<bool>(st.reference());
+  const bool precompute = st.config().precompute_reference() && has_reference;
   auto a = read_checkpoint(path, device);
   nlohmann::ordered_json meta;
   try {
@@ -198,7 +206,7 @@ inline RestoredCheckpoint load_trainer_checkpoint(TrainState& st,
   BatchOrder order;
   try {
     a.read("model", model_archive);
-    a.read("reference", reference_archive);
+    if (has_reference) a.read("reference", reference_archive);
     a.read("optimizer", optimizer_archive);
     torch::Tensor stored_order;
     a.read("order", stored_order);
@@ -255,7 +263,7 @@ inline RestoredCheckpoint load_trainer_checkpoint(TrainState& st,
 
   try {
     st.model_->load(model_archive);
-    st.reference_->load(reference_archive);
+    if (has_reference) st.reference_->load(reference_archive);
     st.optimizer_->load(optimizer_archive);
     detail::set_generator_state(torch::kCPU, rng_cpu);
     if (device.is_cuda()) detail::set_generator_state(device, rng_cuda);
