@@ -30,11 +30,13 @@ fi
 # The stamp names the pip line's contents, so adding a package re-runs pip once (quick when the
 # rest is installed). matplotlib draws the example trainers' curves (scripts/plot_compare.py);
 # safetensors and sentencepiece let Python score an exported reward model
-# (examples/haf_rm/python/hafrm_rm.py, checked against haf_rm score by a ctest).
-stamp="$VENV/.hafrm-stamp-torch-$TORCH_VERSION-cmake-numpy-matplotlib-safetensors-sentencepiece"
+# (examples/haf_rm/python/hafrm_rm.py, checked against haf_rm score by a ctest). SentencePiece is
+# pinned: 0.2.1 changed how the encoder breaks ties between equal-score segmentations, and 0.2.0
+# encodes as Debian 12's libsentencepiece (0.1.97) that haf_rm links, id for id.
+stamp="$VENV/.hafrm-stamp-torch-$TORCH_VERSION-cmake-numpy-matplotlib-safetensors-sentencepiece020"
 if [[ ! -f "$stamp" ]]; then
-  echo "[setup] pip install torch==$TORCH_VERSION cmake numpy matplotlib safetensors sentencepiece (first time: ~2 min, ~4 GB)"
+  echo "[setup] pip install torch==$TORCH_VERSION cmake numpy matplotlib safetensors sentencepiece==0.2.0 (first time: ~2 min, ~4 GB)"
   "$VENV/bin/pip" install -q --disable-pip-version-check "torch==$TORCH_VERSION" "$CMAKE_VERSION_SPEC" \
-    numpy matplotlib safetensors sentencepiece
+    numpy matplotlib safetensors "sentencepiece==0.2.0"
   touch "$stamp"
 fi

@@ -36,6 +36,7 @@
 #include "hafrm/losses/weighting.hpp"
 #include "hafrm/model/best_of_n.hpp"
 #include "hafrm/model/model_traits.hpp"
+#include "hafrm/model/packed_pair.hpp"
 #include "hafrm/model/pair_forward.hpp"
 #include "hafrm/model/reference_sync.hpp"
 #include "hafrm/model/reward_normalization.hpp"

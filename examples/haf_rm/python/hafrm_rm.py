@@ -5,6 +5,9 @@ A plain PyTorch implementation of the example model (examples/haf_rm/model.hpp),
 (include/hafrm/data/assemble.hpp). It needs only torch, numpy and the `safetensors` and
 `sentencepiece` packages, and gives the same scores as `haf_rm score` on the same directory (the
 parity test checks them to 1e-5), so a Python RLHF stack can call a reward model trained in C++.
+SentencePiece must encode as the library haf_rm linked: sentencepiece 0.2.1 and later break ties
+between equal-score segmentations differently from 0.2.0 and earlier (Debian 12's libsentencepiece
+is 0.1.97), so scripts/setup.sh pins sentencepiece==0.2.0.
 
     from hafrm_rm import RewardModel
     rm = RewardModel.from_pretrained("runs/haf_rm/export")
@@ -56,6 +59,13 @@ class SentencePieceTokenizer:
     def __init__(self, path: Path):
         import sentencepiece
 
+        major_minor_patch = tuple(int(x) for x in sentencepiece.__version__.split(".")[:3])
+        if major_minor_patch > (0, 2, 0):
+            import warnings
+
+            warnings.warn(f"sentencepiece {sentencepiece.__version__} may split some texts "
+                          "differently from the C++ library haf_rm links (0.2.1 changed tie "
+                          "breaking); install sentencepiece==0.2.0 for identical ids")
         self._sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
         self.vocab_size = self._sp.get_piece_size()
         self.eos_id = self._sp.eos_id()
