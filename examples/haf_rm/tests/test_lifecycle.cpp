@@ -38,17 +38,7 @@ rm::TrainConfig trained_run(const TempDir& dir, const std::string& objective = "
   return cfg;
 }
 
-// The message of the exception `f` must throw.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  FAIL("expected an exception");
-  return {};
-}
+using rm::test::error_of;
 
 nlohmann::json read_json(const fs::path& p) {
   return nlohmann::json::parse(rm::test::read_file(p));

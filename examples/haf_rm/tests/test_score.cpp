@@ -40,15 +40,7 @@ void trained_export(const TempDir& dir, const std::string& normalize = "") {
   rm::export_reward_model(o);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  FAIL("expected an exception");
-  return {};
-}
+using rm::test::error_of;
 
 void write_rows(const fs::path& p, const std::vector<nlohmann::ordered_json>& rows) {
   std::string s;

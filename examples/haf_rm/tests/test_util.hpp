@@ -103,4 +103,16 @@ std::string checkpoint_error(F&& f) {
   return {};
 }
 
+// The message of the exception `f` must throw.
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  FAIL("expected an exception");
+  return {};
+}
+
 }  // namespace hafrm::examples::rm::test
