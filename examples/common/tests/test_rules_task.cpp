@@ -1,12 +1,15 @@
 // The "follow the instructions" task (hidden gold reward, Bradley-Terry labels): the gold reward
 // on hand-computed cases, determinism, the shipped files being exactly the generator's output,
-// every shipped record's gold values and label noise, and the loader keeping "gold_agrees".
+// every shipped record's gold values and label noise, the loader keeping "gold_agrees", and the
+// unlabelled corpus (pinned bytes, determinism, well-formed disjoint prompts, mixed quality).
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstdint>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <unordered_set>
 
 #include "hafrm/data/preference_records.hpp"
@@ -26,10 +29,23 @@ std::string slurp(const std::filesystem::path& file) {
   return s.str();
 }
 
-std::string as_jsonl(const std::vector<rt::Pair>& pairs) {
+template <class Record>
+std::string as_jsonl(const std::vector<Record>& records) {
   std::string out;
-  for (const auto& p : pairs) out += rt::to_json_line(p) + "\n";
+  for (const auto& r : records) out += rt::to_json_line(r) + "\n";
   return out;
+}
+
+// 64-bit FNV-1a.
+uint64_t fnv1a(std::string_view bytes) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : bytes) h = (h ^ c) * 0x100000001b3ull;
+  return h;
+}
+
+const std::vector<rt::CorpusRecord>& default_corpus() {
+  static const auto corpus = rt::generate_corpus(rt::default_corpus_spec());
+  return corpus;
 }
 
 }  // namespace
@@ -170,4 +186,115 @@ TEST_CASE("the loader keeps an optional gold_agrees and checks its type", "[rule
     CHECK(e.line() == 1);
     CHECK(std::string(e.what()).find("expected a boolean, got number") != std::string::npos);
   }
+}
+
+TEST_CASE("the default rules corpus is pinned byte for byte", "[rules][corpus]") {
+  // Fails on any change to the prompt or response generator, the corpus spec or the writer.
+  hx::test::TempDir dir;
+  const auto file = dir / "corpus.jsonl";
+  rt::write_corpus_jsonl(file, default_corpus());
+  CHECK_FALSE(std::filesystem::exists(dir / "corpus.jsonl.tmp"));  // renamed onto the file
+  const std::string bytes = slurp(file);
+  CHECK(bytes.size() == 2761428);
+  CHECK(fnv1a(bytes) == 0x9085d63c0a28cdefull);
+  CHECK(bytes == as_jsonl(default_corpus()));
+  REQUIRE(default_corpus().size() == 60000);
+  CHECK(default_corpus()[0].prompt == "v6:hvvojlawepyui");
+  CHECK(default_corpus()[0].response == "iwpxldapy!");
+  CHECK(bytes.substr(0, bytes.find('\n')) ==
+        R"({"prompt":"v6:hvvojlawepyui","response":"iwpxldapy!"})");
+}
+
+TEST_CASE("rules corpus generation is deterministic in the seed", "[rules][corpus]") {
+  auto spec = rt::default_corpus_spec(42);
+  spec.count = 2000;
+  const auto a = rt::generate_corpus(spec), b = rt::generate_corpus(spec);
+  spec.seed += 1;
+  const auto c = rt::generate_corpus(spec);
+  REQUIRE(a.size() == 2000);
+  REQUIRE(c.size() == 2000);
+  CHECK(as_jsonl(a) == as_jsonl(b));
+  CHECK(as_jsonl(a) != as_jsonl(c));
+  spec.count = 0;
+  CHECK(rt::generate_corpus(spec).empty());
+  spec.count = 10;
+  spec.max_target = 10;  // n is one digit
+  CHECK_THROWS_AS(rt::generate_corpus(spec), std::invalid_argument);
+}
+
+TEST_CASE("corpus records are well formed, unique and disjoint from the splits",
+          "[rules][corpus]") {
+  const auto spec = rt::default_corpus_spec();
+  std::unordered_set<std::string> split_prompts;
+  for (const auto& split : rt::generate_default_splits())
+    for (const auto& p : split.pairs) split_prompts.insert(p.prompt);
+  REQUIRE(split_prompts.size() == 4000);
+  std::unordered_set<std::string> prompts;
+  std::size_t min_source = 100, max_source = 0, min_target = 100, max_target = 0;
+  for (const auto& r : default_corpus()) {
+    INFO(r.prompt << " -> " << r.response);
+    const auto ins = rt::parse_prompt(r.prompt);
+    REQUIRE(ins.source.find(ins.banned) != std::string::npos);
+    for (char c : ins.source) REQUIRE((c >= 'a' && c <= 'z'));
+    min_source = std::min(min_source, ins.source.size());
+    max_source = std::max(max_source, ins.source.size());
+    min_target = std::min(min_target, ins.target);
+    max_target = std::max(max_target, ins.target);
+    REQUIRE(prompts.insert(r.prompt).second);
+    REQUIRE(split_prompts.count(r.prompt) == 0);
+    // The response: letters, then at most one marker; n - 2 .. n + 3 letters, at least 1.
+    std::string_view body = r.response;
+    if (!body.empty() && body.back() == rt::kMarker) body.remove_suffix(1);
+    for (char c : body) REQUIRE((c >= 'a' && c <= 'z'));
+    REQUIRE(body.size() >= (ins.target >= 3 ? ins.target - 2 : 1));
+    REQUIRE(body.size() <= ins.target + 3);
+  }
+  // The corpus spans the whole spec: the train range and the longer OOD range.
+  CHECK(min_source == spec.min_source);
+  CHECK(max_source == spec.max_source);
+  CHECK(min_target == spec.min_target);
+  CHECK(max_target == spec.max_target);
+}
+
+TEST_CASE("the corpus mixes good and bad responses", "[rules][corpus]") {
+  // The gold reward only measures the corpus here; the generator never sees it.
+  std::size_t exact_length = 0, perfect = 0, negative = 0;
+  int lowest = 0, highest = 0;
+  for (const auto& r : default_corpus()) {
+    const auto ins = rt::parse_prompt(r.prompt);
+    const int g = rt::gold_reward(r.prompt, r.response);
+    lowest = std::min(lowest, g);
+    highest = std::max(highest, g);
+    const bool marker = !r.response.empty() && r.response.back() == rt::kMarker;
+    exact_length += r.response.size() - (marker ? 1 : 0) == ins.target;
+    // 3n - 1 is the most a response can score: n allowed letters, ascending, no marker.
+    perfect += g == 3 * int(ins.target) - 1;
+    negative += g < 0;
+  }
+  const double n = double(default_corpus().size());
+  CHECK(highest == 3 * 8 - 1);  // a perfect answer to an n = 8 prompt
+  CHECK(lowest < -20);
+  CHECK(double(exact_length) / n > 0.20);
+  CHECK(double(exact_length) / n < 0.90);
+  CHECK(double(perfect) / n > 0.02);
+  CHECK(double(negative) / n > 0.10);
+  CHECK(double(perfect + negative) / n < 0.90);  // most are neither perfect nor worthless
+}
+
+TEST_CASE("write_corpus_jsonl names a file it cannot write", "[rules][corpus]") {
+  hx::test::TempDir dir;
+  const auto file = dir / "missing" / "corpus.jsonl";
+  try {
+    rt::write_corpus_jsonl(file, {{"a2:abc", "ab"}});
+    FAIL("a file in a missing directory was written");
+  } catch (const std::runtime_error& e) {
+    CHECK(std::string(e.what()).find("rules::write_corpus_jsonl") != std::string::npos);
+    CHECK(std::string(e.what()).find("corpus.jsonl") != std::string::npos);
+  }
+  // Escaping as the pair lines: the line parses back to the record.
+  const auto ok = dir / "one.jsonl";
+  rt::write_corpus_jsonl(ok, {{"a2:abc", "a\"b"}});
+  const auto j = nlohmann::json::parse(slurp(ok));
+  CHECK(j.at("prompt") == "a2:abc");
+  CHECK(j.at("response") == "a\"b");
 }

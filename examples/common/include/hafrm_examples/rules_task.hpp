@@ -32,12 +32,19 @@
 //   auto splits = rt::generate_default_splits();        // train, eval, ood
 //   const rt::Pair& p = splits[0].pairs[0];
 //   int g = rt::gold_reward(p.prompt, p.chosen);        // == p.gold_chosen
+//
+// The unlabelled corpus (pre-training, one response per prompt, no gold used):
+//   auto corpus = rt::generate_corpus(rt::default_corpus_spec());
+//   rt::write_corpus_jsonl("runs/rules-corpus.jsonl", corpus);
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 #include <stdexcept>
@@ -149,7 +156,10 @@ inline char letter(std::mt19937_64& rng) { return char('a' + uniform_below(rng, 
 
 /// A prompt: n, the source letters (uniform, repeats allowed), the banned letter (one of the
 /// source letters, uniform over positions). Draw order: source length, n, letters, banned.
-inline std::string generate_prompt(std::mt19937_64& rng, const SplitSpec& spec) {
+/// `spec` is any spec with min_source, max_source, min_target, max_target (SplitSpec,
+/// CorpusSpec): the pair splits and the corpus draw their prompts alike.
+template <class Spec>
+std::string generate_prompt(std::mt19937_64& rng, const Spec& spec) {
   if (spec.min_source < 2 || spec.max_source < spec.min_source || spec.min_target < 1 ||
       spec.max_target > 9 || spec.max_target < spec.min_target) {
     throw std::invalid_argument(
@@ -258,6 +268,95 @@ inline std::string to_json_line(const Pair& p) {
   j["gold_rejected"] = p.gold_rejected;
   j["gold_agrees"] = p.gold_agrees();
   return j.dump();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The unlabelled corpus: prompts with one response each, for pre-training a backbone on the
+// task's language before reward training. Each response comes from generate_response, the
+// varied-quality generator of the pairs (its own quality 0-100%), so the corpus holds good and
+// bad answers alike; no gold reward selects or labels anything.
+
+inline constexpr uint64_t kDefaultCorpusSeed = 20240706;
+
+/// count prompts with source lengths in [min_source, max_source] and n in
+/// [min_target, max_target], one response each, drawn from std::mt19937_64 seeded with `seed`.
+struct CorpusSpec {
+  uint64_t seed = kDefaultCorpusSeed;
+  std::size_t count = 0;
+  std::size_t min_source = 0, max_source = 0;
+  std::size_t min_target = 0, max_target = 0;
+};
+
+struct CorpusRecord {
+  std::string prompt;
+  std::string response;
+};
+
+/// 60000 records, 5-14 source letters and n 2-8. A pre-training corpus is broad: it spans both
+/// the train/eval range (5-9 letters, n 2-5) and the longer OOD range (10-14, n 6-8), and the
+/// combinations in between, while the reward data keeps OOD lengths out of train. Prompts never
+/// repeat a prompt of the shipped splits (generate_corpus).
+inline CorpusSpec default_corpus_spec(uint64_t seed = kDefaultCorpusSeed) {
+  return {seed, 60000, 5, 14, 2, 8};
+}
+
+/// spec.count records. Each draw is a prompt (generate_prompt) then, for a prompt that is new
+/// and not a prompt of the default splits (generate_default_splits()), its response
+/// (generate_response); a repeated prompt is redrawn. More than 100 * count + 1000 prompt draws
+/// means the spec has too few distinct prompts: an error.
+inline std::vector<CorpusRecord> generate_corpus(const CorpusSpec& spec) {
+  std::unordered_set<std::string> used;
+  for (const auto& split : generate_default_splits())
+    for (const auto& p : split.pairs) used.insert(p.prompt);
+  std::mt19937_64 rng(spec.seed);
+  std::vector<CorpusRecord> records;
+  records.reserve(spec.count);
+  std::size_t attempts = 0;
+  while (records.size() < spec.count) {
+    if (++attempts > 100 * spec.count + 1000) {
+      throw std::runtime_error("rules::generate_corpus: too few distinct prompts");
+    }
+    std::string prompt = generate_prompt(rng, spec);
+    if (!used.insert(prompt).second) continue;
+    std::string response = generate_response(rng, prompt);
+    records.push_back({std::move(prompt), std::move(response)});
+  }
+  return records;
+}
+
+/// One JSONL line {"prompt":...,"response":...}, escaped as the pair lines are.
+inline std::string to_json_line(const CorpusRecord& r) {
+  nlohmann::ordered_json j;
+  j["prompt"] = r.prompt;
+  j["response"] = r.response;
+  return j.dump();
+}
+
+/// One to_json_line(record) per line. Written to FILE.tmp and renamed onto `file`, so `file` is
+/// either the whole corpus or untouched; a failed write is an error naming the file.
+inline void write_corpus_jsonl(const std::filesystem::path& file,
+                               const std::vector<CorpusRecord>& records) {
+  std::filesystem::path tmp = file;
+  tmp += ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    if (!out) throw std::runtime_error("rules::write_corpus_jsonl: cannot write " + tmp.string());
+    for (const auto& r : records) out << to_json_line(r) << '\n';
+    if (!out.flush()) {
+      out.close();
+      std::error_code ignored;
+      std::filesystem::remove(tmp, ignored);
+      throw std::runtime_error("rules::write_corpus_jsonl: write failed: " + tmp.string());
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, file, ec);
+  if (ec) {
+    std::error_code ignored;
+    std::filesystem::remove(tmp, ignored);
+    throw std::runtime_error("rules::write_corpus_jsonl: cannot rename " + tmp.string() + " to " +
+                             file.string() + ": " + ec.message());
+  }
 }
 
 /// Fraction of pairs whose label disagrees with the gold ordering.
