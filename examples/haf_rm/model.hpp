@@ -7,7 +7,9 @@
 //                 HaF reference code, so early on only the policy term moves the backbone.
 // The library sees the model only through haf_forward(): with `fused_lm_head` it returns the LM
 // head's input and weight, so hafrm's fused linear -> log-prob path never stores the logits; with
-// hafrm::Heads::kReward (scoring, reward-only training) it skips the LM head altogether.
+// hafrm::Heads::kReward (scoring, reward-only training) it skips the LM head altogether. With
+// `checkpoint_activations` each block keeps only its input for the backward pass and runs again
+// there (activation_checkpoint.hpp).
 //
 //   hafrm::examples::rm::ModelConfig cfg;                 // 2 layers, d 64, 4 heads, RoPE
 //   hafrm::examples::rm::HafTransformer model(cfg);
@@ -18,11 +20,16 @@
 
 #include <cmath>
 #include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <hafrm/model/model_traits.hpp>
+
+#include "activation_checkpoint.hpp"
 
 namespace hafrm::examples::rm {
 
@@ -35,6 +42,11 @@ struct ModelConfig {
   double dropout = 0.0;
   std::string positions = "rope";  // "rope" | "alibi"
   bool fused_lm_head = true;       // false: return full logits instead of (lm_hidden, weight)
+  // Keep only each block's input for the backward pass and recompute the block there
+  // (activation_checkpoint.hpp): less memory, one more forward of every block per step. Not in
+  // to_json(): the parameters and the function computed are the same either way, so checkpoints
+  // written with and without it are interchangeable.
+  bool checkpoint_activations = false;
 
   void validate() const {
     auto fail = [](const std::string& m) { throw std::invalid_argument("model config: " + m); };
@@ -206,7 +218,19 @@ struct HafTransformerImpl : torch::nn::Module {
       auto slopes = detail::alibi_slopes(config.n_heads, fopt);
       bias = bias - slopes.view({1, -1, 1, 1}) * dist.view({1, 1, T, T});  // [B, h, T, T]
     }
-    for (const auto& b : *blocks) h = b->as<Block>()->forward(h, bias, cos, sin);
+    for (const auto& m : *blocks) {
+      auto block = std::static_pointer_cast<BlockImpl>(m);
+      auto params = block->parameters();
+      if (checkpoints(h, params)) {
+        auto run = [block, bias, cos, sin](const torch::Tensor& x) {
+          return block->forward(x, bias, cos, sin);
+        };
+        h = checkpoint_activations(run, h, std::move(params),
+                                   block->is_training() && config.dropout > 0.0);
+      } else {
+        h = block->forward(h, bias, cos, sin);
+      }
+    }
     hafrm::ModelOutputs out;
     out.token_rewards = score(h).squeeze(-1);  // pre-norm hidden state
     if (heads == hafrm::Heads::kReward) return out;
@@ -222,6 +246,17 @@ struct HafTransformerImpl : torch::nn::Module {
       out.logits = torch::nn::functional::linear(head_input ? head_input(normed) : normed, weight);
     }
     return out;
+  }
+
+  // Whether a block with input x and parameters `params` runs checkpointed: only with
+  // checkpoint_activations, grad mode on, and x or a parameter requiring grad, i.e. when there is
+  // a graph to keep small. Inference and the frozen reference run the blocks as they are.
+  bool checkpoints(const torch::Tensor& x, const std::vector<torch::Tensor>& params) const {
+    if (!config.checkpoint_activations || !torch::GradMode::is_enabled()) return false;
+    if (x.requires_grad()) return true;
+    for (const auto& p : params)
+      if (p.requires_grad()) return true;
+    return false;
   }
 
   // Vocab parallel (distributed.hpp): haf_forward returns rows [first, last) of the LM head

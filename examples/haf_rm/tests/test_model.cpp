@@ -1,4 +1,5 @@
-// The haf_rm trainer's model and objectives: the HaF architecture and its two LM-head paths, the
+// The haf_rm trainer's model and objectives: the HaF architecture and its two LM-head paths,
+// activation checkpointing (same gradients and random stream, nothing kept in inference), the
 // objectives' weights and value, what each objective trains, the two log-prob backends taking the
 // same steps, and the link order that keeps SentencePiece's global flag its own.
 #include <catch2/catch.hpp>
@@ -6,9 +7,13 @@
 #include <dlfcn.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <string>
+#include <unordered_set>
 #include <utility>
+#include <vector>
 
 #include "cli.hpp"
 #include "test_util.hpp"
@@ -139,6 +144,189 @@ TEST_CASE("the model has the HaF architecture and both LM-head paths agree", "[h
   for (auto [first, last] : {std::pair<int64_t, int64_t>{-1, 5}, {5, 5}, {3, 31}})
     CHECK_THROWS_WITH(fused->shard_lm_head(first, last),
                       Contains("shard_lm_head") && Contains("of [0, 30)"));
+}
+
+namespace {
+
+// Two layers with dropout `p`, the weights drawn from `seed`; the reward head, which starts at
+// zero, drawn too, so that the backbone's gradient comes through both heads.
+rm::HafTransformer random_model(double p, const std::string& positions, bool checkpoint,
+                                uint64_t seed = 3) {
+  rm::ModelConfig c;
+  c.vocab_size = 30, c.d_model = 16, c.n_heads = 2, c.n_layers = 2, c.d_ff = 32;
+  c.dropout = p, c.positions = positions, c.checkpoint_activations = checkpoint;
+  torch::manual_seed(seed);
+  rm::HafTransformer m(c);
+  torch::NoGradGuard ng;
+  m->score->weight.normal_(0.0, 0.5);
+  m->score->bias.fill_(0.1);
+  return m;
+}
+
+// A batch of 3 sequences of 9 tokens, the first right-padded after 6.
+std::pair<torch::Tensor, torch::Tensor> batch(uint64_t seed = 1) {
+  torch::manual_seed(seed);
+  auto ids = torch::randint(0, 30, {3, 9}, torch::kLong);
+  auto mask = torch::ones_like(ids);
+  mask.index_put_({0, torch::indexing::Slice(6, torch::indexing::None)}, 0);
+  return {ids, mask};
+}
+
+// A loss through both heads: the real tokens' rewards and the LM head's log-sum-exp.
+torch::Tensor both_heads_loss(rm::HafTransformer& m,
+                              const std::pair<torch::Tensor, torch::Tensor>& b) {
+  auto out = m->haf_forward(b.first, b.second);
+  auto keep = b.second.to(torch::kFloat);
+  auto lse = torch::logsumexp(torch::matmul(out.lm_hidden, out.lm_head_weight.t()), -1);
+  return (out.token_rewards * keep).sum() + (lse * keep).sum() / keep.sum();
+}
+
+// How many checkpointed blocks the graph behind `t` holds.
+int checkpoint_nodes(const torch::Tensor& t) {
+  int n = 0;
+  std::unordered_set<torch::autograd::Node*> seen;
+  std::vector<torch::autograd::Node*> todo;
+  if (t.grad_fn()) todo.push_back(t.grad_fn().get());
+  while (!todo.empty()) {
+    auto* node = todo.back();
+    todo.pop_back();
+    if (!seen.insert(node).second) continue;
+    if (node->name().find("CheckpointFunction") != std::string::npos) ++n;
+    for (const auto& e : node->next_edges())
+      if (e.function) todo.push_back(e.function.get());
+  }
+  return n;
+}
+
+// Every parameter's gradient of `a` equals `b`'s to float round-off (1e-6 of its largest
+// entry), and where one is undefined (a frozen parameter) so is the other.
+void check_same_grads(rm::HafTransformer& a, rm::HafTransformer& b) {
+  auto other = b->named_parameters();
+  for (const auto& p : a->named_parameters()) {
+    CAPTURE(p.key());
+    const auto& ga = p.value().grad();
+    const auto& gb = other[p.key()].grad();
+    REQUIRE(ga.defined() == gb.defined());
+    if (!ga.defined()) continue;
+    const double scale = std::max(1.0, gb.abs().max().item<double>());
+    CHECK((ga - gb).abs().max().item<double>() <= 1e-6 * scale);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("activation checkpointing gives the same gradients through both heads",
+          "[haf_rm][model]") {
+  const auto positions = GENERATE(std::string("rope"), std::string("alibi"));
+  CAPTURE(positions);
+  auto plain = random_model(0.0, positions, false), ckpt = random_model(0.0, positions, true);
+  // Not part of the checkpoint identity: the parameters and the function are the same.
+  CHECK(plain->config.to_json() == ckpt->config.to_json());
+  const auto b = batch();
+  auto lp = both_heads_loss(plain, b), lc = both_heads_loss(ckpt, b);
+  CHECK(checkpoint_nodes(lp) == 0);
+  CHECK(checkpoint_nodes(lc) == 2);  // one per block
+  CHECK(lc.item<double>() == Approx(lp.item<double>()).epsilon(1e-6));
+  // torch::autograd::grad through the checkpointed blocks (the node returns the gradients; it
+  // does not write .grad itself).
+  auto& w = ckpt->blocks[0]->as<rm::Block>()->fc->weight;
+  auto gw = torch::autograd::grad({lc}, {w}, {}, /*retain_graph=*/true)[0];
+  CHECK_FALSE(w.grad().defined());
+  lp.backward();
+  lc.backward();
+  check_same_grads(ckpt, plain);
+  CHECK(torch::allclose(gw, w.grad(), 1e-6, 1e-7));
+  CHECK(ckpt->blocks[0]->as<rm::Block>()->attn->qkv->weight.grad().abs().max().item<double>() >
+        0.0);
+}
+
+TEST_CASE("activation checkpointing replays dropout and leaves the random stream as it was",
+          "[haf_rm][model]") {
+  auto plain = random_model(0.1, "rope", false), ckpt = random_model(0.1, "rope", true);
+  const auto b = batch();
+  torch::manual_seed(11);
+  both_heads_loss(plain, b).backward();
+  const auto after_plain = torch::rand({16});
+  torch::manual_seed(11);
+  auto lc = both_heads_loss(ckpt, b);
+  CHECK(checkpoint_nodes(lc) == 2);
+  lc.backward();
+  const auto after_ckpt = torch::rand({16});
+  // The recompute drew the forward's masks, and put the generator back where it was.
+  check_same_grads(ckpt, plain);
+  CHECK(torch::equal(after_ckpt, after_plain));
+
+  // The masks matter: without dropout the gradients are others.
+  auto no_drop = random_model(0.1, "rope", true);
+  no_drop->eval();
+  both_heads_loss(no_drop, b).backward();
+  auto& wc = ckpt->blocks[1]->as<rm::Block>()->fc->weight;
+  auto& we = no_drop->blocks[1]->as<rm::Block>()->fc->weight;
+  CHECK((wc.grad() - we.grad()).abs().max().item<double>() > 1e-4);
+}
+
+TEST_CASE("activation checkpointing with frozen parameters and accumulated gradients",
+          "[haf_rm][model]") {
+  const int frozen = GENERATE(0, 1);  // the embedding and block 0, or block 1
+  CAPTURE(frozen);
+  auto plain = random_model(0.0, "rope", false), ckpt = random_model(0.0, "rope", true);
+  for (auto* m : {&plain, &ckpt}) {
+    auto& mod = *m;
+    for (auto& p : mod->blocks[frozen]->parameters()) p.requires_grad_(false);
+    if (frozen == 0) mod->embed->weight.requires_grad_(false);
+  }
+  // Two backward passes into the same .grad (gradient accumulation).
+  for (uint64_t s : {1, 2}) {
+    const auto b = batch(s);
+    auto lp = both_heads_loss(plain, b), lc = both_heads_loss(ckpt, b);
+    // Block 0 with nothing to differentiate runs as it is.
+    CHECK(checkpoint_nodes(lc) == (frozen == 0 ? 1 : 2));
+    lp.backward();
+    lc.backward();
+  }
+  check_same_grads(ckpt, plain);
+  for (auto& p : ckpt->blocks[frozen]->parameters()) CHECK_FALSE(p.grad().defined());
+  auto& w = ckpt->blocks[1 - frozen]->as<rm::Block>()->attn->qkv->weight;
+  CHECK(w.grad().abs().max().item<double>() > 0.0);
+}
+
+TEST_CASE("activation checkpointing refuses parameters changed between forward and backward",
+          "[haf_rm][model]") {
+  const bool checkpoint = GENERATE(false, true);  // as the graph without checkpointing does
+  CAPTURE(checkpoint);
+  auto m = random_model(0.0, "rope", checkpoint);
+  auto loss = both_heads_loss(m, batch());
+  {
+    torch::NoGradGuard ng;  // an optimizer step
+    m->blocks[1]->as<rm::Block>()->fc->weight.add_(0.01);
+  }
+  CHECK_THROWS_WITH(loss.backward(), Contains("modified by an inplace operation"));
+}
+
+TEST_CASE("activation checkpointing leaves inference and the frozen reference alone",
+          "[haf_rm][model]") {
+  auto plain = random_model(0.1, "alibi", false), ckpt = random_model(0.1, "alibi", true);
+  plain->eval(), ckpt->eval();
+  const auto b = batch();
+  auto a = plain->haf_forward(b.first, b.second);
+  {
+    torch::NoGradGuard ng;
+    auto c = ckpt->haf_forward(b.first, b.second);
+    CHECK_FALSE(c.token_rewards.grad_fn());
+    CHECK_FALSE(c.lm_hidden.grad_fn());
+    CHECK(torch::equal(c.token_rewards, a.token_rewards));
+    CHECK(torch::equal(c.lm_hidden, a.lm_hidden));
+  }
+  // Eval mode with grad on and trainable parameters still checkpoints (no dropout to replay).
+  auto e = ckpt->haf_forward(b.first, b.second);
+  CHECK(checkpoint_nodes(e.token_rewards) == 2);
+  CHECK(torch::equal(e.token_rewards, a.token_rewards));
+  // The reference: its config says checkpoint, but no parameter requires grad.
+  auto ref = rm::frozen_copy(ckpt);
+  REQUIRE(ref->config.checkpoint_activations);
+  auto r = ref->haf_forward(b.first, b.second);
+  CHECK_FALSE(r.token_rewards.grad_fn());
+  CHECK(torch::equal(r.lm_hidden, a.lm_hidden));
 }
 
 TEST_CASE("SentencePiece's FLAGS_minloglevel is not resolved to LibTorch's", "[haf_rm][link]") {
