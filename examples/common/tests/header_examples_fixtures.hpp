@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "hafrm/data/assemble.hpp"
+#include "hafrm/data/lm_records.hpp"
 #include "hafrm/data/messages.hpp"
 #include "hafrm/data/score_records.hpp"
 #include "temp_dir.hpp"
@@ -24,6 +25,15 @@ struct ScoreFile {
       "to_score.jsonl",
       "{\"prompt\":\"2+2?\",\"response\":\"4\"}\n"
       "{\"prompt\":[{\"role\":\"user\",\"content\":\"2+2?\"}],\"responses\":[\"4\",\"5\"]}\n");
+};
+
+/// A small corpus of prompt/response rows.
+struct LmFile {
+  hafrm::examples::test::TempDir dir;
+  std::filesystem::path path =
+      dir.write("corpus.jsonl",
+                "{\"prompt\":\"2+2?\",\"response\":\"4\"}\n"
+                "{\"prompt\":[{\"role\":\"user\",\"content\":\"3+3?\"}],\"response\":\"6\"}\n");
 };
 
 }  // namespace hafrm_examples
