@@ -65,8 +65,11 @@ inline std::unique_ptr<CLI::App> make_app(TrainConfig& c) {
 
   app->add_option("--objective", c.objective,
                   "bt: reward loss only (alpha 0); haf: hybrid, w_R 1, alpha 0.2, beta 0.1; "
-                  "dpo: policy loss only, scored by the implicit reward beta*(logp - logp_ref)")
-      ->check(choice({"bt", "haf", "dpo"}))
+                  "dpo: policy loss only, scored by the implicit reward beta*(logp - logp_ref); "
+                  "lm: pre-training, next-token loss over every token of text, prompt/response "
+                  "or preference rows (both sides); sft: next-token loss over the responses "
+                  "given their prompts (the chosen side of preference rows)")
+      ->check(choice({"bt", "haf", "dpo", "lm", "sft"}))
       ->capture_default_str()
       ->group("objective");
   app->add_flag_callback(
@@ -152,6 +155,17 @@ inline std::unique_ptr<CLI::App> make_app(TrainConfig& c) {
                   "timing comparisons; both give the same numbers")
       ->check(choice({"fused", "reference"}))
       ->capture_default_str()
+      ->group("model");
+  app->add_option("--init-from", c.init_from,
+                  "start from a trained model's backbone and LM head (a checkpoint.pt, e.g. of "
+                  "--objective lm, or an export directory) with a fresh zero reward head; the "
+                  "frozen reference is the loaded model. Its tokenizer and shapes must be this "
+                  "run's")
+      ->group("model");
+  app->add_flag("--checkpoint-activations", c.model.checkpoint_activations,
+                "recompute each transformer block in the backward instead of storing its "
+                "activations: less memory, one more forward of every block per step; the same "
+                "gradients (dropout masks are replayed)")
       ->group("model");
   // --logits turns the fused LM head off.
   app->add_flag_callback(
@@ -283,10 +297,10 @@ inline TrainConfig parse_args(const std::vector<std::string>& args, bool* help =
     if (help) *help = true;
     return TrainConfig{};
   }
-  for (std::string* f :
-       {&c.objective, &c.reward_loss, &c.policy_loss, &c.weighting, &c.readout, &c.reference,
-        &c.train_path, &c.eval_path, &c.ood_path, &c.tokenizer, &c.prompt_template,
-        &c.model.positions, &c.device, &c.out_dir, &c.metrics_path, &c.resume, &c.progress})
+  for (std::string* f : {&c.objective, &c.reward_loss, &c.policy_loss, &c.weighting, &c.readout,
+                         &c.reference, &c.train_path, &c.eval_path, &c.ood_path, &c.tokenizer,
+                         &c.prompt_template, &c.model.positions, &c.device, &c.out_dir,
+                         &c.metrics_path, &c.resume, &c.progress, &c.init_from})
     cli_detail::restore_empty_value(*f);
   return c;
 }

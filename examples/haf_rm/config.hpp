@@ -39,8 +39,9 @@ struct TrainConfig {
   bool skip_bad = false;
   // Model.
   ModelConfig model;
+  std::string init_from;  // a checkpoint or export to start from (init_from.hpp); "" = random
   // Objective.
-  std::string objective = "haf";                    // bt | haf | dpo
+  std::string objective = "haf";                    // bt | haf | dpo | lm | sft
   std::string reward_loss, policy_loss, weighting;  // "" = the objective's default
   std::string readout = "last-token";               // last-token | last-position
   std::string logprob_backend = "fused";            // fused | reference (timing comparisons)

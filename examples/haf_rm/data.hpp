@@ -40,6 +40,16 @@ struct Split {
   std::vector<int8_t> gold;
   hafrm::data::LoadReport report;
   std::size_t skipped_in_assembly = 0;  // records the loader accepted but assembly could not use
+  // The language-model objectives' single sequences (sequence_data.hpp: --objective lm and sft),
+  // in place of pairs: prompt + response + EOS or text + EOS, labels on the tokens the loss
+  // scores. Empty for a preference split.
+  std::vector<hafrm::data::TokenizedSequence> sequences;
+  std::size_t truncated = 0;  // sequences cut to --max-length
+
+  bool of_sequences() const { return !sequences.empty(); }
+  // What a batch draws from: its sequences or its pairs.
+  std::size_t size() const { return of_sequences() ? sequences.size() : pairs.size(); }
+  const char* unit() const { return of_sequences() ? "sequences" : "pairs"; }
 };
 
 namespace detail {
@@ -101,8 +111,9 @@ inline Split load_split(const std::string& name, const std::string& path,
   return s;
 }
 
-// A 64-bit FNV-1a over the assembled ids: a checkpoint stores it to refuse resuming on other
-// training data (or another tokenizer / template / max length, which change the ids too).
+// A 64-bit FNV-1a over the assembled ids (and a sequence split's labels): a checkpoint stores it to
+// refuse resuming on other training data (or another tokenizer / template / max length, which
+// change the ids too).
 inline uint64_t fingerprint(const Split& s) {
   uint64_t h = 1469598103934665603ull;
   auto mix = [&h](int64_t v) {
@@ -118,6 +129,11 @@ inline uint64_t fingerprint(const Split& s) {
       for (auto x : *v) mix(x);
     }
   }
+  for (const auto& q : s.sequences)  // the labels too: lm and sft score different tokens
+    for (const auto* v : {&q.ids, &q.labels}) {
+      mix(static_cast<int64_t>(v->size()));
+      for (auto x : *v) mix(x);
+    }
   return h;
 }
 

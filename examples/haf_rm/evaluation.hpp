@@ -1,6 +1,7 @@
 // evaluation.hpp: preference accuracy of the haf_rm trainer on a split, for the reward head and
 // for DPO's implicit reward, overall, by the records' "corruption" kind, and against the hidden
-// gold ordering where the records carry one (data/rules).
+// gold ordering where the records carry one (data/rules); for --objective lm and sft, the mean
+// next-token NLL of a split's sequences instead.
 //
 //   const hafrm::examples::rm::Split& eval = *state.data().eval;
 //   hafrm::examples::rm::SplitEval e = hafrm::examples::rm::evaluate_split(state, eval);
@@ -10,6 +11,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -27,8 +29,17 @@ struct Accuracy {
   double reward = 0, implicit = 0;  // fraction of pairs with score(chosen) > score(rejected)
 };
 
+// A sequence split's next-token loss (--objective lm, sft).
+struct SequenceEval {
+  int64_t sequences = 0;
+  int64_t tokens = 0;  // labelled tokens scored
+  double nll = 0;      // mean NLL per scored token, nats
+};
+
 struct SplitEval {
   std::string split;
+  // Set for a sequence split, whose evaluation is this alone (every pair field below stays 0).
+  std::optional<SequenceEval> lm;
   Accuracy all;
   std::map<std::string, Accuracy> by_kind;  // "swap" / "substitute" on the synthetic data
   double score = 0;                         // the objective's score: reward or implicit
@@ -124,13 +135,43 @@ inline SplitEval summarize_flags(const Split& split, const torch::Tensor& flags,
   return e;
 }
 
+// The mean next-token NLL of a sequence split's labelled tokens, without dropout; like
+// evaluate_split it leaves the model in training mode and changes no state.
+inline SplitEval evaluate_sequences(TrainState& st, const Split& split) {
+  torch::NoGradGuard ng;
+  st.set_training(false);
+  const auto n = static_cast<int64_t>(split.size());
+  const int64_t batch = st.config().options().eval_batch;
+  // {sum of log-probs, tokens}; each rank sums its share, the sum over the ranks completes it.
+  auto totals = torch::zeros({2}, torch::kDouble);
+  const auto [first, last] = st.share(n);
+  for (int64_t s = first; s < last; s += batch) {
+    std::vector<int64_t> idx;
+    for (int64_t i = s; i < std::min(last, s + batch); ++i) idx.push_back(i);
+    const auto [logp, tokens] = st.sequence_logprobs(split, idx);
+    totals[0] += logp.item<double>();
+    totals[1] += static_cast<double>(tokens);
+  }
+  if (auto* dp = st.data_parallel()) dp->sum_(totals);
+  st.set_training(true);
+  SplitEval e;
+  e.split = split.name;
+  e.implicit_measured = false;
+  const double tokens = totals[1].item<double>();
+  e.lm = SequenceEval{n, static_cast<int64_t>(tokens),
+                      tokens > 0 ? -totals[0].item<double>() / tokens : 0.0};
+  return e;
+}
+
 // Preference accuracy on a split: strict r(chosen) > r(rejected), for the reward head and for
 // the implicit reward beta * ((logp_c - ref_c) - (logp_r - ref_r)) (beta > 0 does not change
 // the ranking; not measured in a reward-only run, which has no reference). A zero reward head
 // (untrained, e.g. under dpo) scores 0 here, as in the paper.
 // Runs the model without dropout and leaves it in training mode; changes no weight, counter or
 // data order (it fills the state's reference log-prob cache on a split's first evaluation).
+// A sequence split (--objective lm, sft) gets evaluate_sequences instead.
 inline SplitEval evaluate_split(TrainState& st, const Split& split) {
+  if (split.of_sequences()) return evaluate_sequences(st, split);
   auto& refs = st.split_refs(split);
   torch::NoGradGuard ng;
   st.set_training(false);
@@ -147,6 +188,11 @@ inline SplitEval evaluate_split(TrainState& st, const Split& split) {
 
 // One line for the log: "eval (N pairs, path): reward head acc ... | implicit reward acc ...".
 inline std::string describe_eval(const SplitEval& e, const Split& s) {
+  if (e.lm)
+    return e.split + " (" + std::to_string(e.lm->sequences) + " sequences, " + s.path +
+           "): next-token NLL " + detail::fmt("%.4f", e.lm->nll) + " (perplexity " +
+           detail::fmt("%.3f", std::exp(e.lm->nll)) + ") over " + std::to_string(e.lm->tokens) +
+           " tokens";
   auto kinds = [&](bool implicit) {
     std::string k;
     for (const auto& [name, a] : e.by_kind)

@@ -31,17 +31,37 @@ inline WeightingFn make_weighting(std::string_view s) { return hafrm::make_weigh
 using HybridObjective = hafrm::HybridLoss<RewardLossFn, PolicyLossFn, WeightingFn>;
 
 // What an objective name means. The score is what the evaluation ranks pairs by: the reward
-// head for bt and haf, DPO's implicit reward beta * (logp - ref) for dpo.
+// head for bt and haf, DPO's implicit reward beta * (logp - ref) for dpo. lm and sft train the
+// LM head alone on single sequences (sequence_data.hpp) and have no loss specs.
 struct ObjectiveSpec {
-  std::string objective;  // "bt" | "haf" | "dpo"
+  std::string objective;  // "bt" | "haf" | "dpo" | "lm" | "sft"
   std::string reward_loss, policy_loss, weighting;
   bool score_is_implicit = false;
+  bool sequence = false;  // lm or sft: next-token loss on single sequences, no pairs
 };
+
+inline bool is_sequence_objective(const std::string& objective) {
+  return objective == "lm" || objective == "sft";
+}
 
 // Fills the objective's defaults for the specs left empty: bt = alpha 0, haf = HaF defaults
 // (w_R 1, alpha 0.2, beta 0.1), dpo = w_R 0, alpha 1.
 inline ObjectiveSpec resolve_objective(const std::string& objective, std::string reward_loss,
                                        std::string policy_loss, std::string weighting) {
+  if (is_sequence_objective(objective)) {
+    for (const auto& [option, spec] :
+         {std::pair<const char*, const std::string&>{"--reward-loss", reward_loss},
+          {"--policy-loss", policy_loss},
+          {"--weighting", weighting}})
+      if (!spec.empty())
+        throw std::invalid_argument(std::string(option) + " \"" + spec +
+                                    "\" applies to --objective bt, haf and dpo; --objective " +
+                                    objective + " trains the LM head alone with a next-token loss");
+    ObjectiveSpec s;
+    s.objective = objective;
+    s.sequence = true;
+    return s;
+  }
   std::string default_weighting;
   if (objective == "bt")
     default_weighting = "constant:reward=1,alpha=0";
@@ -50,7 +70,8 @@ inline ObjectiveSpec resolve_objective(const std::string& objective, std::string
   else if (objective == "dpo")
     default_weighting = "constant:reward=0,alpha=1";
   else
-    throw std::invalid_argument("--objective must be bt, haf or dpo, got \"" + objective + "\"");
+    throw std::invalid_argument("--objective must be bt, haf, dpo, lm or sft, got \"" + objective +
+                                "\"");
   ObjectiveSpec s;
   s.objective = objective;
   s.reward_loss = reward_loss.empty() ? "bt" : std::move(reward_loss);
@@ -60,7 +81,11 @@ inline ObjectiveSpec resolve_objective(const std::string& objective, std::string
   return s;
 }
 
+// The pair objective of `s`; std::invalid_argument for lm and sft, which have none.
 inline HybridObjective make_objective(const ObjectiveSpec& s) {
+  if (s.sequence)
+    throw std::invalid_argument("make_objective: --objective " + s.objective +
+                                " is a next-token loss, not a pair objective");
   return HybridObjective{make_reward_loss(s.reward_loss), make_policy_loss(s.policy_loss),
                          make_weighting(s.weighting)};
 }

@@ -161,6 +161,7 @@ EvalRun evaluate_files(const EvalOptions& o, Log&& log) {
   lo.device = torch::Device(o.device);
   lo.tokenizer = o.tokenizer;
   RewardModel m = load_reward_model(o.model, lo);
+  require_reward(m.spec, "eval", o.model);
   log("haf_rm eval: " + m.source.string() + " (" + (m.from_export ? "export" : "checkpoint") +
       ", objective " + m.spec.objective + ", step " +
       (m.spec.training.contains("step") ? m.spec.training["step"].dump() : std::string("?")) +

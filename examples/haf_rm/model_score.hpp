@@ -77,6 +77,7 @@ ScoreFileResult score_file(const ScoreFileOptions& o, Log&& log) {
   lo.device = torch::Device(o.device);
   lo.tokenizer = o.tokenizer;
   RewardModel m = load_reward_model(o.model, lo);
+  require_reward(m.spec, "score", o.model);
   if (m.spec.score_is_implicit())
     throw std::invalid_argument(
         o.model +

@@ -83,14 +83,28 @@ struct ModelSpec {
   std::string template_name = "phi";
   hafrm::data::AssemblyOptions assembly;
   hafrm::RewardReadout readout = hafrm::RewardReadout::kLastNonPad;
-  std::string objective = "haf";  // bt | haf | dpo
+  std::string objective = "haf";  // bt | haf | dpo; lm | sft (checkpoints only)
   std::optional<hafrm::RewardNormalization> normalization;
   // Where the weights come from: "checkpoint", "step", "seed", "train_seconds" and the training
   // run's checkpoint identity (trainer_checkpoint.hpp).
   nlohmann::ordered_json training = nlohmann::ordered_json::object();
 
   bool score_is_implicit() const { return objective == "dpo"; }
+  // lm and sft train the LM head alone: such a checkpoint starts a reward-model run
+  // (--init-from) but has no reward to score with.
+  bool has_reward() const { return !is_sequence_objective(objective); }
 };
+
+// Refuses a model without a reward (an lm or sft checkpoint) for `command`, naming `file`.
+inline void require_reward(const ModelSpec& s, const std::string& command,
+                           const std::string& file) {
+  if (!s.has_reward())
+    throw std::invalid_argument(command + ": " + file + " was trained with --objective " +
+                                s.objective +
+                                " (the LM head alone), so its reward head is untrained; train a "
+                                "reward model from it with `haf_rm --init-from " +
+                                file + "`");
+}
 
 inline std::string readout_name(hafrm::RewardReadout r) {
   return r == hafrm::RewardReadout::kLastPosition ? "last_position" : "last_non_pad";
@@ -399,7 +413,7 @@ inline ModelSpec checkpoint_spec(const nlohmann::ordered_json& meta, const std::
     s.tokenizer_file = std::filesystem::absolute(path);
   }
   const auto obj = id.object("objective");
-  s.objective = obj.choice("objective", {"bt", "haf", "dpo"});
+  s.objective = obj.choice("objective", {"bt", "haf", "dpo", "lm", "sft"});
   s.readout = obj.choice("readout", {"last-token", "last-position"}) == "last-position"
                   ? hafrm::RewardReadout::kLastPosition
                   : hafrm::RewardReadout::kLastNonPad;
@@ -585,6 +599,7 @@ inline ModelSpec export_reward_model(const ExportOptions& o) {
   LoadOptions lo;
   lo.tokenizer = o.tokenizer;
   RewardModel m = load_reward_model(o.checkpoint, lo);
+  require_reward(m.spec, "export", o.checkpoint.string());
   if (m.spec.score_is_implicit())
     throw std::invalid_argument(
         "export: " + o.checkpoint.string() +

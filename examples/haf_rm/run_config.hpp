@@ -41,7 +41,7 @@ class RunConfig {
     c.objective_ = resolve_objective(options.objective, options.reward_loss, options.policy_loss,
                                      options.weighting);
     // The registry refuses a bad loss or weighting spec here.
-    const bool reward_only = !make_objective(c.objective_).needs_policy();
+    const bool reward_only = !c.objective_.sequence && !make_objective(c.objective_).needs_policy();
     if (reward_only && options.vocab_parallel)
       throw std::invalid_argument(
           "--vocab-parallel splits the LM head over the processes, but --objective " +

@@ -93,11 +93,19 @@ inline int run_training(TrainState& st, RunControl& control,
     window.policy_loss += s.policy_loss, window.grad_norm += s.grad_norm;
     window.reward_acc += s.reward_acc, window.implicit_acc += s.implicit_acc;
     ++in_window;
-    progress.update(st.step(), "loss " + detail::fmt("%.4f", ema_loss) + " acc " +
-                                   detail::fmt("%.3f", ema_acc));
+    progress.update(st.step(),
+                    "loss " + detail::fmt("%.4f", ema_loss) +
+                        (s.sequence ? std::string() : " acc " + detail::fmt("%.3f", ema_acc)));
     if (st.step() % cfg.log_every == 0 || st.step() == cfg.steps) {
       metrics.write(train_record(st, window, in_window, s));
-      if (progress.mode() == Progress::Mode::kPlain) {
+      if (progress.mode() == Progress::Mode::kPlain && s.sequence) {
+        const double k = 1.0 / static_cast<double>(in_window);
+        progress.line("step " + std::to_string(st.step()) + "/" + std::to_string(cfg.steps) +
+                      "  loss " + detail::fmt("%.4f", window.loss * k) + "  lr " +
+                      detail::fmt("%.2e", s.lr) + "  " +
+                      detail::fmt("%.1f", progress.rate(st.step())) + " it/s  ETA " +
+                      progress.eta(st.step()));
+      } else if (progress.mode() == Progress::Mode::kPlain) {
         const double k = 1.0 / static_cast<double>(in_window);
         // A reward-only run has no policy loss and no implicit reward to show.
         const std::string policy =

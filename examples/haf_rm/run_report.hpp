@@ -8,6 +8,7 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <cstdint>
 #include <initializer_list>
 #include <nlohmann/json.hpp>
@@ -33,20 +34,32 @@ inline std::string describe_run(const TrainState& st,
   int64_t params = 0;
   for (const auto& p : st.model()->parameters()) params += p.numel();
   const auto& mc = st.model()->config;
-  std::string s = "haf_rm: objective " + spec.objective + " (reward " + spec.reward_loss +
-                  ", policy " + spec.policy_loss + ", weighting " + spec.weighting + ")\n";
+  std::string s =
+      "haf_rm: objective " + spec.objective +
+      (spec.sequence ? std::string(spec.objective == "lm"
+                                       ? " (next-token loss over every token; LM head only)\n"
+                                       : " (next-token loss over the responses given their "
+                                         "prompts; LM head only)\n")
+                     : " (reward " + spec.reward_loss + ", policy " + spec.policy_loss +
+                           ", weighting " + spec.weighting + ")\n");
   s += "  model: " + std::to_string(mc.n_layers) + " layers, d " + std::to_string(mc.d_model) +
        ", " + std::to_string(mc.n_heads) + " heads, " + mc.positions + ", vocab " +
        std::to_string(mc.vocab_size) + " (" + data.tokenizer->name() + "), " +
        std::to_string(params) + " parameters, " + cfg.device + ", " +
        std::to_string(torch::get_num_threads()) + " threads\n";
-  s += "  data: train " + std::to_string(data.train.pairs.size());
-  if (data.eval) s += ", eval " + std::to_string(data.eval->pairs.size());
-  if (data.ood) s += ", ood " + std::to_string(data.ood->pairs.size());
-  s += " pairs";
+  s += "  data: train " + std::to_string(data.train.size());
+  if (data.eval) s += ", eval " + std::to_string(data.eval->size());
+  if (data.ood) s += ", ood " + std::to_string(data.ood->size());
+  s += std::string(" ") + data.train.unit();
   for (const Split* sp : std::initializer_list<const Split*>{
-           &data.train, data.eval ? &*data.eval : nullptr, data.ood ? &*data.ood : nullptr})
+           &data.train, data.eval ? &*data.eval : nullptr, data.ood ? &*data.ood : nullptr}) {
     if (sp && sp->report.skipped > 0) s += "\n  " + sp->report.summary();
+    if (sp && sp->truncated > 0)
+      s += "\n  " + sp->path + ": " + std::to_string(sp->truncated) + " of " +
+           std::to_string(sp->size()) + " sequences cut to --max-length " +
+           std::to_string(cfg.max_length);
+  }
+  if (!st.init_description().empty()) s += "\n  initial weights: " + st.init_description();
   s += "\n  steps " + std::to_string(cfg.steps) + " x batch " + std::to_string(cfg.batch_size) +
        " x accum " + std::to_string(cfg.grad_accum) + ", lr " + detail::fmt("%g", cfg.lr) +
        ", seed " + std::to_string(cfg.seed);
@@ -81,6 +94,13 @@ inline std::string describe_run(const TrainState& st,
 inline nlohmann::ordered_json train_record(const TrainState& st, const StepStats& sum,
                                            int64_t steps, const StepStats& last) {
   const double k = 1.0 / static_cast<double>(steps);
+  if (st.sequence_objective())  // a next-token loss: no pair statistic exists
+    return {{"step", st.step()},
+            {"split", "train"},
+            {"time_s", st.train_seconds()},
+            {"loss", sum.loss * k},
+            {"grad_norm", sum.grad_norm * k},
+            {"lr", last.lr}};
   const bool implicit = st.config().objective().score_is_implicit;
   // A reward-only run computes no policy loss and no implicit reward: those keys are left out.
   const bool policy = !st.reward_only();
@@ -103,6 +123,14 @@ inline nlohmann::ordered_json train_record(const TrainState& st, const StepStats
 // The metrics record of one evaluation. The implicit-reward fields are left out (absent, not 0)
 // where the split had no implicit reward (SplitEval::implicit_measured).
 inline nlohmann::ordered_json eval_record(const TrainState& st, const SplitEval& e) {
+  if (e.lm)
+    return {{"step", st.step()},
+            {"split", e.split},
+            {"time_s", st.train_seconds()},
+            {"nll", e.lm->nll},
+            {"ppl", std::exp(e.lm->nll)},
+            {"tokens", e.lm->tokens},
+            {"sequences", e.lm->sequences}};
   const bool imp = e.implicit_measured;
   nlohmann::ordered_json rec = {{"step", st.step()},
                                 {"split", e.split},
@@ -125,6 +153,11 @@ inline nlohmann::ordered_json eval_record(const TrainState& st, const SplitEval&
 
 // One split's block of summary.json (implicit fields absent where not measured).
 inline nlohmann::ordered_json split_summary_json(const SplitEval& e) {
+  if (e.lm)
+    return {{"sequences", e.lm->sequences},
+            {"tokens", e.lm->tokens},
+            {"nll", e.lm->nll},
+            {"ppl", std::exp(e.lm->nll)}};
   const bool imp = e.implicit_measured;
   nlohmann::ordered_json j = {{"pairs", e.all.n}, {"reward_acc", e.all.reward}};
   if (imp) j["implicit_acc"] = e.all.implicit;
@@ -148,7 +181,9 @@ inline nlohmann::ordered_json summary_json(const TrainState& st,
                                            const std::vector<SplitEval>& results) {
   const ObjectiveSpec& spec = st.config().objective();
   nlohmann::ordered_json summary = {{"objective", spec.objective},
-                                    {"score", spec.score_is_implicit ? "implicit" : "reward"},
+                                    {"score", spec.sequence            ? "nll"
+                                              : spec.score_is_implicit ? "implicit"
+                                                                       : "reward"},
                                     {"seed", st.config().options().seed},
                                     {"steps", st.step()},
                                     {"train_seconds", st.train_seconds()},
@@ -163,10 +198,16 @@ inline nlohmann::ordered_json summary_json(const TrainState& st,
 inline std::string describe_final(const TrainState& st, double wall_seconds,
                                   const std::vector<SplitEval>& results) {
   const ObjectiveSpec& spec = st.config().objective();
-  std::string line = "final " + spec.objective +
-                     " (score: " + (spec.score_is_implicit ? "implicit reward" : "reward head") +
+  std::string line = "final " + spec.objective + " (score: " +
+                     (spec.sequence            ? "next-token NLL"
+                      : spec.score_is_implicit ? "implicit reward"
+                                               : "reward head") +
                      ")";
   for (const auto& e : results) {
+    if (e.lm) {
+      line += "  " + e.split + " " + detail::fmt("%.4f", e.lm->nll);
+      continue;
+    }
     line += "  " + e.split + " " + detail::fmt("%.3f", e.score);
     if (e.gold) line += " (gold " + detail::fmt("%.3f", e.gold_score) + ")";
   }

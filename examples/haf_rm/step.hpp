@@ -2,15 +2,21 @@
 // gradient accumulation over --grad-accum micro-batches, the data-parallel gradient mean,
 // clipping, AdamW. It advances the training state (weights, AdamW, data order, step counter,
 // training time) and returns the step's statistics (the mean over its micro-batches and ranks).
+// For --objective lm and sft the step's loss is the mean NLL over every scored token of the global
+// batch (all micro-batches, all ranks): each micro-batch's summed NLL is divided by that count,
+// so gradient accumulation and data parallelism give the gradient of one big batch, however the
+// tokens fall between micro-batches and ranks.
 //
 //   hafrm::examples::rm::StepStats s = hafrm::examples::rm::train_step(state);
 #pragma once
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <limits>
+#include <vector>
 
 #include "config.hpp"
 #include "train_state.hpp"
@@ -25,6 +31,8 @@ struct StepStats {
   // False in a reward-only run: no policy loss and no implicit reward were computed (both 0 here;
   // reports leave them out).
   bool policy_measured = true;
+  // --objective lm or sft: `loss` is the token-mean NLL and no pair statistic was computed.
+  bool sequence = false;
 };
 
 inline StepStats train_step(TrainState& st) {
@@ -34,16 +42,37 @@ inline StepStats train_step(TrainState& st) {
   st.model_->train();
   st.optimizer_->zero_grad();
   StepStats s;
-  s.policy_measured = !st.reward_only_;
+  s.sequence = st.sequence_;
+  s.policy_measured = !st.reward_only_ && !st.sequence_;
   const double lr = learning_rate(cfg, st.step_);
   for (auto& g : st.optimizer_->param_groups())
     static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
   // Each micro-batch's loss is scaled by 1/accum so the accumulated gradient is the mean's.
   const double inv = 1.0 / static_cast<double>(cfg.grad_accum);
+  std::vector<std::vector<int64_t>> micro;  // a sequence step draws its micro-batches first
+  double nll_scale = 0.0;
+  if (st.sequence_) {
+    double tokens = 0.0;
+    for (int64_t m = 0; m < cfg.grad_accum; ++m) {
+      micro.push_back(st.next_indices());
+      tokens += static_cast<double>(scored_tokens(st.data_.train, micro.back()));
+    }
+    // The data-parallel gradient is the mean over the ranks' (groups') gradients, hence the
+    // factor world: mean_r(world * nll_r / N) = sum_r nll_r / N.
+    if (dp) tokens = dp->mean({tokens})[0] * st.world();
+    nll_scale = static_cast<double>(st.world()) / std::max(tokens, 1.0);
+  }
   for (int64_t m = 0; m < cfg.grad_accum; ++m) {
+    if (st.sequence_) {
+      const auto loss = -st.sequence_logprobs(st.data_.train, micro[m]).first * nll_scale;
+      if (dp) dp->prepare_for_backward(m + 1 == cfg.grad_accum);
+      loss.backward();
+      s.loss += loss.item<double>();
+      continue;
+    }
     const auto idx = st.next_indices();
     auto f = st.forward(st.data_.train, st.train_refs_, idx);
-    auto out = st.objective_(f.rewards, f.policy, st.step_);
+    auto out = (*st.objective_)(f.rewards, f.policy, st.step_);
     if (dp) dp->prepare_for_backward(m + 1 == cfg.grad_accum);  // overlap: last only
     (out.loss * inv).backward();
     torch::NoGradGuard ng;

@@ -19,6 +19,14 @@
 // no reference log-prob, the forward passes run the model with hafrm::Heads::kReward (no final
 // norm, no LM head), and the LM head and final norm are frozen (they get no gradient).
 //
+// Sequence runs (--objective lm, sft): the splits hold single sequences (sequence_data.hpp), the
+// loss is the mean next-token NLL of their labelled tokens, there is no reference, and the reward
+// head is frozen at its initial zero, so such a checkpoint starts a reward-model run
+// (--init-from) exactly as a fresh one would start its reward head.
+//
+// Initial weights (--init-from, init_from.hpp): copied over the seeded ones before the reference
+// is made, except the reward head, which stays at zero.
+//
 //   hafrm::examples::rm::TrainState st(cfg, data, /*dp=*/nullptr);
 //   st.start_fresh();
 //   auto f = st.forward(data.train, st.train_refs(), {0, 1, 2, 3});
@@ -31,6 +39,8 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -38,9 +48,11 @@
 
 #include "batch_order.hpp"
 #include "distributed.hpp"
+#include "initial_weights.hpp"
 #include "losses.hpp"
 #include "model.hpp"
 #include "run_config.hpp"
+#include "sequence_data.hpp"
 #include "training_data.hpp"
 
 namespace hafrm::examples::rm {
@@ -66,12 +78,16 @@ inline RestoredCheckpoint load_trainer_checkpoint(TrainState& st,
 class TrainState {
  public:
   // `cfg` and `data` must outlive the state. dp: null for one process; see distributed.hpp.
-  TrainState(const RunConfig& cfg, const TrainingData& data, DataParallel* dp)
+  // init: the --init-from weights (init_from.hpp), or nullopt for the seeded random ones.
+  TrainState(const RunConfig& cfg, const TrainingData& data, DataParallel* dp,
+             const std::optional<InitialWeights>& init = std::nullopt)
       : cfg_(cfg),
         data_(data),
         dp_(dp),
-        objective_(make_objective(cfg.objective())),
-        reward_only_(!objective_.needs_policy()) {
+        sequence_(cfg.objective().sequence),
+        objective_(sequence_ ? std::nullopt
+                             : std::optional<HybridObjective>(make_objective(cfg.objective()))),
+        reward_only_(!sequence_ && !objective_->needs_policy()) {
     const TrainConfig& o = cfg.options();
     if (o.threads > 0) torch::set_num_threads(o.threads);
     forward_options_ = cfg.forward_options();
@@ -83,8 +99,11 @@ class TrainState {
     ModelConfig mc = o.model;
     mc.vocab_size = data.tokenizer->vocab_size();
     model_ = HafTransformer(mc);
+    if (init) load_initial(*init);
     model_->to(cfg.device());
-    if (reward_only_) {
+    if (sequence_) {
+      for (auto& p : model_->score->parameters()) p.requires_grad_(false);
+    } else if (reward_only_) {
       for (torch::nn::Module* head :
            {static_cast<torch::nn::Module*>(model_->final_norm.ptr().get()),
             static_cast<torch::nn::Module*>(model_->lm_head.ptr().get())})
@@ -99,7 +118,7 @@ class TrainState {
           dp_->attach_vocab_parallel(mc.vocab_size, model_->lm_head->weight);
       auto hook = [d = dp_](const torch::Tensor& x) { return d->reduce_grad_over_shards(x); };
       model_->shard_lm_head(v0, v1, hook);
-      reference_->shard_lm_head(v0, v1, hook);
+      if (reference_) reference_->shard_lm_head(v0, v1, hook);
     }
     if (dp_) dp_->attach(model_->parameters());
 
@@ -125,8 +144,8 @@ class TrainState {
   // A run from step 0: the first epoch's order and, with --reference precompute, the training
   // split's reference log-probs (a resumed run reads both from its checkpoint instead).
   void start_fresh() {
-    batches_.new_epoch(static_cast<int64_t>(data_.train.pairs.size()));
-    if (cfg_.precompute_reference() && !reward_only_) train_refs_ = reference_sums(data_.train);
+    batches_.new_epoch(static_cast<int64_t>(data_.train.size()));
+    if (reference_ && cfg_.precompute_reference()) train_refs_ = reference_sums(data_.train);
   }
 
   // ---- the run's read-only context --------------------------------------------------------------
@@ -152,6 +171,11 @@ class TrainState {
   const HafTransformer& reference() const { return reference_; }
   // No policy term at any step: no reference, no LM head, no implicit reward (see the top).
   bool reward_only() const { return reward_only_; }
+  // --objective lm or sft: single sequences, a next-token loss, no reward (see the top).
+  bool sequence_objective() const { return sequence_; }
+  // The --init-from weights' fingerprint and description; "" for a run from random weights.
+  const std::string& init_fingerprint() const { return init_fingerprint_; }
+  const std::string& init_description() const { return init_description_; }
   const torch::optim::AdamW& optimizer() const { return *optimizer_; }
   const BatchOrder& batch_order() const { return batches_; }
   // With --reference precompute; undefined tensors otherwise (and in a reward-only run).
@@ -178,10 +202,21 @@ class TrainState {
     return hafrm::forward_pair(model_, reference_, batch, forward_options_);
   }
 
+  // The summed log-probs of sequences `idx` of a sequence split and how many tokens they score:
+  // {sum over the batch (differentiable), scored tokens}.
+  std::pair<torch::Tensor, int64_t> sequence_logprobs(const Split& split,
+                                                      const std::vector<int64_t>& idx) {
+    const auto b = make_sequence_batch(split, idx, data_.tokenizer->pad_id(), cfg_.device());
+    const auto out = hafrm::model_forward(model_, b.ids, b.mask);
+    const auto lp = hafrm::detail::model_sequence_logprobs(out, b.labels, forward_options_.logprobs,
+                                                           forward_options_.model_logprobs);
+    return {lp.sum.sum(), lp.count.sum().item<int64_t>()};
+  }
+
   // The reference sums of a split, computed on first use and kept (the reference never moves):
-  // the training split's cached ones under --reference precompute; none in a reward-only run.
+  // the training split's cached ones under --reference precompute; none without a reference.
   const RefSums& split_refs(const Split& split) {
-    if (reward_only_) return train_refs_;  // undefined tensors
+    if (!reference_) return train_refs_;  // undefined tensors
     if (&split == &data_.train && train_refs_.first.defined()) return train_refs_;
     auto it = split_refs_cache_.find(&split);
     if (it == split_refs_cache_.end())
@@ -196,7 +231,7 @@ class TrainState {
 
   // The next micro-batch of this rank: its slice of the next global batch.
   std::vector<int64_t> next_indices() {
-    const auto idx = batches_.next(global_batch(), static_cast<int64_t>(data_.train.pairs.size()));
+    const auto idx = batches_.next(global_batch(), static_cast<int64_t>(data_.train.size()));
     return dp_ ? dp_->slice(idx) : idx;
   }
 
@@ -227,11 +262,26 @@ class TrainState {
     return {both[0].clone(), both[1].clone()};
   }
 
+  // Copies the --init-from weights into the model, all but the reward head ("score."), which
+  // keeps its zero initialisation.
+  void load_initial(const InitialWeights& init) {
+    torch::NoGradGuard ng;
+    auto src = init.model->named_parameters();
+    for (auto& p : model_->named_parameters())
+      if (!p.key().starts_with("score.")) p.value().copy_(src[p.key()]);
+    init_fingerprint_ = init.fingerprint;
+    init_description_ = init.source + " (objective " + init.objective +
+                        (init.step >= 0 ? ", step " + std::to_string(init.step) : std::string()) +
+                        ", template " + init.template_name + "; reward head reset to zero)";
+  }
+
   const RunConfig& cfg_;
   const TrainingData& data_;
   DataParallel* dp_;
-  const HybridObjective objective_;
+  const bool sequence_;
+  const std::optional<HybridObjective> objective_;  // none for lm and sft
   const bool reward_only_;
+  std::string init_fingerprint_, init_description_;
   hafrm::PairForwardOptions forward_options_;  // set up by the constructor only
   HafTransformer model_{nullptr}, reference_{nullptr};
   std::unique_ptr<torch::optim::AdamW> optimizer_;

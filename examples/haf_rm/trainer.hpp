@@ -4,6 +4,7 @@
 //   RunConfig     run_config.hpp     the resolved settings: validated once, read-only
 //   DataParallel  distributed.hpp    the process group under torchrun (null for one process)
 //   TrainingData  training_data.hpp  the tokenizer and the three splits: loaded once, read-only
+//                 init_from.hpp      the --init-from weights, checked and copied into the state
 //   TrainState    train_state.hpp    the mutable state: model, frozen reference, AdamW, data
 //                                    order, counters; written only by the step and the restore
 //   RunControl    run_control.hpp    "stop requested": fed by request_stop() and SIGINT/SIGTERM
@@ -34,6 +35,7 @@
 #include "config.hpp"
 #include "distributed.hpp"
 #include "evaluation.hpp"
+#include "init_from.hpp"
 #include "run_config.hpp"
 #include "run_control.hpp"
 #include "run_loop.hpp"
@@ -53,7 +55,7 @@ class Trainer {
       : cfg_(std::move(cfg)),
         dp_(std::move(dp)),
         data_(load_training_data(cfg_, dp_ ? dp_->data_world_size() : 1)),
-        state_(cfg_, data_, dp_.get()) {
+        state_(cfg_, data_, dp_.get(), load_initial_weights(cfg_, *data_.tokenizer)) {
     if (!cfg_.options().resume.empty())
       resumed_ = load_trainer_checkpoint(state_, cfg_.options().resume);
     else

@@ -107,7 +107,7 @@ inline nlohmann::ordered_json checkpoint_identity(const TrainState& st) {
   id["data"] = {{"template", cfg.prompt_template},
                 {"max_length", cfg.max_length},
                 {"max_prompt_length", cfg.max_prompt_length},
-                {"train_pairs", st.data().train.pairs.size()},
+                {std::string("train_") + st.data().train.unit(), st.data().train.size()},
                 {"train_fingerprint", detail::hex64(fingerprint(st.data().train))}};
   // The global batch: a checkpoint resumes with any number of processes that keeps it.
   id["optimisation"] = {{"batch_size", st.global_batch()},
@@ -120,6 +120,8 @@ inline nlohmann::ordered_json checkpoint_identity(const TrainState& st) {
                         {"schedule", cfg.schedule},
                         {"min_lr_ratio", cfg.min_lr_ratio},
                         {"seed", cfg.seed}};
+  // The --init-from weights, by content (the file may move); absent for random weights.
+  if (!st.init_fingerprint().empty()) id["init"] = {{"weights_fnv1a", st.init_fingerprint()}};
   return id;
 }
 
@@ -186,9 +188,13 @@ inline RestoredCheckpoint load_trainer_checkpoint(TrainState& st,
   }
   std::vector<std::string> diffs;
   const auto now = checkpoint_identity(st);
+  const auto stored = meta.value("identity", nlohmann::ordered_json::object());
   for (const auto& [section, values] : now.items())
-    detail::diff_section(section, meta["identity"].value(section, nlohmann::ordered_json::object()),
-                         values, diffs);
+    detail::diff_section(section, stored.value(section, nlohmann::ordered_json::object()), values,
+                         diffs);
+  for (const auto& [section, values] : stored.items())  // a section this run does not have
+    if (!now.contains(section))
+      detail::diff_section(section, values, nlohmann::ordered_json::object(), diffs);
   if (!diffs.empty()) {
     std::string msg = "checkpoint " + path.string() + " does not match this run:";
     for (const auto& d : diffs) msg += "\n  " + d;
@@ -243,7 +249,7 @@ inline RestoredCheckpoint load_trainer_checkpoint(TrainState& st,
     throw corrupt(std::string("state: ") + e.what());
   }
   const auto n = static_cast<int64_t>(order.order.size());
-  const auto pairs = st.data().train.pairs.size();
+  const auto pairs = st.data().train.size();
   if (restored.step < 0)
     throw corrupt("state 'step' is negative (" + std::to_string(restored.step) + ")");
   if (order.epoch < 0)
@@ -253,11 +259,12 @@ inline RestoredCheckpoint load_trainer_checkpoint(TrainState& st,
                   std::to_string(n) + "]");
   if (n != 0 && n != static_cast<int64_t>(pairs))
     throw corrupt("the stored data order has " + std::to_string(n) + " entries for " +
-                  std::to_string(pairs) + " training pairs");
+                  std::to_string(pairs) + " training " + st.data().train.unit());
   std::vector<char> seen(order.order.size(), 0);
   for (const auto i : order.order) {
     if (i < 0 || i >= n || seen[static_cast<std::size_t>(i)])
-      throw corrupt("the stored data order is not a permutation of the training pairs");
+      throw corrupt(std::string("the stored data order is not a permutation of the training ") +
+                    st.data().train.unit());
     seen[static_cast<std::size_t>(i)] = 1;
   }
 

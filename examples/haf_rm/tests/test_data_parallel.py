@@ -20,6 +20,11 @@ G = 2 processes started without torchrun (RANK/WORLD_SIZE/MASTER_* set by hand),
 G2 = the same with rank 1 SIGSTOPped (alive, silent): rank 0 fails on the collective's timeout.
 H = rank 1 alone, its store (rank 0) never started: fails naming the store within the timeout.
 
+L = 1 process --objective lm (next-token loss on both sides of every pair), 12 steps, batch 8;
+L2 = torchrun 2 processes, 6 steps, batch 4 per rank; L3 = 1 process resuming L2 to step 12: the
+loss is the mean over the global batch's tokens, so L2 + L3 must equal L however the tokens fall
+between the ranks.
+
 And the vocab-parallel trainer: V = torchrun 2 processes --vocab-parallel (batch 8 on both ranks,
 the LM head's rows split) for 6 steps, W = 1 process resuming V to step 12, VL = the same on the
 logits path with --reference model, V4 = 4 processes as 2 data-parallel groups of 2 that split
@@ -148,12 +153,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def compare(ref, got, steps, what):
+def compare(ref, got, steps, what, names=("loss", "reward_loss", "policy_loss", "grad_norm")):
     if sorted(got) != list(steps):
         sys.exit(f"FAILED: {what}: steps logged {sorted(got)}, expected {list(steps)}")
     worst = 0.0
     for s in steps:
-        for x, y, name in zip(ref[s], got[s], ("loss", "reward_loss", "policy_loss", "grad_norm")):
+        for x, y, name in zip(ref[s], got[s], names):
             rel = abs(x - y) / max(abs(x), 1e-12)
             worst = max(worst, rel)
             if rel > RTOL:
@@ -162,13 +167,13 @@ def compare(ref, got, steps, what):
     return worst
 
 
-def losses(path):
+def losses(path, keys=("loss", "reward_loss", "policy_loss", "grad_norm")):
     out = {}
     with open(path) as f:
         for line in f:
             r = json.loads(line)
             if r.get("split") == "train":
-                out[r["step"]] = (r["loss"], r["reward_loss"], r["policy_loss"], r["grad_norm"])
+                out[r["step"]] = tuple(r[k] for k in keys)
     return out
 
 
@@ -203,6 +208,20 @@ def main():
 
         torchrun2 = [a.torchrun, "--no-python", "--standalone", "--nproc-per-node", "2", a.haf_rm]
         long_run = [*COMMON, "--steps", str(LONG), "--batch-size", "4"]
+
+        lm = ["--objective", "lm"]
+        run([a.haf_rm, *COMMON, *lm, "--batch-size", "8", "--out", f"{d}/L"], a.timeout)
+        run([*torchrun2, *COMMON, *lm, "--steps", "6", "--batch-size", "4", "--out", f"{d}/L2"],
+            a.timeout)
+        run([a.haf_rm, *COMMON, *lm, "--batch-size", "8", "--out", f"{d}/L3",
+             "--resume", f"{d}/L2/checkpoint.pt"], a.timeout)
+        keys = ("loss", "grad_norm")
+        l2, l3 = losses(f"{d}/L2/metrics.jsonl", keys), losses(f"{d}/L3/metrics.jsonl", keys)
+        got = {**{s: v for s, v in l2.items() if s <= 6}, **{s: v for s, v in l3.items() if s > 6}}
+        worst = compare(losses(f"{d}/L/metrics.jsonl", keys), got, range(1, 13), "lm L2 + L3",
+                        keys)
+        print(f"OK: --objective lm, 2 processes (steps 1-6) + 1-process resume (7-12) vs 1 "
+              f"process: worst relative difference {worst:.2e} (tolerance {RTOL})")
 
         # V + W: --vocab-parallel (both ranks take the global batch of 8 and split the LM head's
         # vocabulary), then a 1-process resume of its checkpoint; VL: the same on the logits path

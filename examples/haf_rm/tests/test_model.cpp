@@ -70,7 +70,7 @@ TEST_CASE("objectives weigh the two terms as documented", "[haf_rm][objective]")
   const double dpo_ref = (std::log1p(std::exp(-0.1 * 2.0)) + std::log1p(std::exp(0.1 * 1.0))) / 2;
   CHECK(out.loss.item<double>() == Approx(bt_ref + 0.2 * dpo_ref).epsilon(1e-12));
 
-  CHECK_THROWS_WITH(rm::resolve_objective("ppo", "", "", ""), Contains("bt, haf or dpo"));
+  CHECK_THROWS_WITH(rm::resolve_objective("ppo", "", "", ""), Contains("bt, haf, dpo, lm or sft"));
   CHECK_THROWS(rm::make_objective(rm::resolve_objective("haf", "no_such_loss", "", "")));
 }
 
@@ -342,4 +342,27 @@ TEST_CASE("SentencePiece's FLAGS_minloglevel is not resolved to LibTorch's", "[h
     SUCCEED("this SentencePiece build exports no FLAGS_minloglevel");
   else
     CHECK(resolved == own);
+}
+
+TEST_CASE("--checkpoint-activations trains the same steps", "[haf_rm][model]") {
+  rm::test::TempDir dir;
+  auto plain = rm::test::tiny_config(dir);
+  plain.model.dropout = 0.1;  // the recompute must replay the dropout masks
+  plain.model.n_layers = 2;
+  auto ckpt = rm::parse_args({"--checkpoint-activations"});
+  REQUIRE(ckpt.model.checkpoint_activations);
+  CHECK_FALSE(rm::parse_args({}).model.checkpoint_activations);
+  ckpt = plain;
+  ckpt.model.checkpoint_activations = true;
+  ckpt.out_dir = (dir / "ckpt").string();
+  rm::Trainer a(plain), b(ckpt);
+  CHECK(a.identity() == b.identity());  // checkpoints stay interchangeable
+  for (int i = 0; i < 3; ++i) {
+    const auto sa = a.step(), sb = b.step();
+    CHECK(sb.loss == Approx(sa.loss).epsilon(1e-6));
+    CHECK(sb.grad_norm == Approx(sa.grad_norm).epsilon(1e-5));
+  }
+  const auto pb = b.model()->named_parameters();
+  for (const auto& p : a.model()->named_parameters())
+    CHECK((p.value() - pb[p.key()]).abs().max().item<double>() < 1e-6);
 }
