@@ -227,6 +227,8 @@ TEST_CASE("the command line keeps its option names, defaults and both value form
                            "--dropout",
                            "--positions",
                            "--logits",
+                           "--init-from",
+                           "--checkpoint-activations",
                            "--steps",
                            "--batch-size",
                            "--grad-accum",
@@ -252,7 +254,7 @@ TEST_CASE("the command line keeps its option names, defaults and both value form
     CAPTURE(name);
     CHECK_THAT(usage, Contains(name));
   }
-  CHECK_THAT(usage, Contains("INT:[1, 4096]") && Contains("{bt,haf,dpo}"));
+  CHECK_THAT(usage, Contains("INT:[1, 4096]") && Contains("{bt,haf,dpo,lm,sft}"));
   for (const char* name :
        {"--vocab-parallel", "--vocab-parallel-size", "--bucket-kb", "--dist-timeout"}) {
     CAPTURE(name);
