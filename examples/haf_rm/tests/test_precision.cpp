@@ -20,18 +20,22 @@ using rm::test::TempDir;
 
 namespace {
 
-// The tiny configuration on larger splits, so that the eval accuracy is measured on enough pairs
-// to tell learning from chance.
+// A small model on the shipped "sort the letters" splits (3000 training pairs, 300 eval pairs):
+// enough steps that its implicit reward ranks the held-out pairs well above chance.
 rm::TrainConfig learning_config(const TempDir& dir, const std::string& precision) {
   auto c = rm::test::tiny_config(dir);
-  rm::test::write_tiny_splits(dir.path(), /*train=*/96, /*eval=*/48);
+  c.train_path = HAFRM_EXAMPLES_DATA_DIR "/synthetic/train.jsonl";
+  c.eval_path = HAFRM_EXAMPLES_DATA_DIR "/synthetic/eval.jsonl";
+  c.ood_path = "";
   c.precision = precision;
   c.objective = "haf";
   c.model.d_model = 32;
   c.model.d_ff = 64;
   c.batch_size = 16;
-  c.steps = 60;
-  c.warmup_steps = 5;
+  c.steps = 200;
+  c.warmup_steps = 10;
+  c.lr = 1e-2;
+  c.eval_batch = 64;
   return c;
 }
 
@@ -44,7 +48,7 @@ LearningRun train(const rm::TrainConfig& c) {
   rm::Trainer t(c);
   LearningRun r;
   for (int64_t i = 0; i < c.steps; ++i) r.steps.push_back(t.step());
-  r.eval_acc = t.evaluate(*t.eval_split()).all.reward;
+  r.eval_acc = t.evaluate(*t.eval_split()).all.implicit;
   return r;
 }
 
@@ -73,10 +77,11 @@ TEST_CASE("a bf16 run learns as the fp32 run does, with finite losses and gradie
   // zero reward head and the policy equal to its reference give the same loss in any precision.
   CHECK(bf16.steps[0].grad_norm != fp32.steps[0].grad_norm);
   CHECK(bf16.steps[0].grad_norm == Approx(fp32.steps[0].grad_norm).epsilon(0.05));
-  // Chance is 0.5 (a zero reward head ties every pair: 0).
-  CHECK(fp32.eval_acc >= 0.75);
-  CHECK(bf16.eval_acc >= 0.75);
-  CHECK(std::abs(bf16.eval_acc - fp32.eval_acc) <= 0.15);
+  // The implicit reward's accuracy (DPO's beta * (logp - ref)): chance is 0.5, and both runs
+  // reach about 0.78 on this configuration.
+  CHECK(fp32.eval_acc >= 0.65);
+  CHECK(bf16.eval_acc >= 0.65);
+  CHECK(std::abs(bf16.eval_acc - fp32.eval_acc) <= 0.1);
 }
 
 TEST_CASE("bf16 keeps the weights, gradients, AdamW state and losses in float32",
