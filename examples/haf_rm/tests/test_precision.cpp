@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cli.hpp"
 #include "precision.hpp"
 #include "test_util.hpp"
 #include "trainer.hpp"
