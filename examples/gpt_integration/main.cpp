@@ -4,17 +4,21 @@
 // Part 2 is everything the integration adds: a reward head, a `haf_forward` member, a frozen
 // reference copy and the training step with the HaF hybrid loss. Part 3 checks, at step 0, that
 // the fused linear path (logits never stored) and the plain logits path give the same loss and
-// gradients, then trains a few steps and checks the loss went down.
+// gradients, then trains a few steps and checks the loss went down. With precision bf16 the
+// training and evaluation forward passes run under LibTorch's autocast to bfloat16 (mixed
+// precision: the weights, AdamW's state and the loss stay float32).
 //
-//   gpt_integration [steps=60] [batch=16] [lr=1e-2]
+//   gpt_integration [steps=60] [batch=16] [lr=1e-2] [precision=fp32|bf16]
 //
 // Also compiled by the packaging test as an outside consumer (tests/package/), in every CMake
 // order it supports.
+#include <ATen/autocast_mode.h>
 #include <hafrm/hafrm.hpp>
 
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 // ============ Part 1: the existing model (as found in the trainer, unchanged) ============
@@ -89,12 +93,21 @@ struct GptRewardModelImpl : torch::nn::Module {
   // ids / mask: [B, T]. The GPT is causal and batches are right-padded, so padding never reaches
   // a scored position and the mask is not needed here; hafrm reads the reward at the last
   // non-padding position and scores only tokens whose label is not -100.
+  //
+  // Under autocast (mixed precision) the rewards come back float32, so the loss reduces in
+  // float32, and the fused path gets its input and weight in the autocast dtype: hafrm's fused
+  // linear path is an autograd Function whose backward recomputes the logits outside autocast,
+  // so both passes then form the same bfloat16 tiles (the weight's gradient returns float32
+  // through the cast). Without autocast both casts change nothing.
   hafrm::ModelOutputs haf_forward(const torch::Tensor& ids, const torch::Tensor& /*mask*/) {
     auto h = gpt->features(ids);
-    hafrm::ModelOutputs out{.token_rewards = score(h).squeeze(-1)};
+    hafrm::ModelOutputs out{.token_rewards = score(h).squeeze(-1).to(torch::kFloat)};
     if (fused_lm_head) {  // hafrm forms the logits tile by tile: [B, T, V] is never stored
-      out.lm_hidden = h;
-      out.lm_head_weight = gpt->lm_head->weight;
+      const auto device = h.device().type();
+      const bool autocast = at::autocast::is_autocast_enabled(device);
+      const auto dtype = autocast ? at::autocast::get_autocast_dtype(device) : h.scalar_type();
+      out.lm_hidden = h.to(dtype);
+      out.lm_head_weight = gpt->lm_head->weight.to(dtype);
     } else {
       out.logits = gpt->lm_head(h);
     }
@@ -114,6 +127,29 @@ void copy_frozen(GptRewardModel& from, GptRewardModel& to) {
   for (auto& p : dst) p.requires_grad_(false);
   to->eval();
 }
+
+// Mixed precision for a scope: autocast to bfloat16 on the CPU, the previous state restored on
+// exit (as Python's torch.autocast). Does nothing when not enabled.
+struct Bf16Autocast {
+  explicit Bf16Autocast(bool enabled) : on(enabled) {
+    if (!on) return;
+    prev = at::autocast::is_autocast_enabled(at::kCPU);
+    prev_dtype = at::autocast::get_autocast_dtype(at::kCPU);
+    at::autocast::set_autocast_enabled(at::kCPU, true);
+    at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+    at::autocast::increment_nesting();
+  }
+  ~Bf16Autocast() {
+    if (!on) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(at::kCPU, prev);
+    at::autocast::set_autocast_dtype(at::kCPU, prev_dtype);
+  }
+  Bf16Autocast(const Bf16Autocast&) = delete;
+  Bf16Autocast& operator=(const Bf16Autocast&) = delete;
+  bool on, prev = false;
+  at::ScalarType prev_dtype = at::kBFloat16;
+};
 
 // Synthetic preference pairs: chosen = the prompt reversed, rejected = random tokens. Labels are
 // aligned with input_ids: the token's own id where it is scored (the response), -100 on the
@@ -149,10 +185,14 @@ int main(int argc, char** argv) {
   const int64_t steps = argc > 1 ? std::atol(argv[1]) : 60;
   const int64_t batch = argc > 2 ? std::atol(argv[2]) : 16;
   const double lr = argc > 3 ? std::atof(argv[3]) : 1e-2;
-  if (steps < 10 || batch < 2 || !(lr > 0)) {
-    std::fprintf(stderr, "usage: gpt_integration [steps >= 10] [batch >= 2] [lr > 0]\n");
+  const std::string precision = argc > 4 ? argv[4] : "fp32";
+  if (steps < 10 || batch < 2 || !(lr > 0) || (precision != "fp32" && precision != "bf16")) {
+    std::fprintf(stderr,
+                 "usage: gpt_integration [steps >= 10] [batch >= 2] [lr > 0] "
+                 "[precision fp32|bf16]\n");
     return 2;
   }
+  const bool bf16 = precision == "bf16";
   torch::manual_seed(0);
   const GptConfig cfg;
   const int64_t prompt_len = cfg.block / 2 - 2;
@@ -189,11 +229,14 @@ int main(int argc, char** argv) {
     }
   }
 
-  // Training: one step = pair forward (policy and frozen reference), hybrid loss, AdamW.
+  // Training: one step = pair forward (policy and frozen reference), hybrid loss, AdamW. With
+  // bf16 the forward passes (training and evaluation) run under autocast; the loss and the
+  // backward run outside it, as autocast is meant to be used.
   model->fused_lm_head = reference->fused_lm_head = true;
   auto eval_batch = make_batch(256, cfg.vocab, prompt_len);
   auto accuracy = [&] {
     torch::NoGradGuard ng;
+    Bf16Autocast autocast(bf16);
     auto f = hafrm::forward_pair(model, eval_batch);
     return (f.rewards.chosen > f.rewards.rejected).to(torch::kDouble).mean().item<double>();
   };
@@ -201,7 +244,12 @@ int main(int argc, char** argv) {
   std::vector<double> losses;
   for (int64_t step = 0; step < steps; ++step) {
     model->train();
-    auto f = hafrm::forward_pair(model, reference, make_batch(batch, cfg.vocab, prompt_len));
+    const auto b = make_batch(batch, cfg.vocab, prompt_len);
+    hafrm::PairForward f;
+    {
+      Bf16Autocast autocast(bf16);
+      f = hafrm::forward_pair(model, reference, b);
+    }
     auto out = haf(f.rewards, f.policy, step);
     opt.zero_grad();
     out.loss.backward();
@@ -224,9 +272,9 @@ int main(int argc, char** argv) {
   bool finite = true;
   for (double l : losses) finite = finite && std::isfinite(l);
   std::printf(
-      "held-out preference accuracy (256 pairs): %.3f -> %.3f; mean loss of the first / "
+      "%s: held-out preference accuracy (256 pairs): %.3f -> %.3f; mean loss of the first / "
       "last 5 steps: %.4f -> %.4f\n",
-      acc0, acc1, head, tail);
+      precision.c_str(), acc0, acc1, head, tail);
   if (!finite || !(tail < head) || !(acc1 > acc0)) {
     std::fprintf(stderr,
                  "FAILED: the loss is not finite or did not decrease, or the accuracy "

@@ -221,6 +221,13 @@ inline std::unique_ptr<CLI::App> make_app(TrainConfig& c) {
   app->add_option("--threads", c.threads, "LibTorch CPU threads (default: LibTorch's choice)")
       ->transform(integer_in<int>(1, 4096))
       ->group("optimisation");
+  app->add_option("--precision", c.precision,
+                  "bf16: mixed precision, the forward passes under autocast to bfloat16 "
+                  "(weights, AdamW state and losses stay float32); evaluation and the reference "
+                  "log-probs follow it")
+      ->check(choice({"fp32", "bf16"}))
+      ->capture_default_str()
+      ->group("optimisation");
   app->add_option("--device", c.device, "cpu or cuda[:N]")
       ->capture_default_str()
       ->group("optimisation");
@@ -300,7 +307,7 @@ inline TrainConfig parse_args(const std::vector<std::string>& args, bool* help =
   for (std::string* f : {&c.objective, &c.reward_loss, &c.policy_loss, &c.weighting, &c.readout,
                          &c.reference, &c.train_path, &c.eval_path, &c.ood_path, &c.tokenizer,
                          &c.prompt_template, &c.model.positions, &c.device, &c.out_dir,
-                         &c.metrics_path, &c.resume, &c.progress, &c.init_from})
+                         &c.metrics_path, &c.resume, &c.progress, &c.init_from, &c.precision})
     cli_detail::restore_empty_value(*f);
   return c;
 }

@@ -59,6 +59,9 @@ struct TrainConfig {
   double min_lr_ratio = 0.1;
   uint64_t seed = 0;
   int threads = 0;  // 0 = LibTorch's default
+  // fp32 | bf16: bf16 runs the forward passes under autocast to bfloat16 with float32 weights,
+  // AdamW state and loss reductions (precision.hpp).
+  std::string precision = "fp32";
   std::string device = "cpu";
   // Output.
   std::string out_dir = "runs/haf_rm";
@@ -144,6 +147,12 @@ inline void validate_config(const TrainConfig& c) {
     fail("--reference must be precompute or model, got \"" + c.reference + "\"");
   if (c.logprob_backend != "fused" && c.logprob_backend != "reference")
     fail("--logprob-backend must be fused or reference, got \"" + c.logprob_backend + "\"");
+  if (c.precision != "fp32" && c.precision != "bf16")
+    fail("--precision must be fp32 or bf16, got \"" + c.precision + "\"");
+  // The recompute of a checkpointed block runs in the backward, outside autocast: it would not
+  // reproduce the bfloat16 forward (activation_checkpoint.hpp replays no autocast state).
+  if (c.precision == "bf16" && c.model.checkpoint_activations)
+    fail("--precision bf16 cannot be combined with --checkpoint-activations");
   if (c.device != "cpu" && !c.device.starts_with("cuda"))
     fail("--device must be cpu or cuda[:N], got \"" + c.device + "\"");
   if (c.log_every < 1) fail("--log-every must be >= 1");

@@ -27,6 +27,13 @@
 // Initial weights (--init-from, init_from.hpp): copied over the seeded ones before the reference
 // is made, except the reward head, which stays at zero.
 //
+// Precision (--precision, precision.hpp): every forward pass here -- the step's, the evaluation's
+// and the reference log-probs' -- runs under the run's precision, so the evaluation measures the
+// function that was trained, and the reference log-probs come from the same numerics as the
+// policy's: the implicit reward (policy minus reference log-probs) carries no float32-vs-bfloat16
+// offset. The backward passes run outside autocast, on the graph the forward recorded; the
+// weights and AdamW's state are float32 either way.
+//
 //   hafrm::examples::rm::TrainState st(cfg, data, /*dp=*/nullptr);
 //   st.start_fresh();
 //   auto f = st.forward(data.train, st.train_refs(), {0, 1, 2, 3});
@@ -51,6 +58,7 @@
 #include "initial_weights.hpp"
 #include "losses.hpp"
 #include "model.hpp"
+#include "precision.hpp"
 #include "run_config.hpp"
 #include "sequence_data.hpp"
 #include "training_data.hpp"
@@ -87,7 +95,8 @@ class TrainState {
         sequence_(cfg.objective().sequence),
         objective_(sequence_ ? std::nullopt
                              : std::optional<HybridObjective>(make_objective(cfg.objective()))),
-        reward_only_(!sequence_ && !objective_->needs_policy()) {
+        reward_only_(!sequence_ && !objective_->needs_policy()),
+        bf16_(is_bf16(cfg.options().precision)) {
     const TrainConfig& o = cfg.options();
     if (o.threads > 0) torch::set_num_threads(o.threads);
     forward_options_ = cfg.forward_options();
@@ -120,6 +129,9 @@ class TrainState {
       model_->shard_lm_head(v0, v1, hook);
       if (reference_) reference_->shard_lm_head(v0, v1, hook);
     }
+    // --precision bf16: the LM head's input and weight reach the fused path in bfloat16
+    // (precision.hpp), for the policy and the reference alike.
+    if (bf16_) forward_options_.model_logprobs = bf16_lm_head(forward_options_.model_logprobs);
     if (dp_) dp_->attach(model_->parameters());
 
     // Weight decay on weight matrices only; biases and LayerNorm parameters (1-d) are not
@@ -189,17 +201,26 @@ class TrainState {
   // The policy and reward forward of pairs `idx` of `split`, against the cached reference sums
   // when there are any and the frozen reference model otherwise; rewards only in a reward-only
   // run (f.policy left empty).
+  // Under --precision bf16 the passes run under autocast and every tensor the objective reads
+  // comes back float32 (precision.hpp), so the losses reduce in float32.
   hafrm::PairForward forward(const Split& split, const RefSums& refs,
                              const std::vector<int64_t>& idx) {
     auto batch = make_batch(split, idx, data_.tokenizer->pad_id(), cfg_.device());
-    if (reward_only_) return hafrm::forward_pair(model_, batch, forward_options_);
-    if (refs.first.defined()) {
+    if (refs.first.defined() && !reward_only_) {
       auto ix = torch::tensor(idx, torch::kLong).to(cfg_.device());
       batch.reference_chosen = refs.first.index_select(0, ix);
       batch.reference_rejected = refs.second.index_select(0, ix);
-      return hafrm::forward_pair(model_, batch, forward_options_);
     }
-    return hafrm::forward_pair(model_, reference_, batch, forward_options_);
+    hafrm::PairForward f;
+    {
+      AutocastGuard autocast(cfg_.device().type(), bf16_);
+      if (reward_only_ || refs.first.defined())
+        f = hafrm::forward_pair(model_, batch, forward_options_);
+      else
+        f = hafrm::forward_pair(model_, reference_, batch, forward_options_);
+    }
+    losses_in_float_(f);
+    return f;
   }
 
   // The summed log-probs of sequences `idx` of a sequence split and how many tokens they score:
@@ -207,10 +228,14 @@ class TrainState {
   std::pair<torch::Tensor, int64_t> sequence_logprobs(const Split& split,
                                                       const std::vector<int64_t>& idx) {
     const auto b = make_sequence_batch(split, idx, data_.tokenizer->pad_id(), cfg_.device());
-    const auto out = hafrm::model_forward(model_, b.ids, b.mask);
-    const auto lp = hafrm::detail::model_sequence_logprobs(out, b.labels, forward_options_.logprobs,
-                                                           forward_options_.model_logprobs);
-    return {lp.sum.sum(), lp.count.sum().item<int64_t>()};
+    hafrm::SequenceLogProbs lp;
+    {
+      AutocastGuard autocast(cfg_.device().type(), bf16_);
+      const auto out = hafrm::model_forward(model_, b.ids, b.mask);
+      lp = hafrm::detail::model_sequence_logprobs(out, b.labels, forward_options_.logprobs,
+                                                  forward_options_.model_logprobs);
+    }
+    return {lp.sum.sum().to(torch::kFloat), lp.count.sum().item<int64_t>()};
   }
 
   // The reference sums of a split, computed on first use and kept (the reference never moves):
@@ -246,9 +271,10 @@ class TrainState {
     for (int64_t s = first; s < last; s += eval_batch) {
       std::vector<int64_t> idx;
       for (int64_t i = s; i < std::min(last, s + eval_batch); ++i) idx.push_back(i);
-      auto [rc, rr] = hafrm::reference_logprobs(
-          reference_, make_batch(split, idx, data_.tokenizer->pad_id(), device), forward_options_);
-      c.push_back(rc), r.push_back(rr);
+      const auto batch = make_batch(split, idx, data_.tokenizer->pad_id(), device);
+      AutocastGuard autocast(device.type(), bf16_);
+      auto [rc, rr] = hafrm::reference_logprobs(reference_, batch, forward_options_);
+      c.push_back(rc.to(torch::kFloat)), r.push_back(rr.to(torch::kFloat));
     }
     if (!dp_) return {torch::cat(c), torch::cat(r)};
     const auto dtype = c.empty() ? torch::kFloat : c[0].scalar_type();
@@ -281,6 +307,7 @@ class TrainState {
   const bool sequence_;
   const std::optional<HybridObjective> objective_;  // none for lm and sft
   const bool reward_only_;
+  const bool bf16_;  // --precision bf16: the forward passes run under autocast (precision.hpp)
   std::string init_fingerprint_, init_description_;
   hafrm::PairForwardOptions forward_options_;  // set up by the constructor only
   HafTransformer model_{nullptr}, reference_{nullptr};

@@ -120,6 +120,9 @@ inline nlohmann::ordered_json checkpoint_identity(const TrainState& st) {
                         {"schedule", cfg.schedule},
                         {"min_lr_ratio", cfg.min_lr_ratio},
                         {"seed", cfg.seed}};
+  // bf16 changes the numbers every step computes; fp32 adds no key, so the identity of an fp32
+  // run is what it is without --precision.
+  if (cfg.precision != "fp32") id["optimisation"]["precision"] = cfg.precision;
   // The --init-from weights, by content (the file may move); absent for random weights.
   if (!st.init_fingerprint().empty()) id["init"] = {{"weights_fnv1a", st.init_fingerprint()}};
   return id;
