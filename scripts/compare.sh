@@ -30,7 +30,8 @@
 # every objective x seed twice: from that backbone (--init-from; the reference is the backbone)
 # into OUT/pretrained/ and from random weights into OUT/scratch/. Objectives default to
 # "bt haf-a0.05 haf haf-a1 dpo"; --steps 600 as for rules. With --large the same again for a
-# larger model (d 128, 4 layers, MLP 512; objectives "bt haf dpo") into OUT/*-large/. The
+# larger model (d 128, 4 layers, MLP 512; objectives "bt haf dpo"; seeds --large-seeds "LIST",
+# default those of --seeds) into OUT/*-large/. The
 # backbone trains with --pretrain-threads LibTorch threads (default 1, so that it does not depend
 # on the machine either), seed 0.
 # Default OUT: runs/compare-rules-pretrained. Tables: OUT/table.md; charts: OUT/*/comparison.png,
@@ -57,6 +58,7 @@ LARGE=0
 PRETRAIN_STEPS=4000
 SFT_STEPS=300
 PRETRAIN_THREADS=1
+LARGE_SEEDS=""
 EXTRA=()
 while (($#)); do
   case "$1" in
@@ -72,6 +74,7 @@ while (($#)); do
     --pretrain-steps) PRETRAIN_STEPS="$2"; shift 2 ;;
     --sft-steps) SFT_STEPS="$2"; shift 2 ;;
     --pretrain-threads) PRETRAIN_THREADS="$2"; shift 2 ;;
+    --large-seeds) LARGE_SEEDS="$2"; shift 2 ;;
     --) shift; EXTRA=("$@"); break ;;
     -h|--help) sed -n '2,41p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -138,15 +141,15 @@ echo "[compare] task $TASK; objectives: $OBJECTIVES; seeds: $SEEDS; $JOBS run(s)
   "$THREADS thread(s) each; per run: ${TASK_ARGS[*]} ${EXTRA[*]+${EXTRA[*]}}"
 t0=$(date +%s)
 
-# run_grid DIR "OBJECTIVES" ARGS...: every objective x seed into DIR/<objective>-s<seed>, ARGS
-# added to each run. Seed-major order: if the comparison is stopped early, every objective has
-# the same seeds done, so the paired comparison over those seeds is still valid.
+# run_grid DIR "OBJECTIVES" "SEEDS" ARGS...: every objective x seed into DIR/<objective>-s<seed>,
+# ARGS added to each run. Seed-major order: if the comparison is stopped early, every objective
+# has the same seeds done, so the paired comparison over those seeds is still valid.
 run_grid() {
-  local grid="$1" objectives="$2"
-  shift 2
+  local grid="$1" objectives="$2" seeds="$3"
+  shift 3
   local running=0 seed obj dir
   mkdir -p "$grid"
-  for seed in $SEEDS; do
+  for seed in $seeds; do
     for obj in $objectives; do
       read -r -a OBJ_ARGS <<< "$(objective_args "$obj")"
       dir="$grid/$obj-s$seed"
@@ -174,7 +177,7 @@ run_grid() {
 
 NOTE="$JOBS run(s) at once on $(nproc) cores, $THREADS LibTorch thread(s) each"
 if ((!PRETRAINED)); then
-  run_grid "$OUT" "$OBJECTIVES"
+  run_grid "$OUT" "$OBJECTIVES" "$SEEDS"
   echo "[compare] all runs done in $(( $(date +%s) - t0 )) s"
   "$VENV/bin/python" "$ROOT/scripts/plot_compare.py" "$OUT" --table "$OUT/table.md" \
     --task "$TASK" --note "$NOTE"
@@ -205,9 +208,10 @@ fi
 SIZES=(small)
 ((LARGE)) && SIZES+=(large)
 for size in "${SIZES[@]}"; do
-  suffix="" MODEL=() objectives="$OBJECTIVES"
+  suffix="" MODEL=() objectives="$OBJECTIVES" seeds="$SEEDS"
   if [[ "$size" == large ]]; then
     suffix="-large" MODEL=(--d-model 128 --layers 4 --d-ff 512) objectives="bt haf dpo"
+    seeds="${LARGE_SEEDS:-$SEEDS}"
   fi
   backbone="$OUT/backbone$suffix"
   # Pre-training reports the next-token NLL of the eval and OOD responses (never used to choose
@@ -217,8 +221,8 @@ for size in "${SIZES[@]}"; do
   train_once "$backbone/sft" --objective sft --init-from "$backbone/lm/checkpoint.pt" \
     --train "$DATA/train.jsonl" --eval "$DATA/eval.jsonl" --ood "$DATA/ood.jsonl" \
     --steps "$SFT_STEPS" ${MODEL[@]+"${MODEL[@]}"}
-  run_grid "$OUT/scratch$suffix" "$objectives" ${MODEL[@]+"${MODEL[@]}"}
-  run_grid "$OUT/pretrained$suffix" "$objectives" ${MODEL[@]+"${MODEL[@]}"} \
+  run_grid "$OUT/scratch$suffix" "$objectives" "$seeds" ${MODEL[@]+"${MODEL[@]}"}
+  run_grid "$OUT/pretrained$suffix" "$objectives" "$seeds" ${MODEL[@]+"${MODEL[@]}"} \
     --init-from "$backbone/sft/checkpoint.pt"
 done
 echo "[compare] all runs done in $(( $(date +%s) - t0 )) s"

@@ -79,6 +79,8 @@ def main():
     measures = pc.MEASURES
     out = ["### Pre-trained backbone vs from scratch", ""]
     out += backbones(a.root) + [""]
+    out += ["NLL: mean next-token NLL (nats) of the eval / OOD responses: over every token of both "
+            "sides for lm, over the chosen responses given their prompts for sft.", ""]
     out.append("| model | objective | init | seeds | " +
                " | ".join(f"{n} acc %" for n, _ in measures) + " |")
     out.append("|" + "---|" * (4 + len(measures)))

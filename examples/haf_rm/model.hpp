@@ -232,7 +232,13 @@ struct HafTransformerImpl : torch::nn::Module {
       }
     }
     hafrm::ModelOutputs out;
-    out.token_rewards = score(h).squeeze(-1);  // pre-norm hidden state
+    {
+      // The reward head in float32 even under autocast (--precision bf16): a bfloat16 reward
+      // keeps 8 significant bits, so close pairs would tie (a tie ranks neither side) and the
+      // ranking loss would see coarse margins. One [tokens, H] x [H] product: cheap either way.
+      c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+      out.token_rewards = score(h.to(torch::kFloat)).squeeze(-1);  // pre-norm hidden state
+    }
     if (heads == hafrm::Heads::kReward) return out;
     auto normed = final_norm(h);
     const bool whole = head_rows.first == 0 && head_rows.second == config.vocab_size;

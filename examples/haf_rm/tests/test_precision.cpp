@@ -134,6 +134,27 @@ TEST_CASE("bf16 keeps the weights, gradients, AdamW state and losses in float32"
   for (const auto& p : st.model()->parameters()) CHECK(p.scalar_type() == torch::kFloat);
 }
 
+TEST_CASE("under bf16 the reward head still computes in float32", "[haf_rm][precision]") {
+  rm::ModelConfig mc;
+  mc.d_model = 32;
+  mc.n_heads = 2;
+  rm::HafTransformer model(mc);
+  {
+    torch::NoGradGuard ng;
+    model->score->weight.normal_(0.0, 1.0);  // a trained head: rewards far from zero
+  }
+  const auto ids = torch::randint(0, 257, {4, 9}, torch::kLong);
+  const auto mask = torch::ones({4, 9}, torch::kLong);
+  torch::Tensor rewards;
+  {
+    rm::AutocastGuard guard(torch::kCPU, true);
+    rewards = model->haf_forward(ids, mask).token_rewards;
+  }
+  REQUIRE(rewards.scalar_type() == torch::kFloat);
+  // bfloat16-rounded rewards would be exactly representable in bfloat16.
+  CHECK((rewards.to(torch::kBFloat16).to(torch::kFloat) != rewards).any().item<bool>());
+}
+
 TEST_CASE("the bf16 forward differs from the fp32 one by bfloat16 rounding only",
           "[haf_rm][precision]") {
   TempDir dir;
