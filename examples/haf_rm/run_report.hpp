@@ -62,7 +62,8 @@ inline std::string describe_run(const TrainState& st,
   if (!st.init_description().empty()) s += "\n  initial weights: " + st.init_description();
   s += "\n  steps " + std::to_string(cfg.steps) + " x batch " + std::to_string(cfg.batch_size) +
        " x accum " + std::to_string(cfg.grad_accum) + ", lr " + detail::fmt("%g", cfg.lr) +
-       ", seed " + std::to_string(cfg.seed);
+       ", seed " + std::to_string(cfg.seed) +
+       (cfg.precision != "fp32" ? ", precision " + cfg.precision + " (autocast)" : std::string());
   if (dp && dp->vocab_parallel()) {
     const auto V = mc.vocab_size;
     const auto [v0, v1] = dp->vocab_range(V);

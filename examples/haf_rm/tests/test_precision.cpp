@@ -250,3 +250,13 @@ TEST_CASE("a resume refuses a checkpoint of the other precision and continues on
   // Its own precision: the step an uninterrupted bf16 run takes.
   CHECK(resume("bf16", bf16_ckpt).loss == a2.loss);
 }
+
+TEST_CASE("the run's description names a bf16 precision", "[haf_rm][precision]") {
+  TempDir dir;
+  auto cfg = rm::test::tiny_config(dir);
+  CHECK_THAT(rm::Trainer(cfg).describe(), !Contains("precision"));
+  cfg.precision = "bf16";
+  rm::Trainer t(cfg);
+  CHECK_THAT(t.describe(), Contains(", precision bf16 (autocast)"));
+  CHECK(t.identity()["optimisation"]["precision"] == "bf16");  // and summary.json's identity
+}
