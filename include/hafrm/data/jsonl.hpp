@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 
 #include "hafrm/data/json_depth.hpp"
@@ -156,7 +157,13 @@ LineCounts for_each_jsonl_line(const std::filesystem::path& path, const std::str
       ++counts.blank_lines;
       continue;
     }
-    on_record(std::string_view(text), line);
+    // A callback that returns bool stops the pass by returning false (reading the first row).
+    if constexpr (std::is_same_v<std::invoke_result_t<OnRecord&, std::string_view, std::size_t>,
+                                 bool>) {
+      if (!on_record(std::string_view(text), line)) break;
+    } else {
+      on_record(std::string_view(text), line);
+    }
   }
   if (in.bad()) throw std::runtime_error("read error in " + what + " " + path.string());
   return counts;

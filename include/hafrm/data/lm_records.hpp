@@ -29,8 +29,8 @@
 
 #include <cstddef>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -108,18 +108,15 @@ RecordShape shape_of(const Json& obj, const Fail& fail) {
 inline RecordShape sniff_record_shape(const std::filesystem::path& path,
                                       std::size_t max_depth = 64) {
   const std::string file = path.string();
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot open " + file);
-  std::string text;
-  for (std::size_t line = 1; std::getline(in, text); ++line) {
-    if (!text.empty() && text.back() == '\r') text.pop_back();
-    if (line == 1 && text.starts_with("\xEF\xBB\xBF")) text.erase(0, 3);
-    if (text.find_first_not_of(" \t") == std::string::npos) continue;
+  std::optional<RecordShape> shape;
+  detail::for_each_jsonl_line(path, "data file", [&](std::string_view text, std::size_t line) {
     const detail::Fail fail{file, line};
-    const auto obj =
-        detail::parse_record_object<nlohmann::json>(text, fail, max_depth, "sniff_record_shape");
-    return detail::shape_of(obj, fail);
-  }
+    shape = detail::shape_of(
+        detail::parse_record_object<nlohmann::json>(text, fail, max_depth, "sniff_record_shape"),
+        fail);
+    return false;  // the first row decides
+  });
+  if (shape) return *shape;
   throw std::runtime_error(file + ": no rows (the file is empty or blank)");
 }
 
