@@ -1,18 +1,23 @@
 // The "follow the instructions" task (hidden gold reward, Bradley-Terry labels): the gold reward
 // on hand-computed cases, determinism, the shipped files being exactly the generator's output,
-// every shipped record's gold values and label noise, the loader keeping "gold_agrees", and the
-// unlabelled corpus (pinned bytes, determinism, well-formed disjoint prompts, mixed quality).
+// every shipped record's gold values and label noise, the loader keeping "gold_agrees", the
+// unlabelled corpus (pinned bytes, determinism, well-formed disjoint prompts, mixed quality), and
+// the length-skewed variant (the task's invariants, no truncation, the padding it wastes).
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <numeric>
+#include <random>
 #include <sstream>
 #include <string>
 #include <string_view>
 #include <unordered_set>
 
+#include "hafrm/data/assemble.hpp"
 #include "hafrm/data/preference_records.hpp"
+#include "hafrm/data/tokenizer.hpp"
 #include "hafrm_examples/rules_task.hpp"
 #include "test_util.hpp"
 
@@ -46,6 +51,58 @@ uint64_t fnv1a(std::string_view bytes) {
 const std::vector<rt::CorpusRecord>& default_corpus() {
   static const auto corpus = rt::generate_corpus(rt::default_corpus_spec());
   return corpus;
+}
+
+const std::vector<rt::Split>& skewed_splits() {
+  static const auto splits = rt::generate_default_skewed_splits();
+  return splits;
+}
+
+// The trainer's defaults: byte tokenizer, Phi template, --max-length 128, --max-prompt-length 64.
+hd::AssemblyOptions trainer_options() {
+  hd::AssemblyOptions o;
+  o.prompt_template = hd::PromptTemplate::phi();
+  o.max_length = 128;
+  o.max_prompt_length = 64;
+  return o;
+}
+
+// Token lengths of each pair's two sequences as the trainer assembles them.
+std::vector<std::pair<std::size_t, std::size_t>> sequence_lengths(
+    const std::vector<rt::Pair>& pairs) {
+  const hd::ByteTokenizer tok;
+  const auto options = trainer_options();
+  std::vector<std::pair<std::size_t, std::size_t>> lengths;
+  for (const auto& p : pairs) {
+    const auto t = hd::assemble_pair(tok, hd::TextRecord{p.prompt, p.chosen, p.rejected}, options);
+    lengths.emplace_back(t.chosen_ids.size(), t.rejected_ids.size());
+  }
+  return lengths;
+}
+
+// The fraction of token positions that are padding when the pairs are shuffled into batches of
+// `batch` pairs (a partial last batch dropped) and each batch's 2 * batch sequences are padded
+// to its longest: 1 - real tokens / padded positions, over `epochs` shuffles.
+double padding_waste(const std::vector<std::pair<std::size_t, std::size_t>>& lengths,
+                     std::size_t batch, int epochs) {
+  std::mt19937_64 rng(7);
+  std::vector<std::size_t> order(lengths.size());
+  std::size_t real = 0, padded = 0;
+  for (int e = 0; e < epochs; ++e) {
+    std::iota(order.begin(), order.end(), std::size_t{0});
+    for (std::size_t i = order.size(); i > 1; --i)
+      std::swap(order[i - 1], order[rt::uniform_below(rng, i)]);
+    for (std::size_t start = 0; start + batch <= order.size(); start += batch) {
+      std::size_t longest = 0;
+      for (std::size_t k = start; k < start + batch; ++k) {
+        const auto [c, r] = lengths[order[k]];
+        real += c + r;
+        longest = std::max({longest, c, r});
+      }
+      padded += 2 * batch * longest;
+    }
+  }
+  return padded == 0 ? 0.0 : 1.0 - double(real) / double(padded);
 }
 
 }  // namespace
@@ -297,4 +354,128 @@ TEST_CASE("write_corpus_jsonl names a file it cannot write", "[rules][corpus]") 
   const auto j = nlohmann::json::parse(slurp(ok));
   CHECK(j.at("prompt") == "a2:abc");
   CHECK(j.at("response") == "a\"b");
+}
+
+TEST_CASE("the skewed rules splits keep the task's invariants", "[rules][skewed]") {
+  for (const auto& spec : rt::default_split_specs()) CHECK_FALSE(spec.tail.enabled());
+  const auto specs = rt::default_skewed_specs();
+  REQUIRE(skewed_splits().size() == 3);
+  std::unordered_set<std::string> prompts;
+  for (std::size_t k = 0; k < specs.size(); ++k) {
+    const auto& spec = specs[k];
+    const auto& pairs = skewed_splits()[k].pairs;
+    INFO(spec.name);
+    REQUIRE(pairs.size() == spec.count);
+    std::size_t disagree = 0, tail_prompts = 0, rambles = 0, max_source = 0;
+    double expected_disagree = 0, variance = 0;
+    for (const auto& p : pairs) {
+      INFO(p.prompt << " " << p.chosen << " " << p.rejected);
+      REQUIRE(p.gold_chosen == rt::gold_reward(p.prompt, p.chosen));
+      REQUIRE(p.gold_rejected == rt::gold_reward(p.prompt, p.rejected));
+      REQUIRE(p.gold_chosen != p.gold_rejected);  // a strict gold ordering
+      REQUIRE(p.chosen != p.rejected);
+      const auto ins = rt::parse_prompt(p.prompt);
+      REQUIRE(ins.source.find(ins.banned) != std::string::npos);
+      const std::size_t n = ins.source.size();
+      const bool tail = n >= spec.tail.min_source && n <= spec.tail.max_source;
+      REQUIRE((tail || (n >= spec.min_source && n <= spec.max_source)));
+      REQUIRE(ins.target >= spec.min_target);
+      REQUIRE(ins.target <= spec.max_target);
+      REQUIRE(prompts.insert(p.prompt).second);  // unique within and across splits
+      tail_prompts += tail;
+      max_source = std::max(max_source, n);
+      for (const std::string* y : {&p.chosen, &p.rejected}) {
+        std::string_view body = *y;
+        if (!body.empty() && body.back() == rt::kMarker) body.remove_suffix(1);
+        REQUIRE(body.size() <= ins.target + 3 + spec.tail.max_ramble);
+        rambles += body.size() > ins.target + 3;  // only a ramble is longer than n + 3
+      }
+      disagree += !p.gold_agrees();
+      const double q =
+          1.0 / (1.0 + std::exp(std::abs(p.gold_chosen - p.gold_rejected) / rt::kLabelTemperature));
+      expected_disagree += q;
+      variance += q * (1 - q);
+    }
+    // Bradley-Terry labels: the disagreeing count is within 4 sd of the noise model's
+    // expectation, and about a quarter of train.
+    CHECK(std::abs(double(disagree) - expected_disagree) < 4 * std::sqrt(variance));
+    if (spec.name == "train") {
+      CHECK(double(disagree) / double(spec.count) > 0.20);
+      CHECK(double(disagree) / double(spec.count) < 0.30);
+      // The tail: 5% of the prompts (150 expected, sd ~12) and about 4% of the responses
+      // ramble (some rambles end within n + 3 and are not counted).
+      CHECK(tail_prompts > 100);
+      CHECK(tail_prompts < 200);
+      CHECK(rambles > 100);
+      CHECK(rambles < 400);
+      CHECK(max_source > 35);
+    }
+  }
+}
+
+TEST_CASE("skewed rules generation is deterministic and leaves the default draws alone",
+          "[rules][skewed]") {
+  const auto again = rt::generate_default_skewed_splits();
+  REQUIRE(again.size() == skewed_splits().size());
+  for (std::size_t k = 0; k < again.size(); ++k)
+    CHECK(as_jsonl(again[k].pairs) == as_jsonl(skewed_splits()[k].pairs));
+  // The skewed specs are the default specs plus the tail: without it they draw the default
+  // splits, and with it other pairs.
+  auto specs = rt::default_skewed_specs(42), plain_specs = rt::default_split_specs(42);
+  for (auto& s : specs) s.count = 200;
+  for (auto& s : plain_specs) s.count = 200;
+  const auto a = rt::generate_splits(specs);
+  for (auto& s : specs) s.tail = {};
+  const auto b = rt::generate_splits(specs), plain = rt::generate_splits(plain_specs);
+  for (std::size_t k = 0; k < a.size(); ++k) {
+    CHECK(as_jsonl(a[k].pairs) != as_jsonl(b[k].pairs));
+    CHECK(as_jsonl(b[k].pairs) == as_jsonl(plain[k].pairs));
+  }
+  // A tail outside its ranges is an error naming the argument.
+  for (const rt::LengthTail bad :
+       {rt::LengthTail{101, 15, 40, 0, 0, 0}, rt::LengthTail{5, 1, 40, 0, 0, 0},
+        rt::LengthTail{5, 40, 15, 0, 0, 0}, rt::LengthTail{0, 0, 0, 8, 52, 5}}) {
+    auto spec = specs[0];
+    spec.tail = bad;
+    std::unordered_set<std::string> used;
+    CHECK_THROWS_WITH(rt::generate_split(spec, used),
+                      Catch::Contains("rules::generate_split: argument 'spec.tail'"));
+  }
+}
+
+TEST_CASE("the skewed train split makes a padded batch of 32 pairs mostly padding",
+          "[rules][skewed]") {
+  // Under the trainer's defaults nothing is truncated: each sequence is the prompt, the Phi
+  // template's 18 + 1 characters, the response and EOS, one byte token each.
+  const hd::ByteTokenizer tok;
+  for (const auto& split : skewed_splits()) {
+    for (const auto& p : split.pairs) {
+      INFO(p.prompt << " " << p.chosen << " " << p.rejected);
+      const auto t =
+          hd::assemble_pair(tok, hd::TextRecord{p.prompt, p.chosen, p.rejected}, trainer_options());
+      REQUIRE(t.prompt_length == int64_t(p.prompt.size() + 18));
+      REQUIRE(t.chosen_ids.size() == p.prompt.size() + 18 + 1 + p.chosen.size() + 1);
+      REQUIRE(t.rejected_ids.size() == p.prompt.size() + 18 + 1 + p.rejected.size() + 1);
+      REQUIRE(t.prompt_length <= 64);
+      REQUIRE(t.chosen_ids.size() <= 128);
+      REQUIRE(t.rejected_ids.size() <= 128);
+    }
+  }
+  const auto skewed = sequence_lengths(skewed_splits()[0].pairs);
+  const auto plain = sequence_lengths(rt::generate_default_splits()[0].pairs);
+  const double skewed_waste = padding_waste(skewed, 32, 20);
+  const double plain_waste = padding_waste(plain, 32, 20);
+  CAPTURE(skewed_waste, plain_waste);
+  CHECK(skewed_waste >= 0.40);
+  CHECK(skewed_waste <= 0.65);
+  CHECK(plain_waste < 0.20);
+  CHECK(plain_waste < skewed_waste);
+  // Long-tailed: the median sequence is as short as the default's, the longest three times it.
+  std::vector<std::size_t> all;
+  for (const auto& [c, r] : skewed) all.push_back(c), all.push_back(r);
+  std::sort(all.begin(), all.end());
+  const std::size_t median = all[all.size() / 2];
+  CAPTURE(median, all.back());
+  CHECK(median < 40);
+  CHECK(all.back() > 3 * median);
 }

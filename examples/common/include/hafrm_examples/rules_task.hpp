@@ -33,6 +33,10 @@
 //   const rt::Pair& p = splits[0].pairs[0];
 //   int g = rt::gold_reward(p.prompt, p.chosen);        // == p.gold_chosen
 //
+// The length-skewed variant (default_skewed_specs, below): the same task with a long tail of
+// long prompts and rambling responses, for measuring what padding wastes:
+//   auto skewed = rt::generate_default_skewed_splits();
+//
 // The unlabelled corpus (pre-training, one response per prompt, no gold used):
 //   auto corpus = rt::generate_corpus(rt::default_corpus_spec());
 //   rt::write_corpus_jsonl("runs/rules-corpus.jsonl", corpus);
@@ -80,14 +84,29 @@ struct Pair {
   bool gold_agrees() const { return gold_chosen > gold_rejected; }
 };
 
+/// A long tail of sequence lengths (the skewed variant, default_skewed_specs): source_percent %
+/// of the prompts draw their source length uniformly from [min_source, max_source] instead of
+/// the split's range, and a response of quality q (generate_response) rambles with probability
+/// ramble_percent * (100 - q) / 100 %: it repeats its own letters cyclically for a length drawn
+/// uniformly from [min_ramble, max_ramble] before any marker. All zero (the default) is no tail
+/// and no extra draw, so a split without a tail is the same as without the field.
+struct LengthTail {
+  uint64_t source_percent = 0;
+  std::size_t min_source = 0, max_source = 0;
+  uint64_t ramble_percent = 0;
+  std::size_t min_ramble = 0, max_ramble = 0;
+  bool enabled() const { return source_percent > 0 || ramble_percent > 0; }
+};
+
 /// One split: prompts with source lengths in [min_source, max_source] and target lengths n in
-/// [min_target, max_target].
+/// [min_target, max_target]; `tail` adds longer sources and rambling responses (off by default).
 struct SplitSpec {
   std::string name;
   std::size_t count = 0;
   std::size_t min_source = 0, max_source = 0;
   std::size_t min_target = 0, max_target = 0;
   uint64_t seed = 0;
+  LengthTail tail = {};
 };
 
 struct Split {
@@ -179,9 +198,11 @@ std::string generate_prompt(std::mt19937_64& rng, const Spec& spec) {
 /// One response from a generator of varied quality: it draws its quality q in 0-100 (%), then
 /// with probability q the right length (else n + one of -2, -1, +1, +2, +3, at least 1); each
 /// letter from the source with probability (50 + q/2)% (else any letter); with probability q
-/// the banned letters replaced by allowed source letters; with probability q sorted; with
-/// probability (100 - q)/2 % the marker '!' appended. Draw order as written.
-inline std::string generate_response(std::mt19937_64& rng, std::string_view prompt) {
+/// the banned letters replaced by allowed source letters; with probability q sorted; only with
+/// a tail's ramble_percent > 0, a ramble (LengthTail); with probability (100 - q)/2 % the marker
+/// '!' appended. Draw order as written.
+inline std::string generate_response(std::mt19937_64& rng, std::string_view prompt,
+                                     const LengthTail& tail = {}) {
   const Instruction ins = parse_prompt(prompt);
   const uint64_t q = uniform_below(rng, 101);
   std::size_t length = ins.target;
@@ -203,6 +224,12 @@ inline std::string generate_response(std::mt19937_64& rng, std::string_view prom
       if (c == ins.banned && !allowed.empty()) c = allowed[uniform_below(rng, allowed.size())];
   }
   if (detail::percent(rng, q)) std::sort(y.begin(), y.end());
+  if (tail.ramble_percent > 0 && uniform_below(rng, 10000) < tail.ramble_percent * (100 - q)) {
+    const std::size_t extra =
+        tail.min_ramble + uniform_below(rng, tail.max_ramble - tail.min_ramble + 1);
+    const std::size_t body = y.size();  // >= 1
+    for (std::size_t i = 0; i < extra; ++i) y.push_back(y[i % body]);
+  }
   if (detail::percent(rng, (100 - q) / 2)) y.push_back(kMarker);
   return y;
 }
@@ -213,11 +240,12 @@ inline double preference_probability(int gold_first, int gold_second) {
 }
 
 /// Two responses with different gold rewards (redrawn until they differ), then the noisy label.
-inline Pair generate_pair(std::mt19937_64& rng, std::string prompt) {
+/// `tail` (its ramble fields) goes to generate_response.
+inline Pair generate_pair(std::mt19937_64& rng, std::string prompt, const LengthTail& tail = {}) {
   for (int attempt = 0;; ++attempt) {
     if (attempt > 1000)
       throw std::runtime_error("rules::generate_pair: no distinct pair for " + prompt);
-    std::string a = generate_response(rng, prompt), b = generate_response(rng, prompt);
+    std::string a = generate_response(rng, prompt, tail), b = generate_response(rng, prompt, tail);
     const int ga = gold_reward(prompt, a), gb = gold_reward(prompt, b);
     if (a == b || ga == gb) continue;
     // 53-bit uniform in [0, 1) scaled by 2^53: exact integer comparison with p * 2^53.
@@ -234,15 +262,37 @@ inline Pair generate_pair(std::mt19937_64& rng, std::string prompt) {
   }
 }
 
+/// A prompt of a split: with a tail's source_percent > 0, first whether it is a tail prompt
+/// (source_percent %), then generate_prompt with the tail's source lengths or the split's.
+inline std::string generate_split_prompt(std::mt19937_64& rng, const SplitSpec& spec) {
+  if (spec.tail.source_percent > 0 && detail::percent(rng, spec.tail.source_percent)) {
+    SplitSpec tail_spec = spec;
+    tail_spec.min_source = spec.tail.min_source;
+    tail_spec.max_source = spec.tail.max_source;
+    return generate_prompt(rng, tail_spec);
+  }
+  return generate_prompt(rng, spec);
+}
+
 /// A split with prompts unique and absent from `used_prompts` (updated, so passing one set
 /// through all splits keeps them disjoint). A clash is redrawn; the pair is drawn only for a new
-/// prompt.
+/// prompt. A tail (spec.tail) needs percents <= 100, 2 <= tail.min_source <= tail.max_source
+/// when source_percent > 0, and min_ramble <= max_ramble when ramble_percent > 0.
 inline Split generate_split(const SplitSpec& spec, std::unordered_set<std::string>& used_prompts) {
+  const LengthTail& t = spec.tail;
+  if (t.source_percent > 100 || t.ramble_percent > 100 ||
+      (t.source_percent > 0 && (t.min_source < 2 || t.max_source < t.min_source)) ||
+      (t.ramble_percent > 0 && t.max_ramble < t.min_ramble)) {
+    throw std::invalid_argument(
+        "rules::generate_split: argument 'spec.tail' expected percents <= 100, "
+        "2 <= min_source <= max_source and min_ramble <= max_ramble (split " +
+        spec.name + ")");
+  }
   return draw_split<Split>(spec, "rules::generate_split",
                            [&](std::mt19937_64& rng) -> std::optional<Pair> {
-                             std::string prompt = generate_prompt(rng, spec);
+                             std::string prompt = generate_split_prompt(rng, spec);
                              if (!used_prompts.insert(prompt).second) return std::nullopt;
-                             return generate_pair(rng, std::move(prompt));
+                             return generate_pair(rng, std::move(prompt), spec.tail);
                            });
 }
 
@@ -258,6 +308,42 @@ inline std::vector<SplitSpec> default_split_specs(uint64_t seed = kDefaultSeed) 
 
 inline std::vector<Split> generate_default_splits(uint64_t seed = kDefaultSeed) {
   return generate_splits(default_split_specs(seed));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The length-skewed variant, for benchmarking padding-free (packed) training. Real preference
+// data is long-tailed in length: most pairs are short, a few are long, so a batch padded to its
+// longest sequence is mostly padding. Here the default splits' prompts, n and gold reward are
+// kept and a tail is added to both sides of a sequence:
+//   - 5 % of the prompts have 15-40 source letters (uniform) instead of the split's 5-9 or
+//     10-14. The tail starts above every split's range, so OOD's 10-14 letters stay out of train;
+//   - a response of quality q rambles with probability 8 * (100 - q) / 100 % (about 4 % of the
+//     responses, the worse ones): it repeats its letters for 5-52 more letters. A ramble costs
+//     gold (-3 per letter of length distance), so ramblers mostly lose their pairs, as verbose
+//     off-topic answers do; labels stay Bradley-Terry.
+// With the Phi template and the byte tokenizer a sequence is (3 + source) + 18 prompt tokens and
+// 1 + response + 1 (EOS) response tokens, at most 3 + 40 + 18 = 61 prompt tokens and
+// 61 + 1 + (8 + 3 + 52 + 1) + 1 = 127 in all (OOD, n = 8): under the trainer's defaults
+// (--max-prompt-length 64, --max-length 128) nothing is ever truncated. Most sequences stay at
+// the default's 30-40 tokens (median 34 in train) while about one pair in eight holds a tail
+// sequence of up to ~100 tokens, so nearly every batch of 32 pairs is padded to a long one and
+// a padded trainer wastes about half of its token positions (measured in data/README.md).
+
+inline constexpr uint64_t kDefaultSkewedSeed = 20240707;
+
+/// The skewed variant's tail (see above).
+inline constexpr LengthTail kSkewedTail = {5, 15, 40, 8, 5, 52};
+
+/// default_split_specs' splits (train 3000, eval 500, ood 500, same ranges, same seed stride)
+/// with kSkewedTail, seeded with kDefaultSkewedSeed by default.
+inline std::vector<SplitSpec> default_skewed_specs(uint64_t seed = kDefaultSkewedSeed) {
+  auto specs = default_split_specs(seed);
+  for (auto& s : specs) s.tail = kSkewedTail;
+  return specs;
+}
+
+inline std::vector<Split> generate_default_skewed_splits(uint64_t seed = kDefaultSkewedSeed) {
+  return generate_splits(default_skewed_specs(seed));
 }
 
 /// One JSONL line in the loader's text form; "gold_agrees" is read by the loader (accuracy
