@@ -186,6 +186,18 @@ inline std::unique_ptr<CLI::App> make_app(TrainConfig& c) {
       ->transform(integer_in<int64_t>(1, 1 << 24))
       ->capture_default_str()
       ->group("optimisation");
+  app->add_flag("--packing", c.packing,
+                "padding-free micro-batches: the pairs' sequences end to end in rows of the "
+                "training split's longest sequence, attention kept inside each sequence; the "
+                "same training as padded batches, to float round-off")
+      ->group("optimisation");
+  app->add_option("--pack-tokens", c.pack_tokens,
+                  "with --packing, a token budget per micro-batch: the step's --batch-size x "
+                  "--grad-accum pairs are cut into micro-batches of at most this many tokens "
+                  "(0: each --batch-size micro-batch as it is)")
+      ->transform(integer_in<int64_t>(0, 1 << 30))
+      ->capture_default_str()
+      ->group("optimisation");
   app->add_option("--lr", c.lr, "AdamW learning rate")
       ->transform(real_in(kLrRange))
       ->capture_default_str()

@@ -50,6 +50,10 @@ struct TrainConfig {
   int64_t steps = 2000;
   int64_t batch_size = 32;
   int64_t grad_accum = 1;
+  // Padding-free micro-batches (packing.hpp): the pairs' sequences end to end in rows; with
+  // pack_tokens > 0 the step's pairs are cut into micro-batches of at most that many tokens.
+  bool packing = false;
+  int64_t pack_tokens = 0;
   double lr = 2e-3;
   double weight_decay = 0.1;
   double adam_eps = 1e-5;  // the HaF reference code's value
@@ -153,6 +157,17 @@ inline void validate_config(const TrainConfig& c) {
   // reproduce the bfloat16 forward (activation_checkpoint.hpp replays no autocast state).
   if (c.precision == "bf16" && c.model.checkpoint_activations)
     fail("--precision bf16 cannot be combined with --checkpoint-activations");
+  if (c.pack_tokens < 0) fail("--pack-tokens must be >= 0");
+  if (c.pack_tokens > 0 && !c.packing)
+    fail("--pack-tokens " + std::to_string(c.pack_tokens) + " needs --packing");
+  if (c.packing && (c.objective == "lm" || c.objective == "sft"))
+    fail("--packing packs preference pairs; it cannot be combined with --objective " + c.objective);
+  // A packed segment has no padding to read a reward at (the segment's last token is read).
+  if (c.packing && c.readout != "last-token")
+    fail(
+        "--packing reads each reward at its sequence's last token; it cannot be combined with "
+        "--readout " +
+        c.readout);
   if (c.device != "cpu" && !c.device.starts_with("cuda"))
     fail("--device must be cpu or cuda[:N], got \"" + c.device + "\"");
   if (c.log_every < 1) fail("--log-every must be >= 1");

@@ -7,7 +7,9 @@
 //                 HaF reference code, so early on only the policy term moves the backbone.
 // The library sees the model only through haf_forward(): with `fused_lm_head` it returns the LM
 // head's input and weight, so hafrm's fused linear -> log-prob path never stores the logits; with
-// hafrm::Heads::kReward (scoring, reward-only training) it skips the LM head altogether. With
+// hafrm::Heads::kReward (scoring, reward-only training) it skips the LM head altogether.
+// haf_forward_packed() takes packed (padding-free) rows, several sequences per row, with attention
+// kept inside each sequence (hafrm::forward_pair_packed). With
 // `checkpoint_activations` each block keeps only its input for the backward pass and runs again
 // there (activation_checkpoint.hpp).
 //
@@ -20,6 +22,7 @@
 
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
@@ -28,6 +31,7 @@
 #include <vector>
 
 #include <hafrm/model/model_traits.hpp>
+#include <hafrm/model/packed_pair.hpp>
 
 #include "activation_checkpoint.hpp"
 
@@ -203,6 +207,37 @@ struct HafTransformerImpl : torch::nn::Module {
     // query row keeps position 0 and no softmax row is empty).
     auto causal = torch::ones({T, T}, fopt.dtype(torch::kBool)).tril();
     auto keep = causal.unsqueeze(0) & (attention_mask != 0).view({-1, 1, T});  // [B, T, T]
+    const auto pos = torch::arange(T, fopt);
+    return run(h, keep, pos.view({1, T}), heads);
+  }
+
+  // hafrm::PackedInputs (hafrm/model/packed_pair.hpp): several sequences end to end in each row.
+  // Attention is block-diagonal causal -- token i sees token j iff j <= i in the same segment --
+  // through the same additive mask as the padded path, now [R, 1, L, L] from the segment ids, and
+  // positions (rotary angles, ALiBi distances) restart in each segment. Within a segment every
+  // masked entry adds -inf, i.e. exactly zero weight, so a segment's outputs are those of the
+  // sequence on its own row, up to the round-off of other matmul shapes. The attention still
+  // costs L^2 per row: rows of about the longest sequence's length keep that near the padded
+  // path's per-sequence T^2, and the feed-forward layers, the LM head and the log-probs run only
+  // over the rows' tokens. A padding position attends to itself only (no empty softmax row); its
+  // outputs are never read.
+  hafrm::ModelOutputs haf_forward_packed(const hafrm::PackedInputs& in, hafrm::Heads heads) {
+    const int64_t L = in.input_ids.size(1);
+    auto h = drop(embed(in.input_ids));
+    auto fopt = h.options();
+    const auto& seg = in.segment_ids;
+    auto causal = torch::ones({L, L}, fopt.dtype(torch::kBool)).tril().unsqueeze(0);
+    auto same = seg.unsqueeze(2) == seg.unsqueeze(1);  // [R, L, L]
+    auto self = torch::eye(L, fopt.dtype(torch::kBool)).unsqueeze(0);
+    auto keep = (causal & same & (seg >= 0).unsqueeze(1)) | self;
+    return run(h, keep, in.position_ids.to(fopt.dtype()), heads);
+  }
+
+  // The blocks and heads over embedded tokens h [B, T, D], with keep [B, T, T] (query i may see
+  // key j) and positions [B or 1, T] (the rotary angle or ALiBi distance of each token).
+  hafrm::ModelOutputs run(torch::Tensor h, const torch::Tensor& keep, const torch::Tensor& pos,
+                          hafrm::Heads heads) {
+    auto fopt = h.options();
     auto bias = torch::zeros(keep.sizes(), fopt)
                     .masked_fill(keep.logical_not(), -std::numeric_limits<float>::infinity())
                     .unsqueeze(1);  // [B, 1, T, T]
@@ -210,22 +245,21 @@ struct HafTransformerImpl : torch::nn::Module {
     if (config.positions == "rope") {
       const int64_t d = config.d_model / config.n_heads;
       auto inv = torch::pow(10000.0, -torch::arange(0, d, 2, fopt) / static_cast<double>(d));
-      auto ang = torch::outer(torch::arange(T, fopt), inv);  // [T, d/2]
+      auto ang = (pos.unsqueeze(-1) * inv).unsqueeze(1);  // [B or 1, 1, T, d/2]
       cos = ang.cos(), sin = ang.sin();
     } else {
-      auto pos = torch::arange(T, fopt);
-      auto dist = (pos.view({T, 1}) - pos.view({1, T})).clamp_min(0);  // i - j for j <= i
+      auto dist = (pos.unsqueeze(2) - pos.unsqueeze(1)).clamp_min(0);  // i - j for j <= i
       auto slopes = detail::alibi_slopes(config.n_heads, fopt);
-      bias = bias - slopes.view({1, -1, 1, 1}) * dist.view({1, 1, T, T});  // [B, h, T, T]
+      bias = bias - slopes.view({1, -1, 1, 1}) * dist.unsqueeze(1);  // [B, h, T, T]
     }
     for (const auto& m : *blocks) {
       auto block = std::static_pointer_cast<BlockImpl>(m);
       auto params = block->parameters();
       if (checkpoints(h, params)) {
-        auto run = [block, bias, cos, sin](const torch::Tensor& x) {
+        auto recompute = [block, bias, cos, sin](const torch::Tensor& x) {
           return block->forward(x, bias, cos, sin);
         };
-        h = checkpoint_activations(run, h, std::move(params),
+        h = checkpoint_activations(recompute, h, std::move(params),
                                    block->is_training() && config.dropout > 0.0);
       } else {
         h = block->forward(h, bias, cos, sin);

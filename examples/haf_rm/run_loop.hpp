@@ -92,6 +92,7 @@ inline int run_training(TrainState& st, RunControl& control,
     window.loss += s.loss, window.reward_loss += s.reward_loss;
     window.policy_loss += s.policy_loss, window.grad_norm += s.grad_norm;
     window.reward_acc += s.reward_acc, window.implicit_acc += s.implicit_acc;
+    window.tokens += s.tokens, window.positions += s.positions;
     ++in_window;
     progress.update(st.step(),
                     "loss " + detail::fmt("%.4f", ema_loss) +

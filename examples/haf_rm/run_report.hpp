@@ -64,6 +64,12 @@ inline std::string describe_run(const TrainState& st,
        " x accum " + std::to_string(cfg.grad_accum) + ", lr " + detail::fmt("%g", cfg.lr) +
        ", seed " + std::to_string(cfg.seed) +
        (cfg.precision != "fp32" ? ", precision " + cfg.precision + " (autocast)" : std::string());
+  if (st.row_length() > 0)
+    s += "\n  packing: rows of " + std::to_string(st.row_length()) +
+         " tokens (the longest training sequence), attention inside each sequence" +
+         (cfg.pack_tokens > 0
+              ? ", micro-batches of at most " + std::to_string(cfg.pack_tokens) + " tokens"
+              : std::string());
   if (dp && dp->vocab_parallel()) {
     const auto V = mc.vocab_size;
     const auto [v0, v1] = dp->vocab_range(V);
@@ -116,6 +122,10 @@ inline nlohmann::ordered_json train_record(const TrainState& st, const StepStats
   rec["score_acc"] = (implicit ? sum.implicit_acc : sum.reward_acc) * k;
   rec["grad_norm"] = sum.grad_norm * k;
   rec["lr"] = last.lr;
+  // Tokens per step (both sides of every pair, all ranks) and the share of the positions the
+  // model computed that held no token (padding, or a packed row's unused tail).
+  rec["tokens"] = sum.tokens * k;
+  rec["padding"] = sum.positions > 0 ? 1.0 - sum.tokens / sum.positions : 0.0;
   rec["w_reward"] = last.w_reward;
   rec["alpha"] = last.alpha;
   return rec;

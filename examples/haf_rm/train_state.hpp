@@ -27,6 +27,10 @@
 // Initial weights (--init-from, init_from.hpp): copied over the seeded ones before the reference
 // is made, except the reward head, which stays at zero.
 //
+// Packing (--packing, packing.hpp): the step's forward runs on packed micro-batches
+// (forward_packed(), rows of row_length() tokens); the evaluation and the reference log-probs
+// stay padded. Either way the same numbers, to float round-off.
+//
 // Precision (--precision, precision.hpp): every forward pass here -- the step's, the evaluation's
 // and the reference log-probs' -- runs under the run's precision, so the evaluation measures the
 // function that was trained, and the reference log-probs come from the same numerics as the
@@ -58,6 +62,7 @@
 #include "initial_weights.hpp"
 #include "losses.hpp"
 #include "model.hpp"
+#include "packing.hpp"
 #include "precision.hpp"
 #include "run_config.hpp"
 #include "sequence_data.hpp"
@@ -149,6 +154,16 @@ class TrainState {
     optimizer_ = std::make_unique<torch::optim::AdamW>(std::move(groups));
 
     batches_.seed(o.seed);
+
+    if (o.packing) {
+      const SplitLengths l = split_lengths(data.train);
+      row_length_ = l.longest_sequence;
+      if (o.pack_tokens > 0 && o.pack_tokens < l.longest_pair)
+        throw std::invalid_argument(
+            "--pack-tokens " + std::to_string(o.pack_tokens) + " is below the longest pair of " +
+            data.train.path + " (" + std::to_string(l.longest_pair) +
+            " tokens, both sides): every micro-batch must hold at least one whole pair");
+    }
   }
   TrainState(const TrainState&) = delete;
   TrainState& operator=(const TrainState&) = delete;
@@ -190,6 +205,9 @@ class TrainState {
   const std::string& init_description() const { return init_description_; }
   const torch::optim::AdamW& optimizer() const { return *optimizer_; }
   const BatchOrder& batch_order() const { return batches_; }
+  // --packing: the row length of the packed micro-batches (the training split's longest
+  // sequence); 0 without packing.
+  int64_t row_length() const { return row_length_; }
   // With --reference precompute; undefined tensors otherwise (and in a reward-only run).
   const RefSums& train_refs() const { return train_refs_; }
 
@@ -203,9 +221,11 @@ class TrainState {
   // run (f.policy left empty).
   // Under --precision bf16 the passes run under autocast and every tensor the objective reads
   // comes back float32 (precision.hpp), so the losses reduce in float32.
+  // positions (optional): set to the token positions the model computed, padding included.
   hafrm::PairForward forward(const Split& split, const RefSums& refs,
-                             const std::vector<int64_t>& idx) {
+                             const std::vector<int64_t>& idx, int64_t* positions = nullptr) {
     auto batch = make_batch(split, idx, data_.tokenizer->pad_id(), cfg_.device());
+    if (positions) *positions = 2 * batch.chosen_ids.numel();
     if (refs.first.defined() && !reward_only_) {
       auto ix = torch::tensor(idx, torch::kLong).to(cfg_.device());
       batch.reference_chosen = refs.first.index_select(0, ix);
@@ -218,6 +238,30 @@ class TrainState {
         f = hafrm::forward_pair(model_, batch, forward_options_);
       else
         f = hafrm::forward_pair(model_, reference_, batch, forward_options_);
+    }
+    losses_in_float_(f);
+    return f;
+  }
+
+  // forward() over pairs `idx` packed into rows of row_length() tokens (--packing,
+  // packing.hpp): the same numbers to float round-off, without the padding.
+  hafrm::PairForward forward_packed(const Split& split, const RefSums& refs,
+                                    const std::vector<int64_t>& idx, int64_t* positions = nullptr) {
+    auto batch =
+        make_packed_batch(split, idx, row_length_, data_.tokenizer->pad_id(), cfg_.device());
+    if (positions) *positions = batch.input_ids.numel();
+    if (refs.first.defined() && !reward_only_) {
+      auto ix = torch::tensor(idx, torch::kLong).to(cfg_.device());
+      batch.reference_chosen = refs.first.index_select(0, ix);
+      batch.reference_rejected = refs.second.index_select(0, ix);
+    }
+    hafrm::PairForward f;
+    {
+      AutocastGuard autocast(cfg_.device().type(), bf16_);
+      if (reward_only_ || refs.first.defined())
+        f = hafrm::forward_pair_packed(model_, batch, forward_options_);
+      else
+        f = hafrm::forward_pair_packed(model_, reference_, batch, forward_options_);
     }
     losses_in_float_(f);
     return f;
@@ -313,6 +357,7 @@ class TrainState {
   HafTransformer model_{nullptr}, reference_{nullptr};
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   BatchOrder batches_;
+  int64_t row_length_ = 0;  // --packing
   int64_t step_ = 0;
   double train_seconds_ = 0.0;
   RefSums train_refs_;

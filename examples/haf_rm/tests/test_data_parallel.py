@@ -25,6 +25,9 @@ L2 = torchrun 2 processes, 6 steps, batch 4 per rank; L3 = 1 process resuming L2
 loss is the mean over the global batch's tokens, so L2 + L3 must equal L however the tokens fall
 between the ranks.
 
+P = torchrun 2 processes --packing --pack-tokens 256, 6 steps, batch 4 per rank; Q = 1 process
+resuming P packed to step 12: P + Q must equal A (packing changes only the round-off).
+
 And the vocab-parallel trainer: V = torchrun 2 processes --vocab-parallel (batch 8 on both ranks,
 the LM head's rows split) for 6 steps, W = 1 process resuming V to step 12, VL = the same on the
 logits path with --reference model, V4 = 4 processes as 2 data-parallel groups of 2 that split
@@ -221,6 +224,22 @@ def main():
         worst = compare(losses(f"{d}/L/metrics.jsonl", keys), got, range(1, 13), "lm L2 + L3",
                         keys)
         print(f"OK: --objective lm, 2 processes (steps 1-6) + 1-process resume (7-12) vs 1 "
+              f"process: worst relative difference {worst:.2e} (tolerance {RTOL})")
+
+        # P + Q: --packing under torchrun (each rank's 4 pairs cut into micro-batches of at most
+        # 256 tokens), then a 1-process packed resume: the padded run's losses to round-off.
+        pack = ["--packing", "--pack-tokens", "256"]
+        out = run([*torchrun2, *COMMON, *pack, "--steps", "6", "--batch-size", "4",
+                   "--out", f"{d}/P"], a.timeout)
+        if "micro-batches of at most 256 tokens" not in out:
+            print(out)
+            sys.exit("FAILED: rank 0 did not report packing")
+        run([a.haf_rm, *COMMON, *pack, "--batch-size", "8", "--out", f"{d}/Q",
+             "--resume", f"{d}/P/checkpoint.pt"], a.timeout)
+        p, q = losses(f"{d}/P/metrics.jsonl"), losses(f"{d}/Q/metrics.jsonl")
+        got = {**{s: x for s, x in p.items() if s <= 6}, **{s: x for s, x in q.items() if s > 6}}
+        worst = compare(ref, got, range(1, 13), "packed P + Q")
+        print(f"OK: --packing, 2 processes (steps 1-6) + 1-process resume (7-12) vs 1 padded "
               f"process: worst relative difference {worst:.2e} (tolerance {RTOL})")
 
         # V + W: --vocab-parallel (both ranks take the global batch of 8 and split the LM head's
