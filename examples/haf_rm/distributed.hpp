@@ -141,6 +141,11 @@ class DataParallel {
     lm_head_weight_ = std::move(lm_head_weight);
     return hafrm::distributed::vocab_parallel_logprobs(*vp_);
   }
+  // The packed path's counterpart of attach_vocab_parallel's result (after it).
+  hafrm::ModelTokenLogProbsFn vocab_parallel_token_logprobs() const {
+    TORCH_INTERNAL_ASSERT(vp_, "DataParallel: attach_vocab_parallel() first");
+    return hafrm::distributed::vocab_parallel_token_logprobs(*vp_);
+  }
   // For a model that returns its logits shard: identity forward, gradient summed over the head
   // group in the backward (the fused linear path does this itself).
   torch::Tensor reduce_grad_over_shards(const torch::Tensor& lm_input) const {
@@ -194,6 +199,7 @@ class DataParallel {
   void attach(std::vector<torch::Tensor>) {}
   std::pair<int64_t, int64_t> vocab_range(int64_t vocab_size) const { return {0, vocab_size}; }
   hafrm::ModelLogProbsFn attach_vocab_parallel(int64_t, torch::Tensor) { return {}; }
+  hafrm::ModelTokenLogProbsFn vocab_parallel_token_logprobs() const { return {}; }
   torch::Tensor reduce_grad_over_shards(const torch::Tensor& t) const { return t; }
   void prepare_for_backward(bool) {}
   void average_gradients() {}

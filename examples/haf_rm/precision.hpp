@@ -77,6 +77,24 @@ inline hafrm::ModelLogProbsFn bf16_lm_head(hafrm::ModelLogProbsFn inner) {
   };
 }
 
+// The packed path's counterpart (PairForwardOptions::model_token_logprobs: rows, labels already
+// shifted): the same cast, then `inner` or, when empty, the library's own per-token path.
+inline hafrm::ModelTokenLogProbsFn bf16_lm_head_rows(hafrm::ModelTokenLogProbsFn inner) {
+  return [inner = std::move(inner)](const hafrm::ModelOutputs& rows, const torch::Tensor& labels,
+                                    const hafrm::TokenLogProbOptions& o) {
+    hafrm::ModelOutputs r = rows;
+    if (r.lm_hidden.defined() && r.lm_head_weight.defined() &&
+        at::autocast::is_autocast_enabled(r.lm_hidden.device().type())) {
+      const auto dtype = at::autocast::get_autocast_dtype(r.lm_hidden.device().type());
+      r.lm_hidden = r.lm_hidden.to(dtype);
+      r.lm_head_weight = r.lm_head_weight.to(dtype);
+    }
+    if (inner) return inner(r, labels, o);
+    if (r.logits.defined()) return hafrm::compute_token_logprobs(r.logits, labels, o);
+    return hafrm::compute_linear_token_logprobs(r.lm_hidden, r.lm_head_weight, labels, o);
+  };
+}
+
 namespace detail {
 
 inline void to_float_(torch::Tensor& t) {

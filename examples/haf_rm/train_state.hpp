@@ -137,6 +137,13 @@ class TrainState {
     // --precision bf16: the LM head's input and weight reach the fused path in bfloat16
     // (precision.hpp), for the policy and the reference alike.
     if (bf16_) forward_options_.model_logprobs = bf16_lm_head(forward_options_.model_logprobs);
+    // The packed step's counterparts (per-token rows; packing.hpp): the same two layers.
+    if (o.packing && !reward_only_) {
+      hafrm::ModelTokenLogProbsFn rows;
+      if (dp_ && dp_->vocab_parallel()) rows = dp_->vocab_parallel_token_logprobs();
+      if (bf16_) rows = bf16_lm_head_rows(std::move(rows));
+      forward_options_.model_token_logprobs = std::move(rows);
+    }
     if (dp_) dp_->attach(model_->parameters());
 
     // Weight decay on weight matrices only; biases and LayerNorm parameters (1-d) are not

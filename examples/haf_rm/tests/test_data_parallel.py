@@ -26,7 +26,8 @@ loss is the mean over the global batch's tokens, so L2 + L3 must equal L however
 between the ranks.
 
 P = torchrun 2 processes --packing --pack-tokens 256, 6 steps, batch 4 per rank; Q = 1 process
-resuming P packed to step 12: P + Q must equal A (packing changes only the round-off).
+resuming P packed to step 12: P + Q must equal A (packing changes only the round-off); PV =
+torchrun 2 processes --vocab-parallel --packing, 12 steps, must equal A too.
 
 And the vocab-parallel trainer: V = torchrun 2 processes --vocab-parallel (batch 8 on both ranks,
 the LM head's rows split) for 6 steps, W = 1 process resuming V to step 12, VL = the same on the
@@ -262,6 +263,14 @@ def main():
         print(f"OK: --vocab-parallel, 2 processes (steps 1-6) + 1-process resume (7-12): worst "
               f"relative difference {worst:.2e}; on the logits path with the reference model: "
               f"{worst_l:.2e} (tolerance {RTOL})")
+
+        # PV: --vocab-parallel with --packing (the packed path's per-token hook over the split
+        # LM head), 12 steps: A's losses to round-off.
+        run([*torchrun2, *COMMON, "--batch-size", "8", "--vocab-parallel", "--packing",
+             "--out", f"{d}/PV"], a.timeout)
+        worst = compare(ref, losses(f"{d}/PV/metrics.jsonl"), range(1, 13), "vocab parallel PV")
+        print(f"OK: --vocab-parallel --packing, 2 processes vs 1 padded process: worst relative "
+              f"difference {worst:.2e} (tolerance {RTOL})")
 
         # V4: 4 processes as 2 data-parallel groups of 2 that split the LM head (batch 4 per
         # group, global 8); then a group size that does not divide the world is refused.
