@@ -225,3 +225,105 @@ TEST_CASE("packed pair batches: bad inputs name the argument", "[packed][model]"
   CHECK_THROWS_WITH(hafrm::forward_pair_packed(model, b, {.keep_token_inputs = true}),
                     Catch::Contains("keep_token_inputs"));
 }
+
+TEST_CASE("packed batches take a model_token_logprobs hook for the policy and the reference",
+          "[packed][model]") {
+  const bool fused = GENERATE(false, true);
+  const int64_t V = 19, H = 5, B = 5, row = 14;
+  PrefixModel model(V, H, row, fused), reference(V, H, row, fused);
+  auto pairs = random_pairs(B, V, 9);
+  auto packed = hafrm::pack_pairs(pairs.ci, pairs.cl, pairs.ri, pairs.rl, row);
+  auto padded = pairs.padded(0);
+  const int64_t N = packed.input_ids.numel();
+
+  // The library's own per-token kernels on the rows it is given: the packed path without a hook.
+  int calls = 0;
+  hafrm::PairForwardOptions o;
+  o.model_token_logprobs = [&](const hafrm::ModelOutputs& rows, const torch::Tensor& labels,
+                               const hafrm::TokenLogProbOptions& lo) {
+    ++calls;
+    CHECK(labels.sizes() == torch::IntArrayRef{N});
+    if (rows.logits.defined()) {
+      CHECK(rows.logits.sizes() == torch::IntArrayRef{N, V});
+      return hafrm::compute_token_logprobs(rows.logits, labels, lo);
+    }
+    CHECK(rows.lm_hidden.sizes() == torch::IntArrayRef{N, H});
+    return hafrm::compute_linear_token_logprobs(rows.lm_hidden, rows.lm_head_weight, labels, lo);
+  };
+  auto gc = randn({B}, torch::kFloat), gr = randn({B}, torch::kFloat);
+  auto loss_of = [&](const hafrm::PairForward& f) {
+    return (f.rewards.chosen * gc).sum() + (f.policy.policy_chosen * gr).sum() -
+           (f.policy.policy_rejected * gc).sum();
+  };
+  auto fh = hafrm::forward_pair_packed(model, packed, o);
+  CHECK(calls == 1);
+  auto fp = hafrm::forward_pair_packed(model, packed);
+  auto fd = hafrm::forward_pair(model, padded);
+  for (const auto* want : {&fp, &fd}) {
+    CHECK(max_abs_diff(fh.policy.policy_chosen, want->policy.policy_chosen) < 1e-4);
+    CHECK(max_abs_diff(fh.policy.policy_rejected, want->policy.policy_rejected) < 1e-4);
+    CHECK(torch::equal(fh.policy.chosen_count, want->policy.chosen_count));
+    CHECK(torch::equal(fh.policy.rejected_count, want->policy.rejected_count));
+  }
+  auto g_hook = grads_of(*model, loss_of(fh));
+  auto g_packed = grads_of(*model, loss_of(fp));
+  auto g_padded = grads_of(*model, loss_of(fd));
+  for (std::size_t i = 0; i < g_hook.size(); ++i) {
+    CHECK(max_abs_diff(g_hook[i], g_packed[i]) < 1e-4);
+    CHECK(max_abs_diff(g_hook[i], g_padded[i]) < 1e-4);
+  }
+
+  // With a reference model the hook runs twice: once for the reference, once for the policy.
+  calls = 0;
+  auto fr = hafrm::forward_pair_packed(model, reference, packed, o);
+  CHECK(calls == 2);
+  auto [rc, rr] = hafrm::reference_logprobs(reference, padded);
+  CHECK(max_abs_diff(fr.policy.reference_chosen, rc) < 1e-4);
+  CHECK(max_abs_diff(fr.policy.reference_rejected, rr) < 1e-4);
+  calls = 0;
+  auto [pc, pr] = hafrm::reference_logprobs_packed(reference, packed, o);
+  CHECK(calls == 1);
+  CHECK(max_abs_diff(pc, rc) < 1e-4);
+  CHECK(max_abs_diff(pr, rr) < 1e-4);
+  // The reward-only path computes no log-probs.
+  calls = 0;
+  o.heads = hafrm::Heads::kReward;
+  hafrm::forward_pair_packed(model, reference, packed, o);
+  CHECK(calls == 0);
+}
+
+TEST_CASE("packed batches refuse model_logprobs alone and check the token hook's outputs",
+          "[packed][model]") {
+  PrefixModel model(11, 4, 8, false);
+  auto pairs = random_pairs(3, 11, 6);
+  auto b = hafrm::pack_pairs(pairs.ci, pairs.cl, pairs.ri, pairs.rl, 8);
+  int padded_calls = 0;
+  hafrm::PairForwardOptions o;
+  o.model_logprobs = [&](const hafrm::ModelOutputs& out, const torch::Tensor& labels,
+                         const hafrm::TokenLogProbOptions& lo) {
+    ++padded_calls;
+    return hafrm::causal_sequence_logprobs(out.logits, labels, lo);
+  };
+  CHECK_THROWS_WITH(hafrm::forward_pair_packed(model, b, o),
+                    Catch::Contains("'options.model_logprobs'") &&
+                        Catch::Contains("set options.model_token_logprobs for packed batches"));
+  CHECK_THROWS_WITH(hafrm::reference_logprobs_packed(model, b, o),
+                    Catch::Contains("options.model_token_logprobs"));
+  // Both set: the packed path uses the token hook, never the padded one.
+  o.model_token_logprobs = [](const hafrm::ModelOutputs& rows, const torch::Tensor& labels,
+                              const hafrm::TokenLogProbOptions& lo) {
+    return hafrm::compute_token_logprobs(rows.logits, labels, lo);
+  };
+  auto f = hafrm::forward_pair_packed(model, model, b, o);
+  CHECK(padded_calls == 0);
+  CHECK(max_abs_diff(f.policy.policy_chosen,
+                     hafrm::forward_pair_packed(model, b).policy.policy_chosen) < 1e-5);
+  // A hook whose outputs do not cover the rows is an error naming it.
+  o.model_token_logprobs = [](const hafrm::ModelOutputs& rows, const torch::Tensor& labels,
+                              const hafrm::TokenLogProbOptions& lo) {
+    return hafrm::compute_token_logprobs(rows.logits.slice(0, 1), labels.slice(0, 1), lo);
+  };
+  CHECK_THROWS_WITH(
+      hafrm::forward_pair_packed(model, b, o),
+      Catch::Contains("'options.model_token_logprobs'") && Catch::Contains("one value per row"));
+}

@@ -21,6 +21,12 @@ TEST_CASE("vocab-parallel log-probs, extras, gradients and forward_pair equal th
   CHECK(run.exit_codes() == std::vector<int>(world, 0));
 }
 
+TEST_CASE("vocab-parallel packed pair batches equal the unsplit packed path", "[vocab_parallel]") {
+  const auto run = ht::run_scenario("vocab_packed", 2, {.deadline = 90s, .timeout = 20s});
+  INFO(run.report());
+  CHECK(run.exit_codes() == std::vector<int>(2, 0));
+}
+
 TEST_CASE("vocab-parallel bad inputs raise errors naming the argument on every rank",
           "[vocab_parallel]") {
   const int world = GENERATE(2, 3);

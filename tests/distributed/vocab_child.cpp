@@ -8,6 +8,7 @@
 
 #include <hafrm/distributed/vocab_parallel.hpp>
 #include <hafrm/distributed/vocab_parallel_linear.hpp>
+#include <hafrm/model/packed_pair.hpp>
 #include <hafrm/model/pair_forward.hpp>
 #include <hafrm/torch/linear_logprobs.hpp>
 #include <hafrm/torch/token_logprobs.hpp>
@@ -196,6 +197,10 @@ struct ToyLM {
     }
     return out;
   }
+  // Positions do not interact, so the packed grid is the same per-token computation.
+  hafrm::ModelOutputs haf_forward_packed(const hafrm::PackedInputs& in, hafrm::Heads) {
+    return haf_forward(in.input_ids, in.attention_mask);
+  }
   std::vector<torch::Tensor> params() const { return {emb, trunk, head, reward}; }
 };
 
@@ -237,6 +242,62 @@ void pair_forward(const hd::VocabParallel& vp) {
     expect_close(got.policy.reference_chosen, want.policy.reference_chosen, what + " ref chosen");
     expect_close(got.policy.tokens->log_sum_p2_rejected, want.policy.tokens->log_sum_p2_rejected,
                  what + " log_sum_p2");
+    expect_close(got.rewards.chosen, want.rewards.chosen, what + " rewards");
+    auto loss = [](const hafrm::PairForward& f) {
+      return (f.policy.policy_chosen - 0.5 * f.policy.policy_rejected).sum() +
+             (f.rewards.chosen - f.rewards.rejected).sum();
+    };
+    loss(want).backward();
+    loss(got).backward();
+    const char* names[] = {"emb", "trunk", "head", "reward"};
+    for (std::size_t i = 0; i < 4; ++i) {
+      auto w = full.params()[i].grad();
+      if (i == 2) w = w.narrow(0, v0, n);
+      expect_close(split.params()[i].grad(), w, what + " d " + names[i]);
+    }
+  }
+}
+
+// forward_pair_packed with vocab_parallel_token_logprobs (policy and reference) equals the
+// single-process packed path on the unsplit head: sums, counts, rewards and every gradient.
+void packed_pair_forward(const hd::VocabParallel& vp) {
+  const int64_t v0 = vp.vocab_begin(), n = vp.shard_size(), H = 5, B = 3, row = 12;
+  auto g = gen(51);
+  std::vector<std::vector<int64_t>> ci, cl, ri, rl;
+  for (int64_t i = 0; i < B; ++i)
+    for (auto [ids, labels] : {std::pair{&ci, &cl}, std::pair{&ri, &rl}}) {
+      const int64_t len = 3 + torch::randint(0, 6, {1}, g).item<int64_t>();
+      auto t = torch::randint(0, kV, {len}, g, torch::kLong);
+      ids->emplace_back(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + len);
+      labels->push_back(ids->back());
+      labels->back()[0] = -100;  // a one-token prompt
+    }
+  auto b = hafrm::pack_pairs(ci, cl, ri, rl, row);
+  auto p0 = std::vector<torch::Tensor>{torch::randn({kV, H}, g), torch::randn({H, H}, g),
+                                       torch::randn({kV, H}, g), torch::randn({H}, g)};
+  for (const bool linear : {false, true}) {
+    const std::string what = linear ? "packed (linear)" : "packed (logits)";
+    auto mk = [&](bool split) {
+      ToyLM m;
+      m.emb = p0[0].clone().requires_grad_(true), m.trunk = p0[1].clone().requires_grad_(true);
+      m.head = (split ? p0[2].narrow(0, v0, n) : p0[2]).clone().requires_grad_(true);
+      m.reward = p0[3].clone().requires_grad_(true);
+      m.vp = split ? &vp : nullptr, m.linear = linear;
+      return m;
+    };
+    ToyLM full = mk(false), split = mk(true), ref_full = mk(false), ref_split = mk(true);
+    hafrm::PairForwardOptions o;
+    o.logprobs.return_entropy = true;
+    auto want = hafrm::forward_pair_packed(full, ref_full, b, o);
+    o.model_logprobs = hd::vocab_parallel_logprobs(vp);  // the padded path's; unused here
+    o.model_token_logprobs = hd::vocab_parallel_token_logprobs(vp);
+    auto got = hafrm::forward_pair_packed(split, ref_split, b, o);
+    expect_close(got.policy.policy_chosen, want.policy.policy_chosen, what + " chosen");
+    expect_close(got.policy.policy_rejected, want.policy.policy_rejected, what + " rejected");
+    expect_close(got.policy.chosen_count, want.policy.chosen_count, what + " chosen count");
+    expect_close(got.policy.reference_chosen, want.policy.reference_chosen, what + " ref chosen");
+    expect_close(got.policy.reference_rejected, want.policy.reference_rejected,
+                 what + " ref rejected");
     expect_close(got.rewards.chosen, want.rewards.chosen, what + " rewards");
     auto loss = [](const hafrm::PairForward& f) {
       return (f.policy.policy_chosen - 0.5 * f.policy.policy_rejected).sum() +
@@ -365,6 +426,12 @@ int run_vocab_child(const std::string& scenario, const std::shared_ptr<hd::Commu
   try {
     if (scenario == "vocab_bad_input") {
       bad_inputs(comm);
+      return 0;
+    }
+    if (scenario == "vocab_packed") {
+      const auto [b, e] = chunk_of(comm->rank(), comm->world_size());
+      packed_pair_forward(hd::VocabParallel::create(comm, b, e));
+      comm->barrier();
       return 0;
     }
     if (scenario == "vocab_subgroups") {

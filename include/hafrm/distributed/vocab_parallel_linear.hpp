@@ -8,6 +8,8 @@
 //   hafrm::PairForwardOptions po;
 //   po.model_logprobs = hafrm::distributed::vocab_parallel_logprobs(vp);
 //   auto f = hafrm::forward_pair(model, batch, po);  // model returns its shard (see below)
+//   po.model_token_logprobs = hafrm::distributed::vocab_parallel_token_logprobs(vp);
+//   auto fp = hafrm::forward_pair_packed(model, packed_batch, po);  // packed batches
 //
 // Each rank forms the logits of its shard in tiles (as the single-process fused linear path) and
 // reduces them to per-row statistics; the two all-reduces of vocab_parallel.hpp merge them. The
@@ -152,6 +154,25 @@ inline ModelLogProbsFn vocab_parallel_logprobs(VocabParallel vp,
     auto y = labels.index({Slice(), Slice(1, None)});
     return reduce_sequences(
         compute_linear_token_logprobs(h, out.lm_head_weight, y, vp, o, hidden_grad));
+  };
+}
+
+// PairForwardOptions::model_token_logprobs, the packed path's counterpart of
+// vocab_parallel_logprobs: rows as the packed path hands them, no causal shift here. rows.logits is
+// this rank's logits shard [N, V_shard] (the model applies reduce_grad_over_shards to the head's
+// input), or rows.lm_hidden [N, H] with rows.lm_head_weight the weight shard [V_shard, H] (the
+// hidden gradient summed per `hidden_grad`). Captures vp (a shared handle on its group).
+inline ModelTokenLogProbsFn vocab_parallel_token_logprobs(
+    VocabParallel vp, HiddenGrad hidden_grad = HiddenGrad::kSumOverRanks) {
+  return [vp = std::move(vp), hidden_grad](const ModelOutputs& rows, const torch::Tensor& labels,
+                                           const TokenLogProbOptions& o) {
+    if (rows.logits.defined())
+      return distributed::compute_token_logprobs(rows.logits, labels, vp, o);
+    HAFRM_CHECK_ARG(rows.lm_hidden.defined() && rows.lm_head_weight.defined(),
+                    "distributed::vocab_parallel_token_logprobs", "rows",
+                    "must hold the logits shard, or lm_hidden and the lm_head_weight shard");
+    return distributed::compute_linear_token_logprobs(rows.lm_hidden, rows.lm_head_weight, labels,
+                                                      vp, o, hidden_grad);
   };
 }
 

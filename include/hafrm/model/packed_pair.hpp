@@ -17,6 +17,13 @@
 //   static ModelOutputs forward(M&, const PackedInputs&, Heads).
 // Its outputs are over the grid: logits [R, L, V] or lm_hidden [R, L, H] with lm_head_weight, and
 // token_rewards [R, L].
+//
+// PairForwardOptions::model_token_logprobs, when set, turns the outputs into log-probs for the
+// policy and the reference alike (an LM head split over the vocabulary across ranks:
+// hafrm::distributed::vocab_parallel_token_logprobs): it gets one row per grid position (logits
+// [R L, V] or lm_hidden [R L, H] with lm_head_weight) and the labels already shifted inside each
+// segment, and returns per-token outputs that are summed per segment here. model_logprobs (the
+// padded path's hook, which shifts and sums over [B, T] rows itself) is refused without it.
 #pragma once
 
 #include <torch/torch.h>
@@ -128,9 +135,46 @@ inline CheckedPacked check_packed(const PackedPreferenceBatch& b, bool need_labe
   return c;
 }
 
+// PairForwardOptions::model_token_logprobs on a packed grid: the outputs flattened to one row per
+// grid position (logits [N, V] or lm_hidden [N, H] with the weight as given), the labels shifted
+// inside each segment, the hook's per-token outputs summed per segment.
+inline SequenceLogProbs packed_hook_logprobs(const ModelOutputs& out, const torch::Tensor& labels,
+                                             const PackedSegments& seg,
+                                             const TokenLogProbOptions& o,
+                                             const ModelTokenLogProbsFn& hook) {
+  constexpr const char* fn = "forward_pair_packed";
+  check_packed_labels(labels, seg, fn);
+  const int64_t N = seg.tokens;
+  auto rows_of = [&](const torch::Tensor& t, const char* what) {
+    HAFRM_CHECK_ARG(t.dim() >= 2 && c10::multiply_integers(t.sizes().slice(0, t.dim() - 1)) == N,
+                    fn, "model outputs", what, " expected [..., D] over the ", N,
+                    " grid positions, got shape ", t.sizes());
+    return t.reshape({N, t.size(-1)});
+  };
+  ModelOutputs rows;
+  if (out.logits.defined()) {
+    rows.logits = rows_of(out.logits, "logits");
+  } else {
+    HAFRM_CHECK_ARG(out.lm_hidden.defined() && out.lm_head_weight.defined(), fn, "model outputs",
+                    "must hold logits, or lm_hidden and lm_head_weight for the fused linear path");
+    rows.lm_hidden = rows_of(out.lm_hidden, "lm_hidden");
+    rows.lm_head_weight = out.lm_head_weight;
+  }
+  auto t = hook(rows, packed_shift_labels(labels, seg, o.ignore_index), o);
+  HAFRM_CHECK_ARG(
+      t.logprobs.defined() && t.mask.defined() && t.logprobs.numel() == N && t.mask.numel() == N,
+      fn, "options.model_token_logprobs", "must return logprobs and mask with one ",
+      "value per row (", N, "), got shapes ",
+      t.logprobs.defined() ? t.logprobs.sizes() : c10::IntArrayRef{}, " and ",
+      t.mask.defined() ? t.mask.sizes() : c10::IntArrayRef{});
+  return reduce_segments(std::move(t), seg);
+}
+
 inline SequenceLogProbs packed_model_logprobs(const ModelOutputs& out, const torch::Tensor& labels,
                                               const PackedSegments& seg,
-                                              const TokenLogProbOptions& o) {
+                                              const TokenLogProbOptions& o,
+                                              const ModelTokenLogProbsFn& hook) {
+  if (hook) return packed_hook_logprobs(out, labels, seg, o, hook);
   if (out.logits.defined()) return packed_causal_sequence_logprobs(out.logits, labels, seg, o);
   HAFRM_CHECK_ARG(out.lm_hidden.defined() && out.lm_head_weight.defined(), "forward_pair_packed",
                   "model outputs",
@@ -141,8 +185,11 @@ inline SequenceLogProbs packed_model_logprobs(const ModelOutputs& out, const tor
 inline void check_packed_options(const PairForwardOptions& o) {
   HAFRM_CHECK_ARG(!o.keep_token_inputs, "forward_pair_packed", "options.keep_token_inputs",
                   "is not supported on packed batches (per-token inputs are padded per pair)");
-  HAFRM_CHECK_ARG(!o.model_logprobs, "forward_pair_packed", "options.model_logprobs",
-                  "is not supported on packed batches");
+  // model_logprobs shifts and sums over a [B, T] layout; the packed path needs per-token rows.
+  HAFRM_CHECK_ARG(!o.model_logprobs || o.model_token_logprobs, "forward_pair_packed",
+                  "options.model_logprobs",
+                  "is not used on packed batches (it shifts and sums over padded rows): set "
+                  "options.model_token_logprobs for packed batches");
   HAFRM_CHECK_ARG(o.readout == RewardReadout::kLastNonPad, "forward_pair_packed", "options.readout",
                   "must be kLastNonPad (a packed segment has no padding)");
 }
@@ -160,7 +207,8 @@ std::pair<torch::Tensor, torch::Tensor> reference_logprobs_packed(
   lo.return_lse = lo.return_entropy = lo.return_log_sum_p2 = false;
   lo.return_mean_logit = lo.return_is_argmax = false;
   auto out = model_forward_packed(reference, c.inputs, Heads::kAll);
-  auto seq = detail::packed_model_logprobs(out, b.labels, c.seg, lo).sum.detach();
+  auto seq =
+      detail::packed_model_logprobs(out, b.labels, c.seg, lo, o.model_token_logprobs).sum.detach();
   auto dev = seq.device();
   return {seq.index_select(0, b.chosen_segments.to(dev).to(torch::kLong)),
           seq.index_select(0, b.rejected_segments.to(dev).to(torch::kLong))};
@@ -186,7 +234,8 @@ PairForward forward_pair_packed(Model& model, const PackedPreferenceBatch& b,
   f.rewards.rejected = rewards.index_select(0, ri);
   f.rewards.margin = b.margin;
   if (rewards_only) return f;
-  auto seq = detail::packed_model_logprobs(out, b.labels, c.seg, o.logprobs);
+  auto seq =
+      detail::packed_model_logprobs(out, b.labels, c.seg, o.logprobs, o.model_token_logprobs);
   auto pick = [](const SequenceLogProbs& s, const torch::Tensor& idx) {
     SequenceLogProbs r;
     r.sum = s.sum.index_select(0, idx);

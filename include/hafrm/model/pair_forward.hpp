@@ -15,7 +15,9 @@
 // logprobs.return_log_sum_p2 is set) that LD-DPO and WPO need, from the same single pass.
 //
 // PairForwardOptions::model_logprobs replaces how the model's outputs become log-probs (for an
-// LM head split over the vocabulary across ranks: hafrm::distributed::vocab_parallel_logprobs).
+// LM head split over the vocabulary across ranks: hafrm::distributed::vocab_parallel_logprobs);
+// PairForwardOptions::model_token_logprobs does the same for packed batches (packed_pair.hpp;
+// hafrm::distributed::vocab_parallel_token_logprobs).
 //
 // Reward-only path (objectives with no policy term: bt, hinge, Plackett-Luce): with
 // PairForwardOptions::heads = Heads::kReward the model runs with Heads::kReward (model_traits.hpp)
@@ -61,6 +63,12 @@ struct PreferenceBatch {
 using ModelLogProbsFn = std::function<SequenceLogProbs(
     const ModelOutputs& out, const torch::Tensor& labels, const TokenLogProbOptions& options)>;
 
+// Per-token log-probs of rows as given -- no causal shift: `rows` holds logits [N, V] (or this
+// rank's shard) or lm_hidden [N, H] with lm_head_weight; labels [N] is the token each row scores
+// (ignore_index where none).
+using ModelTokenLogProbsFn = std::function<TokenLogProbs(
+    const ModelOutputs& rows, const torch::Tensor& labels, const TokenLogProbOptions& options)>;
+
 struct PairForwardOptions {
   RewardReadout readout = RewardReadout::kLastNonPad;
   // kReward: rewards only (no LM head, no log-probs, no reference pass); f.policy stays empty.
@@ -73,6 +81,12 @@ struct PairForwardOptions {
   // Empty: the log-probs come from the full logits or the fused linear path in this process.
   // Used for the policy and the reference model alike.
   ModelLogProbsFn model_logprobs;
+  // The packed path's counterpart (forward_pair_packed, reference_logprobs_packed), used there for
+  // the policy and the reference model alike: the packed path flattens the model's outputs to one
+  // row per grid position, shifts the labels inside each segment, calls this, and sums per
+  // segment. Empty: the full logits or the fused linear path in this process. The padded path
+  // keeps using model_logprobs (set both to run a custom head on either layout).
+  ModelTokenLogProbsFn model_token_logprobs;
 };
 
 struct PairForward {
