@@ -4,7 +4,7 @@
 // AVX2 up), measured over EVERY float32 input in [-87, 0] at every instruction-set level this CPU
 // has, against exp in float64 rounded to float32.
 // The kernel comments and bench/README.md state the maxima measured here; this is the measurement
-// behind the claims (about 1.1e9 inputs; ~30 s, its own ctest entry hafrm.exp_bound, not run under
+// behind the claims (about 1.1e9 inputs; ~40 s, its own ctest entry hafrm.exp_bound, not run under
 // the sanitizers). Also: -0 -> 1, -inf and below -87 -> 0 (vexp_np, the backward's exp) or
 // ~e^-87 (the forward's vexp_table), NaN -> NaN.
 #include <bit>
