@@ -14,7 +14,9 @@ using namespace hafrm_bench;
 
 namespace {
 
-void run_linear(benchmark::State& state, hafrm::LogProbBackend backend, bool backward) {
+// Args {N, H, V, token chunk (0 = automatic), bf16}; vocab_chunk > 0 fixes the vocabulary tile.
+void run_linear(benchmark::State& state, hafrm::LogProbBackend backend, bool backward,
+                int64_t vocab_chunk = 0) {
   const int64_t N = state.range(0), H = state.range(1), V = state.range(2);
   const auto dev = bench_device();
   const auto dt = state.range(4) ? torch::kBFloat16 : torch::kFloat;
@@ -25,6 +27,7 @@ void run_linear(benchmark::State& state, hafrm::LogProbBackend backend, bool bac
   o.backend = backend;
   o.check_labels = false;
   if (state.range(3) > 0) o.linear_chunk_tokens = state.range(3);
+  if (vocab_chunk > 0) o.linear_chunk_vocab = vocab_chunk;
   double peak = 0, peak_rss = 0;
   for (auto _ : state) {
     PeakMemory mem;
@@ -67,10 +70,15 @@ void BM_NaiveLinear_ForwardBackward(benchmark::State& s) {
 void BM_FusedLinear_ForwardBackward(benchmark::State& s) {
   run_linear(s, hafrm::LogProbBackend::kFused, true);
 }
+// The vocabulary tile fixed by the 6th argument (the automatic one on the CPU: 16 MiB of float32
+// logits per tile, 2048 vocabulary rows at 2048 tokens).
+void BM_FusedLinearVocabTile_ForwardBackward(benchmark::State& s) {
+  run_linear(s, hafrm::LogProbBackend::kFused, true, s.range(5));
+}
 
 // {N, H, V, chunk (0 = automatic), bf16}
 void sizes(benchmark::internal::Benchmark* b) {
-  b->Args({2048, 512, 32000, 0, 0});
+  b->Args({2048, 512, 32000, 0, 0})->Args({2048, 512, 32000, 0, 1});
   if (bench_device().is_cuda()) b->Args({8192, 4096, 128256, 0, 1});  // Liger's SM90 shape
   b->ArgNames({"N", "H", "V", "chunk", "bf16"})->Unit(benchmark::kMillisecond)->UseRealTime();
   add_min_statistic(b);
@@ -78,6 +86,14 @@ void sizes(benchmark::internal::Benchmark* b) {
 void chunks(benchmark::internal::Benchmark* b) {
   for (int64_t c : {64, 256, 1024}) b->Args({2048, 512, 32000, c, 0});
   b->ArgNames({"N", "H", "V", "chunk", "bf16"})->Unit(benchmark::kMillisecond)->UseRealTime();
+  add_min_statistic(b);
+}
+// {N, H, V, chunk, bf16, vocab tile}
+void vocab_tiles(benchmark::internal::Benchmark* b) {
+  for (int64_t bf16 : {0, 1})
+    for (int64_t vt : {512, 1024, 2048, 4096, 8192}) b->Args({2048, 512, 32000, 0, bf16, vt});
+  b->ArgNames({"N", "H", "V", "chunk", "bf16", "vocab"})->Unit(benchmark::kMillisecond);
+  b->UseRealTime();
   add_min_statistic(b);
 }
 
@@ -108,4 +124,5 @@ BENCHMARK(BM_NaiveLinear_Forward)->Apply(sizes);
 BENCHMARK(BM_FusedLinear_Forward)->Apply(sizes);
 BENCHMARK(BM_NaiveLinear_ForwardBackward)->Apply(sizes);
 BENCHMARK(BM_FusedLinear_ForwardBackward)->Apply(sizes)->Apply(chunks);
+BENCHMARK(BM_FusedLinearVocabTile_ForwardBackward)->Apply(vocab_tiles);
 BENCHMARK_MAIN();

@@ -222,6 +222,53 @@ TEST_CASE("bad rows: NaN, +inf or all -inf logits give NaN out on every path, ne
   }
 }
 
+// The backward's exp (vexp_bwd; a masked table exp from AVX2 up) across its whole range: logits
+// spread over [-120, 0], so d = z - lse runs from about -124 to -3, past the -87 where p becomes 0.
+// V 4099: 256 vectors and a scalar tail.
+TEST_CASE("every CPU level: the backward's p to float32 accuracy on [-87, 0], exactly 0 below",
+          "[dispatch][logprobs]") {
+  const int64_t N = 3, V = 4099;
+  auto xd = torch::rand({N, V}, torch::kDouble) * -120.0;
+  xd.select(1, 0).fill_(0.0);
+  auto x = xd.to(torch::kFloat);
+  auto y = torch::randint(1, V, {N}, torch::kLong);
+  const bool entropy_grad = GENERATE(false, true);
+  auto grads = [&](hafrm::LogProbBackend be, const torch::Tensor& xin) {
+    auto xl = xin.clone().requires_grad_();
+    auto out = hafrm::compute_token_logprobs(xl, y, all_outputs(be));
+    auto loss = out.logprobs.sum();
+    if (entropy_grad) loss = loss + 0.5 * out.entropy.sum();
+    loss.backward();
+    return std::make_pair(xl.grad().to(torch::kDouble), out.lse.to(torch::kDouble));
+  };
+  const auto [gr, lse] = grads(hafrm::LogProbBackend::kReference, x.to(torch::kDouble));
+  const auto d = x.to(torch::kDouble) - lse.unsqueeze(1);
+  // Not the label's entry: its gradient holds the one-hot's 1.
+  const auto off_label = torch::ones({N, V}, torch::kBool).scatter_(1, y.unsqueeze(1), false);
+  const auto below = d.lt(-87.01) & off_label, inside = d.gt(-86.99);
+  REQUIRE(below.any().item<bool>());
+  REQUIRE((inside & off_label).sum().item<int64_t>() > N * V / 2);
+  for (auto level : supported_levels()) {
+    LevelGuard guard(level);
+    INFO("level " << kc::capability_name(level) << " entropy gradient " << entropy_grad);
+    const auto gf = grads(hafrm::LogProbBackend::kFused, x).first;
+    CHECK(all_finite(gf));
+    CHECK(gf.masked_select(below).abs().max().item<double>() == 0.0);
+    // Off the label the gradient is -p (times a factor with the entropy term): p within ~1e-5 of
+    // itself (the exp's 2 + |d|/8 ulp, d's float32 rounding at |d| < 87, the LSE's last bits).
+    const auto sel = inside & off_label;
+    const auto err = (gf - gr).abs().masked_select(sel);
+    const auto mag = gr.abs().masked_select(sel);
+    if (!entropy_grad) {
+      CHECK((err <= 2e-5 * mag).all().item<bool>());
+    } else {
+      // The entropy factor -1 - 0.5 (z - lse + H) crosses 0: its float32 rounding is absolute.
+      CHECK((err <= 2e-5 * mag + 1e-7 * gr.abs().max()).all().item<bool>());
+    }
+    CHECK(close(gf, gr, 1e-5, 1e-6));
+  }
+}
+
 TEST_CASE("small work runs serially; large work splits into chunks of at least one grain",
           "[dispatch]") {
   const int64_t V = 1000;
