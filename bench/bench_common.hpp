@@ -15,7 +15,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace hafrm_bench {
@@ -51,28 +53,33 @@ struct PeakMemory {
 };
 
 // Exact tensor memory: a CPU allocator wrapper that counts live and peak bytes of every tensor
-// LibTorch allocates (BLAS-internal scratch is not included; RSS covers that).
+// LibTorch allocates (BLAS-internal scratch is not included; RSS covers that). Its DataPtrs keep
+// the data pointer as their context, and it has a raw deleter, so LibTorch's raw_allocate (oneDNN
+// scratch of bfloat16 matmuls) works through it; the sizes live in a side table.
 class TrackingAllocator final : public c10::Allocator {
  public:
   static TrackingAllocator& install() {
     static TrackingAllocator* a = [] {
       auto* t = new TrackingAllocator(c10::GetCPUAllocator());
+      instance() = t;
       c10::SetCPUAllocator(t, /*priority=*/100);
       return t;
     }();
     return *a;
   }
   c10::DataPtr allocate(size_t n) override {
-    auto inner = base_->allocate(n);
-    void* data = inner.get();
-    const auto device = inner.device();
-    auto* ctx = new Ctx{std::move(inner), n, this};
+    void* data = base_->raw_allocate(n);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      sizes_[data] = n;
+    }
     const int64_t now = live_ += static_cast<int64_t>(n);
     int64_t p = peak_.load();
     while (now > p && !peak_.compare_exchange_weak(p, now)) {
     }
-    return {data, ctx, &Ctx::release, device};
+    return {data, data, &release, c10::Device(c10::DeviceType::CPU)};
   }
+  c10::DeleterFnPtr raw_deleter() const override { return &release; }
   void copy_data(void* dst, const void* src, size_t n) const override {
     default_copy_data(dst, src, n);
   }
@@ -81,18 +88,26 @@ class TrackingAllocator final : public c10::Allocator {
   int64_t peak() const { return peak_; }
 
  private:
-  struct Ctx {
-    c10::DataPtr inner;
-    size_t n;
-    TrackingAllocator* owner;
-    static void release(void* p) {
-      auto* c = static_cast<Ctx*>(p);
-      c->owner->live_ -= static_cast<int64_t>(c->n);
-      delete c;
+  static TrackingAllocator*& instance() {
+    static TrackingAllocator* a = nullptr;
+    return a;
+  }
+  static void release(void* p) {
+    if (!p) return;
+    TrackingAllocator* a = instance();
+    size_t n = 0;
+    {
+      std::lock_guard<std::mutex> lock(a->mu_);
+      auto it = a->sizes_.find(p);
+      if (it != a->sizes_.end()) n = it->second, a->sizes_.erase(it);
     }
-  };
+    a->live_ -= static_cast<int64_t>(n);
+    a->base_->raw_deallocate(p);
+  }
   explicit TrackingAllocator(c10::Allocator* base) : base_(base) {}
   c10::Allocator* base_;
+  std::mutex mu_;
+  std::unordered_map<void*, size_t> sizes_;
   std::atomic<int64_t> live_{0}, peak_{0};
 };
 

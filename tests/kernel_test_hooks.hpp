@@ -15,8 +15,8 @@
 
 namespace hafrm_test::kernel_hooks {
 
-// exp_np_array: out[i] = exp(x[i]) for x[i] <= 0 through the level's vexp_np (the backward's
-// exp), the tail through the scalar exp_np, as the kernels do. exp_forward_array: the same
+// exp_np_array: out[i] = exp(x[i]) for x[i] <= 0 through the level's vexp_np (the baseline
+// level's exp), the tail through the scalar exp_np, as the kernels do. exp_forward_array: the same
 // through the forward's exp (vexp_table_np from AVX2 up, with its -87 clamp; vexp_np below).
 namespace base {
 using namespace hafrm::kernels::cpu::base;

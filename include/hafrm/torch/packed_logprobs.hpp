@@ -150,8 +150,9 @@ inline SequenceLogProbs packed_causal_sequence_logprobs(const torch::Tensor& log
   constexpr const char* fn = "packed_causal_sequence_logprobs";
   detail::check_floating(logits, fn, "logits");
   detail::check_packed_labels(labels, p, fn);
-  HAFRM_CHECK_ARG(logits.dim() >= 2 && logits.numel() / logits.size(-1) == p.tokens, fn, "logits",
-                  "expected [..., V] over ", p.tokens, " positions, got shape ", logits.sizes());
+  HAFRM_CHECK_ARG(
+      logits.dim() >= 2 && logits.size(-1) > 0 && logits.numel() / logits.size(-1) == p.tokens, fn,
+      "logits", "expected [..., V] over ", p.tokens, " positions, got shape ", logits.sizes());
   auto shifted = detail::packed_shift_labels(labels, p, o.ignore_index);
   auto flat = logits.reshape({p.tokens, logits.size(-1)});
   return reduce_segments(compute_token_logprobs(flat, shifted, o), p);
@@ -166,8 +167,9 @@ inline SequenceLogProbs packed_linear_sequence_logprobs(const torch::Tensor& hid
   constexpr const char* fn = "packed_linear_sequence_logprobs";
   detail::check_floating(hidden, fn, "hidden");
   detail::check_packed_labels(labels, p, fn);
-  HAFRM_CHECK_ARG(hidden.dim() >= 2 && hidden.numel() / hidden.size(-1) == p.tokens, fn, "hidden",
-                  "expected [..., H] over ", p.tokens, " positions, got shape ", hidden.sizes());
+  HAFRM_CHECK_ARG(
+      hidden.dim() >= 2 && hidden.size(-1) > 0 && hidden.numel() / hidden.size(-1) == p.tokens, fn,
+      "hidden", "expected [..., H] over ", p.tokens, " positions, got shape ", hidden.sizes());
   auto shifted = detail::packed_shift_labels(labels, p, o.ignore_index);
   auto flat = hidden.reshape({p.tokens, hidden.size(-1)});
   return reduce_segments(compute_linear_token_logprobs(flat, weight, shifted, o), p);
