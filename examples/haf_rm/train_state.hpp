@@ -52,6 +52,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -233,21 +234,7 @@ class TrainState {
                              const std::vector<int64_t>& idx, int64_t* positions = nullptr) {
     auto batch = make_batch(split, idx, data_.tokenizer->pad_id(), cfg_.device());
     if (positions) *positions = 2 * batch.chosen_ids.numel();
-    if (refs.first.defined() && !reward_only_) {
-      auto ix = torch::tensor(idx, torch::kLong).to(cfg_.device());
-      batch.reference_chosen = refs.first.index_select(0, ix);
-      batch.reference_rejected = refs.second.index_select(0, ix);
-    }
-    hafrm::PairForward f;
-    {
-      AutocastGuard autocast(cfg_.device().type(), bf16_);
-      if (reward_only_ || refs.first.defined())
-        f = hafrm::forward_pair(model_, batch, forward_options_);
-      else
-        f = hafrm::forward_pair(model_, reference_, batch, forward_options_);
-    }
-    losses_in_float_(f);
-    return f;
+    return run_pair_forward(batch, refs, idx);
   }
 
   // forward() over pairs `idx` packed into rows of row_length() tokens (--packing,
@@ -257,21 +244,7 @@ class TrainState {
     auto batch =
         make_packed_batch(split, idx, row_length_, data_.tokenizer->pad_id(), cfg_.device());
     if (positions) *positions = batch.input_ids.numel();
-    if (refs.first.defined() && !reward_only_) {
-      auto ix = torch::tensor(idx, torch::kLong).to(cfg_.device());
-      batch.reference_chosen = refs.first.index_select(0, ix);
-      batch.reference_rejected = refs.second.index_select(0, ix);
-    }
-    hafrm::PairForward f;
-    {
-      AutocastGuard autocast(cfg_.device().type(), bf16_);
-      if (reward_only_ || refs.first.defined())
-        f = hafrm::forward_pair_packed(model_, batch, forward_options_);
-      else
-        f = hafrm::forward_pair_packed(model_, reference_, batch, forward_options_);
-    }
-    losses_in_float_(f);
-    return f;
+    return run_pair_forward(batch, refs, idx);
   }
 
   // The summed log-probs of sequences `idx` of a sequence split and how many tokens they score:
@@ -304,6 +277,33 @@ class TrainState {
   friend StepStats train_step(TrainState& st);
   friend RestoredCheckpoint load_trainer_checkpoint(TrainState& st,
                                                     const std::filesystem::path& path);
+
+  // forward() and forward_packed() after building their batch (a hafrm::PreferenceBatch or a
+  // hafrm::PackedPreferenceBatch of pairs `idx`): the cached reference sums attached, the pass
+  // under the run's precision, the objective's inputs in float32.
+  template <class Batch>
+  hafrm::PairForward run_pair_forward(Batch& batch, const RefSums& refs,
+                                      const std::vector<int64_t>& idx) {
+    if (refs.first.defined() && !reward_only_) {
+      auto ix = torch::tensor(idx, torch::kLong).to(cfg_.device());
+      batch.reference_chosen = refs.first.index_select(0, ix);
+      batch.reference_rejected = refs.second.index_select(0, ix);
+    }
+    constexpr bool packed = std::is_same_v<Batch, hafrm::PackedPreferenceBatch>;
+    const bool live_reference = !reward_only_ && !refs.first.defined();
+    hafrm::PairForward f;
+    {
+      AutocastGuard autocast(cfg_.device().type(), bf16_);
+      if constexpr (packed)
+        f = live_reference ? hafrm::forward_pair_packed(model_, reference_, batch, forward_options_)
+                           : hafrm::forward_pair_packed(model_, batch, forward_options_);
+      else
+        f = live_reference ? hafrm::forward_pair(model_, reference_, batch, forward_options_)
+                           : hafrm::forward_pair(model_, batch, forward_options_);
+    }
+    losses_in_float_(f);
+    return f;
+  }
 
   // The next micro-batch of this rank: its slice of the next global batch.
   std::vector<int64_t> next_indices() {

@@ -204,8 +204,46 @@ struct ToyLM {
   std::vector<torch::Tensor> params() const { return {emb, trunk, head, reward}; }
 };
 
+// ToyLM weights {emb, trunk, head, reward} with hidden size H.
+std::vector<torch::Tensor> toy_weights(int64_t H, const at::Generator& g) {
+  return {torch::randn({kV, H}, g), torch::randn({H, H}, g), torch::randn({kV, H}, g),
+          torch::randn({H}, g)};
+}
+
+// A ToyLM on copies of `w` (leaves requiring grad); with `split`, this rank's rows of the head.
+ToyLM toy_lm(const std::vector<torch::Tensor>& w, const hd::VocabParallel& vp, bool split,
+             bool linear) {
+  ToyLM m;
+  m.emb = w[0].clone().requires_grad_(true), m.trunk = w[1].clone().requires_grad_(true);
+  m.head = (split ? w[2].narrow(0, vp.vocab_begin(), vp.shard_size()) : w[2])
+               .clone()
+               .requires_grad_(true);
+  m.reward = w[3].clone().requires_grad_(true);
+  m.vp = split ? &vp : nullptr, m.linear = linear;
+  return m;
+}
+
+// Backpropagates one loss over the policy sums and rewards through both forwards and checks that
+// the split model's gradients equal the full one's (the head: this rank's rows).
+void expect_toy_gradients(const hafrm::PairForward& want, const ToyLM& full,
+                          const hafrm::PairForward& got, const ToyLM& split,
+                          const hd::VocabParallel& vp, const std::string& what) {
+  auto loss = [](const hafrm::PairForward& f) {
+    return (f.policy.policy_chosen - 0.5 * f.policy.policy_rejected).sum() +
+           (f.rewards.chosen - f.rewards.rejected).sum();
+  };
+  loss(want).backward();
+  loss(got).backward();
+  const char* names[] = {"emb", "trunk", "head", "reward"};
+  for (std::size_t i = 0; i < 4; ++i) {
+    auto w = full.params()[i].grad();
+    if (i == 2) w = w.narrow(0, vp.vocab_begin(), vp.shard_size());
+    expect_close(split.params()[i].grad(), w, what + " d " + names[i]);
+  }
+}
+
 void pair_forward(const hd::VocabParallel& vp) {
-  const int64_t v0 = vp.vocab_begin(), n = vp.shard_size(), H = 5, B = 2;
+  const int64_t H = 5, B = 2;
   auto g = gen(41);
   hafrm::PreferenceBatch b;
   b.chosen_ids = torch::randint(0, kV, {B, 7}, g, torch::kLong);
@@ -218,19 +256,11 @@ void pair_forward(const hd::VocabParallel& vp) {
     return ids;
   };
   b.chosen_labels = prompt(b.chosen_ids), b.rejected_labels = prompt(b.rejected_ids);
-  auto p0 = std::vector<torch::Tensor>{torch::randn({kV, H}, g), torch::randn({H, H}, g),
-                                       torch::randn({kV, H}, g), torch::randn({H}, g)};
+  const auto p0 = toy_weights(H, g);
   for (const bool linear : {false, true}) {
     const std::string what = linear ? "forward_pair (linear)" : "forward_pair (logits)";
-    auto mk = [&](bool split) {
-      ToyLM m;
-      m.emb = p0[0].clone().requires_grad_(true), m.trunk = p0[1].clone().requires_grad_(true);
-      m.head = (split ? p0[2].narrow(0, v0, n) : p0[2]).clone().requires_grad_(true);
-      m.reward = p0[3].clone().requires_grad_(true);
-      m.vp = split ? &vp : nullptr, m.linear = linear;
-      return m;
-    };
-    ToyLM full = mk(false), split = mk(true), ref_full = mk(false), ref_split = mk(true);
+    ToyLM full = toy_lm(p0, vp, false, linear), split = toy_lm(p0, vp, true, linear);
+    ToyLM ref_full = toy_lm(p0, vp, false, linear), ref_split = toy_lm(p0, vp, true, linear);
     hafrm::PairForwardOptions o;
     o.keep_token_inputs = true;
     o.logprobs.return_log_sum_p2 = true;
@@ -243,25 +273,14 @@ void pair_forward(const hd::VocabParallel& vp) {
     expect_close(got.policy.tokens->log_sum_p2_rejected, want.policy.tokens->log_sum_p2_rejected,
                  what + " log_sum_p2");
     expect_close(got.rewards.chosen, want.rewards.chosen, what + " rewards");
-    auto loss = [](const hafrm::PairForward& f) {
-      return (f.policy.policy_chosen - 0.5 * f.policy.policy_rejected).sum() +
-             (f.rewards.chosen - f.rewards.rejected).sum();
-    };
-    loss(want).backward();
-    loss(got).backward();
-    const char* names[] = {"emb", "trunk", "head", "reward"};
-    for (std::size_t i = 0; i < 4; ++i) {
-      auto w = full.params()[i].grad();
-      if (i == 2) w = w.narrow(0, v0, n);
-      expect_close(split.params()[i].grad(), w, what + " d " + names[i]);
-    }
+    expect_toy_gradients(want, full, got, split, vp, what);
   }
 }
 
 // forward_pair_packed with vocab_parallel_token_logprobs (policy and reference) equals the
 // single-process packed path on the unsplit head: sums, counts, rewards and every gradient.
 void packed_pair_forward(const hd::VocabParallel& vp) {
-  const int64_t v0 = vp.vocab_begin(), n = vp.shard_size(), H = 5, B = 3, row = 12;
+  const int64_t H = 5, B = 3, row = 12;
   auto g = gen(51);
   std::vector<std::vector<int64_t>> ci, cl, ri, rl;
   for (int64_t i = 0; i < B; ++i)
@@ -273,19 +292,11 @@ void packed_pair_forward(const hd::VocabParallel& vp) {
       labels->back()[0] = -100;  // a one-token prompt
     }
   auto b = hafrm::pack_pairs(ci, cl, ri, rl, row);
-  auto p0 = std::vector<torch::Tensor>{torch::randn({kV, H}, g), torch::randn({H, H}, g),
-                                       torch::randn({kV, H}, g), torch::randn({H}, g)};
+  const auto p0 = toy_weights(H, g);
   for (const bool linear : {false, true}) {
     const std::string what = linear ? "packed (linear)" : "packed (logits)";
-    auto mk = [&](bool split) {
-      ToyLM m;
-      m.emb = p0[0].clone().requires_grad_(true), m.trunk = p0[1].clone().requires_grad_(true);
-      m.head = (split ? p0[2].narrow(0, v0, n) : p0[2]).clone().requires_grad_(true);
-      m.reward = p0[3].clone().requires_grad_(true);
-      m.vp = split ? &vp : nullptr, m.linear = linear;
-      return m;
-    };
-    ToyLM full = mk(false), split = mk(true), ref_full = mk(false), ref_split = mk(true);
+    ToyLM full = toy_lm(p0, vp, false, linear), split = toy_lm(p0, vp, true, linear);
+    ToyLM ref_full = toy_lm(p0, vp, false, linear), ref_split = toy_lm(p0, vp, true, linear);
     hafrm::PairForwardOptions o;
     o.logprobs.return_entropy = true;
     auto want = hafrm::forward_pair_packed(full, ref_full, b, o);
@@ -299,18 +310,7 @@ void packed_pair_forward(const hd::VocabParallel& vp) {
     expect_close(got.policy.reference_rejected, want.policy.reference_rejected,
                  what + " ref rejected");
     expect_close(got.rewards.chosen, want.rewards.chosen, what + " rewards");
-    auto loss = [](const hafrm::PairForward& f) {
-      return (f.policy.policy_chosen - 0.5 * f.policy.policy_rejected).sum() +
-             (f.rewards.chosen - f.rewards.rejected).sum();
-    };
-    loss(want).backward();
-    loss(got).backward();
-    const char* names[] = {"emb", "trunk", "head", "reward"};
-    for (std::size_t i = 0; i < 4; ++i) {
-      auto w = full.params()[i].grad();
-      if (i == 2) w = w.narrow(0, v0, n);
-      expect_close(split.params()[i].grad(), w, what + " d " + names[i]);
-    }
+    expect_toy_gradients(want, full, got, split, vp, what);
   }
 }
 

@@ -105,6 +105,24 @@ double padding_waste(const std::vector<std::pair<std::size_t, std::size_t>>& len
   return padded == 0 ? 0.0 : 1.0 - double(real) / double(padded);
 }
 
+// The labels that disagree with the gold ordering, against what Bradley-Terry noise predicts:
+// a pair's label disagrees with probability sigmoid(-|gold_c - gold_r| / kLabelTemperature).
+struct LabelNoise {
+  std::size_t disagree = 0;
+  double expected = 0, variance = 0;
+  void add(int gold_chosen, int gold_rejected) {
+    disagree += gold_chosen < gold_rejected;
+    const double p =
+        1.0 / (1.0 + std::exp(std::abs(gold_chosen - gold_rejected) / rt::kLabelTemperature));
+    expected += p;
+    variance += p * (1 - p);
+  }
+  // The observed count within 4 sd of the model's expectation.
+  bool fits_model() const {
+    return std::abs(double(disagree) - expected) < 4 * std::sqrt(variance);
+  }
+  double fraction(std::size_t pairs) const { return double(disagree) / double(pairs); }
+};
 }  // namespace
 
 TEST_CASE("the gold reward scores each feature as documented", "[rules]") {
@@ -170,8 +188,7 @@ TEST_CASE("every shipped rules record carries its gold reward and a Bradley-Terr
     const auto loaded = hd::load_preference_records(file);  // the trainers' own loader
     REQUIRE(loaded.records.size() == spec.count);
     std::ifstream raw(file);
-    std::size_t disagree = 0;
-    double expected_disagree = 0, variance = 0;
+    LabelNoise noise;
     for (const auto& rec : loaded.records) {
       const auto& r = std::get<hd::TextRecord>(rec);
       std::string line;
@@ -194,18 +211,14 @@ TEST_CASE("every shipped rules record carries its gold reward and a Bradley-Terr
       REQUIRE(prompts.insert(r.prompt).second);  // unique within and across splits
       if (spec.name == "train") train_max_source = std::max(train_max_source, ins.source.size());
       if (spec.name == "ood") ood_min_source = std::min(ood_min_source, ins.source.size());
-      disagree += gc < gr;
-      // Under Bradley-Terry the label disagrees with probability sigmoid(-|gc - gr| / T).
-      const double p = 1.0 / (1.0 + std::exp(std::abs(gc - gr) / rt::kLabelTemperature));
-      expected_disagree += p;
-      variance += p * (1 - p);
+      noise.add(gc, gr);
     }
     // The observed count of disagreeing labels is within 4 sd of what the noise model predicts,
     // and the training set's fraction is in the 20-30% range of human preference sets.
-    CHECK(std::abs(double(disagree) - expected_disagree) < 4 * std::sqrt(variance));
+    CHECK(noise.fits_model());
     if (spec.name == "train") {
-      CHECK(double(disagree) / double(spec.count) > 0.20);
-      CHECK(double(disagree) / double(spec.count) < 0.30);
+      CHECK(noise.fraction(spec.count) > 0.20);
+      CHECK(noise.fraction(spec.count) < 0.30);
     }
   }
   CHECK(ood_min_source > train_max_source);  // OOD prompts are longer than any in train
@@ -366,8 +379,8 @@ TEST_CASE("the skewed rules splits keep the task's invariants", "[rules][skewed]
     const auto& pairs = skewed_splits()[k].pairs;
     INFO(spec.name);
     REQUIRE(pairs.size() == spec.count);
-    std::size_t disagree = 0, tail_prompts = 0, rambles = 0, max_source = 0;
-    double expected_disagree = 0, variance = 0;
+    std::size_t tail_prompts = 0, rambles = 0, max_source = 0;
+    LabelNoise noise;
     for (const auto& p : pairs) {
       INFO(p.prompt << " " << p.chosen << " " << p.rejected);
       REQUIRE(p.gold_chosen == rt::gold_reward(p.prompt, p.chosen));
@@ -390,18 +403,14 @@ TEST_CASE("the skewed rules splits keep the task's invariants", "[rules][skewed]
         REQUIRE(body.size() <= ins.target + 3 + spec.tail.max_ramble);
         rambles += body.size() > ins.target + 3;  // only a ramble is longer than n + 3
       }
-      disagree += !p.gold_agrees();
-      const double q =
-          1.0 / (1.0 + std::exp(std::abs(p.gold_chosen - p.gold_rejected) / rt::kLabelTemperature));
-      expected_disagree += q;
-      variance += q * (1 - q);
+      noise.add(p.gold_chosen, p.gold_rejected);
     }
     // Bradley-Terry labels: the disagreeing count is within 4 sd of the noise model's
     // expectation, and about a quarter of train.
-    CHECK(std::abs(double(disagree) - expected_disagree) < 4 * std::sqrt(variance));
+    CHECK(noise.fits_model());
     if (spec.name == "train") {
-      CHECK(double(disagree) / double(spec.count) > 0.20);
-      CHECK(double(disagree) / double(spec.count) < 0.30);
+      CHECK(noise.fraction(spec.count) > 0.20);
+      CHECK(noise.fraction(spec.count) < 0.30);
       // The tail: 5% of the prompts (150 expected, sd ~12) and about 4% of the responses
       // ramble (some rambles end within n + 3 and are not counted).
       CHECK(tail_prompts > 100);

@@ -221,18 +221,7 @@ TEST_CASE("a packed run resumes exactly", "[haf_rm][packing][resume]") {
   cfg.packing = true;
   cfg.pack_tokens = GENERATE(int64_t{0}, int64_t{300});
   CAPTURE(cfg.pack_tokens);
-  const auto ckpt = dir / "packed.pt";
-  rm::Trainer a(cfg);
-  for (int i = 0; i < 3; ++i) a.step();
-  a.save_checkpoint(ckpt);
-  const auto a4 = a.step(), a5 = a.step();
-  REQUIRE(a4.loss != a5.loss);
-  cfg.resume = ckpt.string();
-  rm::Trainer b(cfg);
-  const auto b4 = b.step(), b5 = b.step();
-  CHECK(b4.loss == a4.loss);
-  CHECK(b5.loss == a5.loss);
-  CHECK(rm::test::same_parameters(a.model(), b.model()));
+  rm::test::check_exact_resume(cfg, dir / "packed.pt");
 }
 
 TEST_CASE("packing options are checked with the option's name", "[haf_rm][packing]") {

@@ -180,19 +180,10 @@ TEST_CASE("an lm run resumes exactly", "[haf_rm][pretrain][resume]") {
   cfg.model.dropout = 0.1;
   cfg.grad_accum = 2;
   const auto ckpt = dir / "lm.pt";
-  rm::Trainer a(cfg);
-  for (int i = 0; i < 3; ++i) a.step();
-  a.save_checkpoint(ckpt);
-  const auto a4 = a.step(), a5 = a.step();
-  REQUIRE(a4.loss != a5.loss);
-  cfg.resume = ckpt.string();
-  rm::Trainer b(cfg);
-  REQUIRE(b.global_step() == 3);
-  CHECK(b.step().loss == a4.loss);
-  CHECK(b.step().loss == a5.loss);
-  CHECK(rm::test::same_parameters(a.model(), b.model()));
+  rm::test::check_exact_resume(cfg, ckpt);
 
   SECTION("not as sft, nor as a pair objective") {
+    cfg.resume = ckpt.string();
     cfg.objective = "sft";
     CHECK_THAT(rm::test::checkpoint_error([&] { rm::Trainer c(cfg); }),
                Contains("objective.objective: checkpoint \"lm\", this run \"sft\""));

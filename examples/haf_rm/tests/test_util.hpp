@@ -91,6 +91,22 @@ inline bool same_parameters(const HafTransformer& a, const HafTransformer& b) {
   return true;
 }
 
+// A run of `cfg` takes 3 steps, checkpoints to `ckpt` and takes 2 more; a run resumed from the
+// checkpoint must take those 2 steps bitwise (the same losses) and end at the same weights.
+inline void check_exact_resume(TrainConfig cfg, const std::filesystem::path& ckpt) {
+  Trainer a(cfg);
+  for (int i = 0; i < 3; ++i) a.step();
+  a.save_checkpoint(ckpt);
+  const auto a4 = a.step(), a5 = a.step();
+  REQUIRE(a4.loss != a5.loss);  // the steps differ, so the equality below is no coincidence
+  cfg.resume = ckpt.string();
+  Trainer b(cfg);
+  REQUIRE(b.global_step() == 3);
+  CHECK(b.step().loss == a4.loss);
+  CHECK(b.step().loss == a5.loss);
+  CHECK(same_parameters(a.model(), b.model()));
+}
+
 // Runs `f` and returns the message of the CheckpointError it must throw.
 template <class F>
 std::string checkpoint_error(F&& f) {
